@@ -1,0 +1,91 @@
+#!/usr/bin/env python3
+"""Set up (or reuse) ``.venv`` and run the project's two main commands.
+
+    python3 dev.py demo   # the demo against the built-in simulated server
+    python3 dev.py test   # lint, strict type check and the whole test suite
+
+Needs only Python 3.11+ and access to the package index. The virtual environment is
+reinstalled only when pyproject.toml changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = Path(os.environ.get("LLMVARIANCE_VENV", ROOT / ".venv"))
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+PYTHON = BIN / "python"
+STAMP = VENV / ".llmvariance-installed"
+
+
+def sh(*args: str | Path) -> int:
+    print("+", " ".join(str(a) for a in args), flush=True)
+    return subprocess.call([str(a) for a in args], cwd=ROOT)
+
+
+def ensure_venv() -> None:
+    if sys.version_info < (3, 11):
+        sys.exit(f"llmvariance needs Python 3.11+, this is {sys.version.split()[0]}")
+    wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    if PYTHON.exists() and STAMP.exists() and STAMP.read_text() == wanted:
+        return
+    if not PYTHON.exists():
+        print(f"creating {VENV}", flush=True)
+        venv.create(VENV, with_pip=True)
+    if sh(PYTHON, "-m", "pip", "install", "--quiet", "--upgrade", "pip") != 0:
+        sys.exit("pip upgrade failed")
+    if sh(PYTHON, "-m", "pip", "install", "--quiet", "-e", ".[dev]") != 0:
+        sys.exit("installing llmvariance and its dev tools failed")
+    STAMP.write_text(wanted)
+
+
+def demo() -> int:
+    # Until `llmvariance demo` exists: the simulator in one process, the sampler in another.
+    server = subprocess.Popen([BIN / "llmvariance", "serve", "--port", "0"],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                              cwd=ROOT)
+    try:
+        assert server.stdout is not None
+        base_url = server.stdout.readline().strip()
+        if not base_url:
+            return 1
+        return sh(BIN / "llmvariance", "sample", "--base-url", base_url, "--model", "dense",
+                  "--prompt", "Write a unique, surprising, extremely randomized story.",
+                  "-n", "30", "--max-tokens", "64", "--concurrency", "8")
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+        if server.stdout is not None:
+            server.stdout.close()
+
+
+def test() -> int:
+    steps = [
+        (BIN / "ruff", "check", "src", "tests", "benchmarks", "dev.py"),
+        (BIN / "mypy",),
+        (PYTHON, "-m", "pytest", "-q"),
+    ]
+    failed = [step[0].name for step in steps if sh(*step) != 0]
+    if failed:
+        print(f"FAILED: {', '.join(failed)}", flush=True)
+        return 1
+    return 0
+
+
+def main() -> int:
+    commands = {"demo": demo, "test": test}
+    if len(sys.argv) != 2 or sys.argv[1] not in commands:
+        print(__doc__)
+        return 2
+    ensure_venv()
+    return commands[sys.argv[1]]()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""llmvariance: measure how much a model's output varies across identical requests.
+
+    import llmvariance as lv
+    req = lv.ChatRequest(model="m", messages=[{"role": "user", "content": "hi"}])
+    result = await lv.sample_many(req, n=30, endpoint=lv.Endpoint(base_url=...))
+    print(result.report)
+"""
+
+from importlib import metadata as _metadata
+
+from ._collect import VarianceCollector, analyze
+from ._endpoint import Endpoint
+from ._errors import (
+    ConfigError,
+    ConnectError,
+    HTTPStatusError,
+    LLMVarianceError,
+    MalformedResponseError,
+    RequestTimeout,
+    ResponseError,
+    TransportError,
+)
+from ._pool import ClientPool
+from ._report import OutputCount, VarianceReport
+from ._request import ChatMessage, ChatRequest, CompletionRequest
+from ._sample import Sample, SampleError, Usage
+from ._sampler import SampleSet, sample_many, sample_many_sync
+from ._transport import AiohttpTransport, HTTPRequest, HTTPResponse, MockTransport, Transport
+
+try:
+    __version__ = _metadata.version("llmvariance")
+except _metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0"
+
+__all__ = [
+    "AiohttpTransport",
+    "ChatMessage",
+    "ChatRequest",
+    "ClientPool",
+    "CompletionRequest",
+    "ConfigError",
+    "ConnectError",
+    "Endpoint",
+    "HTTPRequest",
+    "HTTPResponse",
+    "HTTPStatusError",
+    "LLMVarianceError",
+    "MalformedResponseError",
+    "MockTransport",
+    "OutputCount",
+    "RequestTimeout",
+    "ResponseError",
+    "Sample",
+    "SampleError",
+    "SampleSet",
+    "Transport",
+    "TransportError",
+    "Usage",
+    "VarianceCollector",
+    "VarianceReport",
+    "__version__",
+    "analyze",
+    "sample_many",
+    "sample_many_sync",
+]

@@ -1,0 +1,110 @@
+"""The ``llmvariance`` command: ``sample`` an endpoint, ``serve`` the simulator."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Sequence
+
+import anyio
+from pydantic import ValidationError
+
+from ._endpoint import Endpoint
+from ._errors import ConfigError
+from ._request import ChatRequest, CompletionRequest, Request
+from ._sampler import sample_many
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="llmvariance",
+        description="Measure how much a model's output varies across identical requests.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    sample = commands.add_parser(
+        "sample", help="send one request N times and report how the outputs vary",
+        description="The API key is read from $OPENAI_API_KEY, never from the command line.",
+    )
+    sample.add_argument("--base-url", help="default: $OPENAI_BASE_URL or OpenAI's API")
+    sample.add_argument("--model", required=True)
+    sample.add_argument("--prompt", required=True)
+    sample.add_argument("-n", type=int, default=30, help="number of requests (default 30)")
+    sample.add_argument("--max-tokens", type=int, default=128)
+    sample.add_argument("--temperature", type=float, default=0.0)
+    sample.add_argument("--concurrency", type=int, default=8)
+    sample.add_argument("--completion", action="store_true",
+                        help="use the legacy /completions API instead of chat")
+    sample.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    serve = commands.add_parser("serve", help="run the simulated OpenAI-compatible server")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000, help="0 picks a free port")
+    serve.add_argument("--step-time", type=float, default=0.0,
+                       help="seconds per decode step (default 0)")
+    return parser
+
+
+def _request(args: argparse.Namespace) -> Request:
+    if args.completion:
+        return CompletionRequest(model=args.model, prompt=args.prompt,
+                                 max_tokens=args.max_tokens, temperature=args.temperature)
+    return ChatRequest(model=args.model, messages=[{"role": "user", "content": args.prompt}],
+                       max_tokens=args.max_tokens, temperature=args.temperature)
+
+
+async def _sample(args: argparse.Namespace) -> int:
+    endpoint = Endpoint(base_url=args.base_url) if args.base_url else Endpoint()
+    result = await sample_many(_request(args), args.n, endpoint=endpoint,
+                               concurrency=args.concurrency)
+    if args.json:
+        print(result.report.model_dump_json(indent=2))
+    else:
+        print(f"{result.endpoint}  model={args.model}  n={args.n}  "
+              f"concurrency={args.concurrency}")
+        print(result.report.to_text())
+    return 0
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    from .testing import SimServer
+
+    server = SimServer(host=args.host, port=args.port, step_time_s=args.step_time)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    async with server as base_url:
+        print(base_url, flush=True)
+        print(f"models: {', '.join(server.engines)}; Ctrl-C stops", file=sys.stderr, flush=True)
+        await stop.wait()
+    return 0
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        field = ".".join(str(p) for p in error["loc"]) or exc.title
+        parts.append(f"{field}: {error['msg']}")
+    return "; ".join(parts)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    command = _sample if args.command == "sample" else _serve
+    try:
+        return anyio.run(command, args, backend="asyncio")
+    except (ConfigError, ValidationError) as exc:
+        message = _describe(exc) if isinstance(exc, ValidationError) else str(exc)
+        print(f"llmvariance {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

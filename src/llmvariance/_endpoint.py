@@ -1,0 +1,79 @@
+"""Where requests go: a base URL, an optional secret key, extra headers."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+__all__ = ["Endpoint"]
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
+
+def _env_base_url() -> str:
+    return os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
+
+
+def _env_api_key() -> SecretStr | None:
+    key = os.environ.get("OPENAI_API_KEY")
+    return SecretStr(key) if key else None
+
+
+class Endpoint(BaseModel):
+    """An OpenAI-compatible API.
+
+    ``base_url`` and ``api_key`` default to ``$OPENAI_BASE_URL`` and ``$OPENAI_API_KEY``.
+    The key and every header value are ``SecretStr``: they never appear in a repr, in
+    JSON, in a log line or in an error message, only in the headers the transport sends.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+
+    base_url: str = Field(default_factory=_env_base_url)
+    api_key: SecretStr | None = Field(default_factory=_env_api_key)
+    headers: dict[str, SecretStr] = Field(default_factory=dict)
+    name: Annotated[str, Field(min_length=1)] | None = None
+    """A label for reports; defaults to the URL's host and port."""
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_base_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"must be an http:// or https:// URL with a host, got {value!r}")
+        if parts.username or parts.password:
+            raise ValueError("must not embed credentials; pass api_key instead")
+        if parts.query or parts.fragment:
+            raise ValueError("must not have a query string or fragment")
+        try:
+            parts.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError as exc:
+            raise ValueError(f"has an invalid port: {exc}") from None
+        return value.rstrip("/")
+
+    @field_validator("headers")
+    @classmethod
+    def _check_headers(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        for header in value:
+            if not header or any(c in header for c in " :\r\n"):
+                raise ValueError(f"header name {header!r} is not a valid HTTP token")
+        return value
+
+    @property
+    def label(self) -> str:
+        """The name used in reports: ``name`` if set, else ``host:port``."""
+        if self.name:
+            return self.name
+        parts = urlsplit(self.base_url)
+        return parts.netloc
+
+    def request_headers(self) -> dict[str, str]:
+        """The headers to send, secrets revealed; for the transport, never for display."""
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if self.api_key is not None:
+            headers["Authorization"] = f"Bearer {self.api_key.get_secret_value()}"
+        headers.update((k, v.get_secret_value()) for k, v in self.headers.items())
+        return headers

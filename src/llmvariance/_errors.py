@@ -1,0 +1,69 @@
+"""The exception tree.
+
+    LLMVarianceError
+    ├── ConfigError (also ValueError)      bad input, raised before any request is sent
+    ├── TransportError                     the request got no HTTP response
+    │   ├── ConnectError                   could not connect, or the connection dropped
+    │   └── RequestTimeout                 no complete response in time
+    └── ResponseError                      an HTTP response the adapter cannot use
+        ├── HTTPStatusError                a non-2xx status
+        └── MalformedResponseError         a 2xx body that is not the expected JSON
+
+Only ``ConfigError`` ever escapes ``sample_many``: every per-request error is caught and
+recorded as ``Sample.error``. Messages carry context (endpoint name, status, request
+index) and never an API key: the key lives only in a ``SecretStr`` and in the request
+headers handed to the transport.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "ConnectError",
+    "HTTPStatusError",
+    "LLMVarianceError",
+    "MalformedResponseError",
+    "RequestTimeout",
+    "ResponseError",
+    "TransportError",
+]
+
+
+class LLMVarianceError(Exception):
+    """Base class of every error this library raises."""
+
+
+class ConfigError(LLMVarianceError, ValueError):
+    """An argument is out of range or malformed; ``field`` names it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class TransportError(LLMVarianceError):
+    """The request did not produce an HTTP response."""
+
+
+class ConnectError(TransportError):
+    """Connecting failed, or the server closed the connection before answering."""
+
+
+class RequestTimeout(TransportError):
+    """The response did not arrive within the configured timeout."""
+
+
+class ResponseError(LLMVarianceError):
+    """A response arrived but cannot be turned into a sample."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class HTTPStatusError(ResponseError):
+    """The server answered with a non-2xx status; the message is the provider's."""
+
+
+class MalformedResponseError(ResponseError):
+    """A 2xx response whose body is not what the provider's API promises."""

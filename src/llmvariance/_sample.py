@@ -1,0 +1,68 @@
+"""What comes back: one ``Sample`` per requested index, ok or failed."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+__all__ = ["ErrorKind", "Sample", "SampleError", "Usage"]
+
+_FROZEN = ConfigDict(frozen=True, extra="forbid")
+
+ErrorKind = Literal["http_status", "connection", "timeout", "malformed_response"]
+
+
+class Usage(BaseModel):
+    """Token counts as the provider reported them."""
+
+    model_config = _FROZEN
+
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_tokens: int | None = None
+
+
+class SampleError(BaseModel):
+    """Why a request produced no output.
+
+    ``kind`` is ``http_status`` (the server said no: see ``status`` and ``message``, the
+    provider's own words), ``connection``, ``timeout`` or ``malformed_response``.
+    """
+
+    model_config = _FROZEN
+
+    kind: ErrorKind
+    message: str
+    status: int | None = None
+
+
+class Sample(BaseModel):
+    """One of the N responses to the identical request, in request order by ``index``.
+
+    When ``error`` is set the request failed and the output fields are empty.
+    ``tokens``/``token_logprobs``/``top_logprobs`` are filled when the request asked for
+    logprobs and the provider returned them; ``top_logprobs[i]`` maps each alternative
+    token at position ``i`` to its log-probability (natural log).
+    """
+
+    model_config = _FROZEN
+
+    index: int
+    text: str | None = None
+    tokens: list[str] | None = None
+    token_logprobs: list[float | None] | None = None
+    top_logprobs: list[dict[str, float]] | None = None
+    finish_reason: str | None = None
+    system_fingerprint: str | None = None
+    model: str | None = None
+    usage: Usage | None = None
+    endpoint: str | None = None
+    latency_s: float = 0.0
+    attempts: int = 1
+    error: SampleError | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when the request produced an output."""
+        return self.error is None

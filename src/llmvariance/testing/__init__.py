@@ -1,0 +1,7 @@
+"""An OpenAI-compatible simulated inference server for offline experiments and tests."""
+
+from ._engine import Engine
+from ._models import Context, DenseModel, SimModel
+from ._server import ServerStats, SimServer
+
+__all__ = ["Context", "DenseModel", "Engine", "ServerStats", "SimModel", "SimServer"]

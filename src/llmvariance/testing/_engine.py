@@ -1,0 +1,172 @@
+"""Continuous batching: every running sequence advances one token per decode step.
+
+Requests that arrive while others decode join the running batch at the next step, as in
+vLLM or SGLang, so how many requests a client has in flight decides what the model is
+batched with. A step takes ``step_time_s`` of real time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from ._models import Context, SimModel
+from ._vocab import EOS, EOS_ALIASES
+
+__all__ = ["Engine", "Generation", "Job", "TokenChoice"]
+
+
+@dataclass(frozen=True, slots=True)
+class TokenChoice:
+    token: str
+    logprob: float
+    top: tuple[tuple[str, float], ...]
+
+
+@dataclass(slots=True)
+class Job:
+    """One sequence to generate; the server builds it from a request body."""
+
+    context: Context
+    max_tokens: int
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+    logit_bias: Mapping[str, float] = field(default_factory=dict)
+    top_logprobs: int = 0
+    stop: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class Generation:
+    choices: list[TokenChoice]
+    text: str
+    finish_reason: str
+
+
+@dataclass(slots=True)
+class _Running:
+    job: Job
+    future: asyncio.Future[Generation]
+    rng: random.Random
+    bias: dict[int, float]
+    choices: list[TokenChoice] = field(default_factory=list)
+    text: str = ""
+
+
+def _log_softmax(logits: list[float]) -> list[float]:
+    top = max(logits)
+    log_z = top + math.log(sum(math.exp(x - top) for x in logits))
+    return [x - log_z for x in logits]
+
+
+class Engine:
+    """Runs one model's batch; ``await engine.generate(job)`` from request handlers."""
+
+    def __init__(self, model: SimModel, *, step_time_s: float = 0.0, max_batch: int = 256):
+        self.model = model
+        self.step_time_s = step_time_s
+        self.max_batch = max_batch
+        self.batch_sizes: list[int] = []
+        """The batch size of every decode step so far (for tests and experiments)."""
+        self._waiting: list[_Running] = []
+        self._running: list[_Running] = []
+        self._wake = asyncio.Event()
+
+    def _bias(self, logit_bias: Mapping[str, float]) -> dict[int, float]:
+        bias: dict[int, float] = {}
+        for key, value in logit_bias.items():
+            if key in EOS_ALIASES:
+                bias[EOS] = value
+            elif key.isdigit() and int(key) < len(self.model.vocab):
+                bias[int(key)] = value
+        return bias
+
+    async def generate(self, job: Job) -> Generation:
+        future: asyncio.Future[Generation] = asyncio.get_running_loop().create_future()
+        rng = random.Random(job.seed)
+        self._waiting.append(_Running(job, future, rng, self._bias(job.logit_bias)))
+        self._wake.set()
+        try:
+            return await future
+        finally:
+            if not future.done():  # the client went away: free the batch slot
+                future.cancel()
+
+    async def run(self) -> None:
+        """The decode loop; runs until cancelled."""
+        while True:
+            if not self._running and not self._waiting:
+                self._wake.clear()
+                await self._wake.wait()
+            self._admit()
+            if self._running:
+                self._step()
+            # Sleeping (even for 0 s) lets requests that arrived meanwhile join the batch.
+            await asyncio.sleep(self.step_time_s)
+
+    def _admit(self) -> None:
+        self._running = [r for r in self._running if not r.future.done()]
+        room = self.max_batch - len(self._running)
+        if room > 0 and self._waiting:
+            self._running.extend(r for r in self._waiting[:room] if not r.future.done())
+            del self._waiting[:room]
+
+    def _step(self) -> None:
+        batch = self._running
+        self.batch_sizes.append(len(batch))
+        all_logits = self.model.step([r.job.context for r in batch])
+        still: list[_Running] = []
+        for running, logits in zip(batch, all_logits, strict=True):
+            finish = self._advance(running, logits)
+            if finish is None:
+                still.append(running)
+            elif not running.future.done():
+                running.future.set_result(Generation(running.choices, running.text, finish))
+        self._running = still
+
+    def _advance(self, running: _Running, logits: list[float]) -> str | None:
+        """Pick and record the next token; the finish reason once the sequence is done."""
+        job = running.job
+        for token_id, value in running.bias.items():
+            logits[token_id] += value
+        logprobs = _log_softmax(logits)
+        if job.temperature == 0.0:
+            chosen = max(range(len(logits)), key=logits.__getitem__)
+        else:
+            chosen = self._sample(logits, job.temperature, job.top_p, running.rng)
+        if chosen == EOS:
+            return "stop"
+        vocab = self.model.vocab
+        top: tuple[tuple[str, float], ...] = ()
+        if job.top_logprobs:
+            best = sorted(range(len(logprobs)), key=logprobs.__getitem__, reverse=True)
+            top = tuple((vocab[i], logprobs[i]) for i in best[: job.top_logprobs])
+        running.choices.append(TokenChoice(vocab[chosen], logprobs[chosen], top))
+        running.text += vocab[chosen]
+        job.context.tokens.append(chosen)
+        for stop in job.stop:
+            cut = running.text.find(stop)
+            if cut >= 0:
+                running.text = running.text[:cut]
+                return "stop"
+        if len(running.choices) >= job.max_tokens:
+            return "length"
+        return None
+
+    @staticmethod
+    def _sample(logits: list[float], temperature: float, top_p: float, rng: random.Random) -> int:
+        scaled = _log_softmax([x / temperature for x in logits])
+        order = sorted(range(len(scaled)), key=scaled.__getitem__, reverse=True)
+        kept: list[int] = []
+        mass = 0.0
+        for i in order:
+            kept.append(i)
+            mass += math.exp(scaled[i])
+            if mass >= top_p:
+                break
+        weights = [math.exp(scaled[i]) for i in kept]
+        return rng.choices(kept, weights=weights)[0]

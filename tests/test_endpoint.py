@@ -1,0 +1,45 @@
+import pytest
+from pydantic import ValidationError
+
+import llmvariance as lv
+
+KEY = "sk-test-SECRET-0123456789"
+
+
+def test_key_never_appears_in_repr_str_or_json() -> None:
+    ep = lv.Endpoint(base_url="http://127.0.0.1:1/v1", api_key=KEY,
+                     headers={"X-Org-Token": "org-SECRET-value"})
+    for rendering in (repr(ep), str(ep), ep.model_dump_json(), str(ep.model_dump())):
+        assert KEY not in rendering
+        assert "org-SECRET-value" not in rendering
+    assert ep.request_headers()["Authorization"] == f"Bearer {KEY}"
+    assert ep.request_headers()["X-Org-Token"] == "org-SECRET-value"
+
+
+def test_defaults_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1/")
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    ep = lv.Endpoint()
+    assert ep.base_url == "http://127.0.0.1:9/v1"
+    assert ep.api_key is not None and ep.api_key.get_secret_value() == KEY
+    assert ep.label == "127.0.0.1:9"
+
+
+def test_no_key_sends_no_authorization_header() -> None:
+    ep = lv.Endpoint(base_url="http://127.0.0.1:9/v1", api_key=None)
+    assert "Authorization" not in ep.request_headers()
+
+
+@pytest.mark.parametrize(
+    "url", ["127.0.0.1:8000/v1", "ftp://host/v1", "http:///v1", "http://host:99999/v1",
+            "http://user:pw@host/v1", "http://host/v1?x=1"],
+)
+def test_malformed_base_url_is_refused_naming_the_field(url: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        lv.Endpoint(base_url=url)
+    assert "base_url" in str(info.value)
+    assert info.value.errors()[0]["loc"] == ("base_url",)
+
+
+def test_name_overrides_the_label() -> None:
+    assert lv.Endpoint(base_url="http://127.0.0.1:9/v1", name="local").label == "local"

@@ -1,0 +1,198 @@
+"""sample_many through the MockTransport seam: no sockets, exact behaviour."""
+
+from __future__ import annotations
+
+import anyio
+import orjson
+import pytest
+
+import llmvariance as lv
+
+pytestmark = pytest.mark.anyio
+
+KEY = "sk-live-TOPSECRET-abcdef123456"
+EP = lv.Endpoint(base_url="http://127.0.0.1:9/v1", api_key=KEY)
+REQ = lv.ChatRequest(model="m", messages=[{"role": "user", "content": "hi"}])
+
+
+def chat_body(text: str, fingerprint: str = "fp_1") -> bytes:
+    return orjson.dumps({
+        "model": "m", "system_fingerprint": fingerprint,
+        "choices": [{"message": {"content": text}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+    })
+
+
+def fail(exc: Exception) -> lv.HTTPResponse:
+    raise exc
+
+
+class Gate:
+    """Counts requests in flight; holds them until ``width`` are in flight at once."""
+
+    def __init__(self, width: int) -> None:
+        self.width = width
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.calls = 0
+        self.opened = anyio.Event()
+
+    async def __call__(self, request: lv.HTTPRequest) -> lv.HTTPResponse:
+        self.calls += 1
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        if self.in_flight >= self.width:
+            self.opened.set()
+        await self.opened.wait()
+        await anyio.lowlevel.checkpoint()
+        self.in_flight -= 1
+        return lv.HTTPResponse(200, chat_body(f"out {self.calls % 3}"))
+
+
+@pytest.mark.parametrize(("n", "concurrency"), [(30, 7), (5, 8), (100, 1), (64, 64)])
+async def test_pool_fills_and_never_exceeds_the_concurrency_limit(n: int, concurrency: int
+                                                                  ) -> None:
+    gate = Gate(min(n, concurrency))
+    with anyio.fail_after(10):  # a pool that under-fills would never open the gate
+        result = await lv.sample_many(REQ, n, endpoint=EP, concurrency=concurrency,
+                                      transport=lv.MockTransport(gate))
+    assert gate.max_in_flight == min(n, concurrency)
+    assert gate.calls == n
+    assert [s.index for s in result.samples] == list(range(n))
+
+
+async def test_samples_are_ordered_by_index_whatever_the_completion_order() -> None:
+    # Later requests finish first: request i waits until request i+1 has finished.
+    n = 6
+    finished = [anyio.Event() for _ in range(n + 1)]
+    finished[n].set()
+    started = 0
+
+    async def handler(request: lv.HTTPRequest) -> lv.HTTPResponse:
+        nonlocal started
+        i = started
+        started += 1
+        await finished[i + 1].wait()
+        finished[i].set()
+        return lv.HTTPResponse(200, chat_body(f"answer {i}"))
+
+    seen: list[int] = []
+    result = await lv.sample_many(REQ, n, endpoint=EP, concurrency=n,
+                                  transport=lv.MockTransport(handler),
+                                  on_sample=lambda s: seen.append(s.index))
+    assert seen == [5, 4, 3, 2, 1, 0]
+    assert [s.index for s in result.samples] == list(range(n))
+    assert [s.text for s in result.samples] == [f"answer {i}" for i in range(n)]
+
+
+async def test_every_failure_becomes_a_sample_with_its_reason() -> None:
+    outcomes = [
+        lambda: lv.HTTPResponse(200, chat_body("fine")),
+        lambda: lv.HTTPResponse(500, b'{"error": {"message": "boom"}}'),
+        lambda: lv.HTTPResponse(200, b"{not json"),
+        lambda: fail(lv.ConnectError("connection reset")),
+        lambda: fail(lv.RequestTimeout("no response within the timeout")),
+        lambda: lv.HTTPResponse(400, b'{"error": {"message": "max_tokens is too large"}}'),
+    ]
+
+    answers = iter(outcomes)
+
+    def handler(request: lv.HTTPRequest) -> lv.HTTPResponse:
+        return next(answers)()
+
+    result = await lv.sample_many(REQ, 6, endpoint=EP, concurrency=1,
+                                  transport=lv.MockTransport(handler))
+    errors = [s.error for s in result.samples]
+    assert errors[0] is None and result.samples[0].text == "fine"
+    assert errors[1] == lv.SampleError(kind="http_status", status=500, message="HTTP 500: boom")
+    assert errors[2] is not None and errors[2].kind == "malformed_response"
+    assert errors[3] == lv.SampleError(kind="connection", message="connection reset")
+    assert errors[4] is not None and errors[4].kind == "timeout"
+    assert errors[5] == lv.SampleError(kind="http_status", status=400,
+                                       message="HTTP 400: max_tokens is too large")
+    assert result.report.n_ok == 1
+    assert result.report.failures == {"http_status": 2, "malformed_response": 1,
+                                      "connection": 1, "timeout": 1}
+    assert len(result.failures) == 5
+
+
+async def test_key_echoed_by_a_server_is_redacted_everywhere() -> None:
+    def handler(request: lv.HTTPRequest) -> lv.HTTPResponse:
+        assert request.headers["Authorization"] == f"Bearer {KEY}"
+        return lv.HTTPResponse(401, orjson.dumps({"error": {"message": f"bad key {KEY}"}}))
+
+    result = await lv.sample_many(REQ, 2, endpoint=EP, transport=lv.MockTransport(handler))
+    assert result.samples[0].error is not None
+    assert result.samples[0].error.message == "HTTP 401: bad key ***"
+    everything = result.model_dump_json() + repr(result) + str(result.report)
+    assert KEY not in everything
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [({"n": 0}, "n"), ({"n": -3}, "n"), ({"n": 2.5}, "n"), ({"n": True}, "n"),
+     ({"concurrency": 0}, "concurrency"), ({"concurrency": -1}, "concurrency")],
+)
+async def test_bad_arguments_send_nothing_and_name_the_field(kwargs: dict, field: str) -> None:
+    calls = 0
+
+    def handler(request: lv.HTTPRequest) -> lv.HTTPResponse:
+        nonlocal calls
+        calls += 1
+        return lv.HTTPResponse(200, chat_body("x"))
+
+    args = {"n": 3, "endpoint": EP, "transport": lv.MockTransport(handler), **kwargs}
+    with pytest.raises(lv.ConfigError) as info:
+        await lv.sample_many(REQ, **args)
+    assert info.value.field == field
+    assert str(info.value).startswith(f"{field}: ")
+    assert calls == 0
+
+
+async def test_a_dict_instead_of_a_request_is_refused() -> None:
+    with pytest.raises(lv.ConfigError, match=r"^request: must be a ChatRequest"):
+        await lv.sample_many({"model": "m"}, 3, endpoint=EP)  # type: ignore[arg-type]
+
+
+async def test_runs_sharing_a_pool_share_its_limit() -> None:
+    gate = Gate(4)
+    async with lv.ClientPool(EP, concurrency=4, transport=lv.MockTransport(gate)) as pool:
+        results: list[lv.SampleSet] = []
+
+        async def run() -> None:
+            results.append(await lv.sample_many(REQ, 10, pool=pool))
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(run)
+                tg.start_soon(run)
+    assert gate.max_in_flight == 4
+    assert [len(r.samples) for r in results] == [10, 10]
+
+
+async def test_the_request_body_is_encoded_once_and_identical_for_every_sample() -> None:
+    bodies: list[bytes | None] = []
+
+    def handler(request: lv.HTTPRequest) -> lv.HTTPResponse:
+        bodies.append(request.body)
+        return lv.HTTPResponse(200, chat_body("x"))
+
+    await lv.sample_many(REQ, 5, endpoint=EP, transport=lv.MockTransport(handler))
+    assert len(bodies) == 5 and len(set(bodies)) == 1
+    assert orjson.loads(bodies[0] or b"") == {
+        "model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": 0.0}
+
+
+def test_sample_many_sync_runs_without_a_loop() -> None:
+    texts = iter(["a", "b", "a"])
+    result = lv.sample_many_sync(
+        REQ, 3, endpoint=EP, concurrency=1,
+        transport=lv.MockTransport(lambda r: lv.HTTPResponse(200, chat_body(next(texts)))))
+    assert result.texts == ["a", "b", "a"]
+    assert result.report.unique_count == 2
+    assert result.samples[0].system_fingerprint == "fp_1"
+
+
+async def test_sample_many_sync_refuses_inside_a_running_loop() -> None:
+    with pytest.raises(RuntimeError, match=r"use `await sample_many\(\.\.\.\)`"):
+        lv.sample_many_sync(REQ, 1, endpoint=EP)
