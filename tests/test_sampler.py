@@ -196,3 +196,10 @@ def test_sample_many_sync_runs_without_a_loop() -> None:
 async def test_sample_many_sync_refuses_inside_a_running_loop() -> None:
     with pytest.raises(RuntimeError, match=r"use `await sample_many\(\.\.\.\)`"):
         lv.sample_many_sync(REQ, 1, endpoint=EP)
+
+
+async def test_pool_repr_shows_state_and_no_secret() -> None:
+    async with lv.ClientPool(EP, concurrency=3,
+                             transport=lv.MockTransport(lambda r: lv.HTTPResponse(200))) as pool:
+        assert repr(pool) == "<ClientPool endpoint='127.0.0.1:9' concurrency=3 in_flight=0>"
+        assert KEY not in repr(pool)
