@@ -9,7 +9,10 @@ import subprocess
 import sys
 from collections.abc import Iterator
 
+import anyio
 import pytest
+
+from llmvariance.testing import SimServer
 
 CLI = [sys.executable, "-m", "llmvariance"]
 
@@ -71,3 +74,43 @@ def test_the_key_from_the_environment_is_never_printed(served_url: str) -> None:
     assert out.returncode == 0
     assert "failures         http_status 2" in out.stdout
     assert key not in out.stdout + out.stderr
+
+
+def test_serve_with_faults_and_sample_with_a_limit_still_get_every_sample() -> None:
+    with subprocess.Popen([*CLI, "serve", "--port", "0", "--rpm", "1200", "--p-503", "0.2",
+                           "--p-drop", "0.1", "--seed", "5"],
+                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) as proc:
+        try:
+            assert proc.stdout is not None
+            url = proc.stdout.readline().strip()
+            out = run("sample", "--base-url", url, "--model", "dense", "--prompt", "hi",
+                      "-n", "20", "--max-tokens", "4", "--rpm", "1100", "--max-attempts", "10",
+                      "--json")
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=10)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert (report["n_ok"], report["n_failed"], report["unique_count"]) == (20, 0, 1)
+
+
+@pytest.mark.anyio
+async def test_ctrl_c_stops_a_run_promptly_without_a_traceback() -> None:
+
+    # 1 s per decode step: a run of 100-token answers would take minutes.
+    server = SimServer(step_time_s=1.0)
+    async with server as url:
+        proc = await anyio.open_process(
+            [*CLI, "sample", "--base-url", url, "--model", "dense", "--prompt", "hi",
+             "-n", "50", "--max-tokens", "100", "--concurrency", "4"])
+        async with proc:
+            with anyio.fail_after(20):
+                await server.wait_for_in_flight(4)
+            proc.send_signal(signal.SIGINT)
+            with anyio.fail_after(10):
+                code = await proc.wait()
+                assert proc.stderr is not None
+                stderr = b"".join([chunk async for chunk in proc.stderr]).decode()
+    assert code == 130, stderr
+    assert "Traceback" not in stderr
+    assert server.stats.requests == 4  # nothing new was sent after the interrupt

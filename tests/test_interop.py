@@ -117,6 +117,8 @@ async def test_foreign_server_errors_are_recorded_with_its_message(
         third_party_url: str) -> None:
     request = lv.ChatRequest(model="gpt-4.1:mock-503",
                              messages=[{"role": "user", "content": "hi"}])
-    result = await lv.sample_many(request, 3, endpoint=lv.Endpoint(base_url=third_party_url))
+    result = await lv.sample_many(request, 3, endpoint=lv.Endpoint(base_url=third_party_url),
+                                  retry=lv.RetryPolicy(max_attempts=2, initial_backoff_s=0.01))
     assert {s.error.status for s in result.samples if s.error} == {503}
     assert all(s.error and s.error.message.startswith("HTTP 503: ") for s in result.samples)
+    assert [s.attempts for s in result.samples] == [2, 2, 2]  # 503 is retried

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import anyio
 import orjson
 import pytest
@@ -101,6 +103,7 @@ async def test_every_failure_becomes_a_sample_with_its_reason() -> None:
         return next(answers)()
 
     result = await lv.sample_many(REQ, 6, endpoint=EP, concurrency=1,
+                                  retry=lv.RetryPolicy(max_attempts=1),
                                   transport=lv.MockTransport(handler))
     errors = [s.error for s in result.samples]
     assert errors[0] is None and result.samples[0].text == "fine"
@@ -203,3 +206,27 @@ async def test_pool_repr_shows_state_and_no_secret() -> None:
                              transport=lv.MockTransport(lambda r: lv.HTTPResponse(200))) as pool:
         assert repr(pool) == "<ClientPool endpoint='127.0.0.1:9' concurrency=3 in_flight=0>"
         assert KEY not in repr(pool)
+
+
+async def test_cancelling_a_run_stops_promptly_and_leaves_nothing_behind() -> None:
+    started = 0
+    all_started = anyio.Event()
+
+    async def hang(request: lv.HTTPRequest) -> lv.HTTPResponse:
+        nonlocal started
+        started += 1
+        if started == 4:
+            all_started.set()
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    before = set(asyncio.all_tasks())
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: lv.sample_many(REQ, 100, endpoint=EP, concurrency=4,
+                                                 transport=lv.MockTransport(hang)))
+            await all_started.wait()
+            tg.cancel_scope.cancel()
+    await anyio.lowlevel.checkpoint()
+    assert started == 4  # nothing more was sent after the cancel
+    assert set(asyncio.all_tasks()) - before == set()

@@ -20,12 +20,21 @@ from ._errors import (
     ResponseError,
     TransportError,
 )
-from ._pool import ClientPool
+from ._pool import ClientPool, PoolStats
+from ._ratelimit import RateLimit, RateLimiter
 from ._report import OutputCount, VarianceReport
 from ._request import ChatMessage, ChatRequest, CompletionRequest
+from ._retry import RetryPolicy
 from ._sample import Sample, SampleError, Usage
 from ._sampler import SampleSet, sample_many, sample_many_sync
-from ._transport import AiohttpTransport, HTTPRequest, HTTPResponse, MockTransport, Transport
+from ._transport import (
+    AiohttpTransport,
+    HTTPRequest,
+    HTTPResponse,
+    MockTransport,
+    Timeouts,
+    Transport,
+)
 
 try:
     __version__ = _metadata.version("llmvariance")
@@ -48,11 +57,16 @@ __all__ = [
     "MalformedResponseError",
     "MockTransport",
     "OutputCount",
+    "PoolStats",
+    "RateLimit",
+    "RateLimiter",
     "RequestTimeout",
     "ResponseError",
+    "RetryPolicy",
     "Sample",
     "SampleError",
     "SampleSet",
+    "Timeouts",
     "Transport",
     "TransportError",
     "Usage",

@@ -14,7 +14,9 @@ from pydantic import ValidationError
 
 from ._endpoint import Endpoint
 from ._errors import ConfigError
+from ._ratelimit import RateLimit
 from ._request import ChatRequest, CompletionRequest, Request
+from ._retry import RetryPolicy
 from ._sampler import sample_many
 
 
@@ -36,6 +38,10 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument("--max-tokens", type=int, default=128)
     sample.add_argument("--temperature", type=float, default=0.0)
     sample.add_argument("--concurrency", type=int, default=8)
+    sample.add_argument("--rpm", type=float, help="client-side limit, requests per minute")
+    sample.add_argument("--tpm", type=float, help="client-side limit, tokens per minute")
+    sample.add_argument("--max-attempts", type=int, default=6,
+                        help="tries per request, the first included (default 6)")
     sample.add_argument("--completion", action="store_true",
                         help="use the legacy /completions API instead of chat")
     sample.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -45,6 +51,24 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000, help="0 picks a free port")
     serve.add_argument("--step-time", type=float, default=0.0,
                        help="seconds per decode step (default 0)")
+    faults = serve.add_argument_group("fault injection")
+    faults.add_argument("--rpm", type=float, help="requests per minute before 429")
+    faults.add_argument("--tpm", type=float, help="tokens per minute before 429")
+    faults.add_argument("--window", type=float, default=1.0,
+                        help="seconds over which limits are enforced (default 1)")
+    faults.add_argument("--no-rate-limit-headers", action="store_true",
+                        help="send only retry-after(-ms) with a 429, no x-ratelimit-*")
+    for code in ("500", "502", "503"):
+        faults.add_argument(f"--p-{code}", type=float, default=0.0,
+                            help=f"probability of answering {code}")
+    faults.add_argument("--p-drop", type=float, default=0.0,
+                        help="probability of closing the connection without an answer")
+    faults.add_argument("--p-malformed", type=float, default=0.0,
+                        help="probability of a 200 whose body is not valid JSON")
+    faults.add_argument("--p-cut", type=float, default=0.0,
+                        help="probability of a 200 whose body stops halfway")
+    faults.add_argument("--latency", type=float, default=0.0, help="seconds added per request")
+    faults.add_argument("--seed", type=int, help="seed for the fault dice")
     return parser
 
 
@@ -58,8 +82,12 @@ def _request(args: argparse.Namespace) -> Request:
 
 async def _sample(args: argparse.Namespace) -> int:
     endpoint = Endpoint(base_url=args.base_url) if args.base_url else Endpoint()
+    rate_limit = None
+    if args.rpm is not None or args.tpm is not None:
+        rate_limit = RateLimit(requests_per_minute=args.rpm, tokens_per_minute=args.tpm)
     result = await sample_many(_request(args), args.n, endpoint=endpoint,
-                               concurrency=args.concurrency)
+                               concurrency=args.concurrency, rate_limit=rate_limit,
+                               retry=RetryPolicy(max_attempts=args.max_attempts))
     if args.json:
         print(result.report.model_dump_json(indent=2))
     else:
@@ -70,9 +98,16 @@ async def _sample(args: argparse.Namespace) -> int:
 
 
 async def _serve(args: argparse.Namespace) -> int:
-    from .testing import SimServer
+    from .testing import Faults, SimServer
 
-    server = SimServer(host=args.host, port=args.port, step_time_s=args.step_time)
+    faults = Faults(
+        requests_per_minute=args.rpm, tokens_per_minute=args.tpm, window_s=args.window,
+        rate_limit_headers=not args.no_rate_limit_headers, p_500=args.p_500,
+        p_502=args.p_502, p_503=args.p_503, p_drop=args.p_drop, p_malformed=args.p_malformed,
+        p_cut=args.p_cut, latency_s=args.latency, seed=args.seed,
+    )
+    server = SimServer(host=args.host, port=args.port, step_time_s=args.step_time,
+                       faults=faults)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -82,6 +117,8 @@ async def _serve(args: argparse.Namespace) -> int:
         print(base_url, flush=True)
         print(f"models: {', '.join(server.engines)}; Ctrl-C stops", file=sys.stderr, flush=True)
         await stop.wait()
+    if server.faults.injected:
+        print(f"faults injected: {server.faults.injected}", file=sys.stderr)
     return 0
 
 

@@ -1,16 +1,18 @@
-"""The client pool: one endpoint's connections and its hard concurrency limit.
+"""The client pool: one endpoint's connections, concurrency limit, rate limit and retries.
 
 Every request that goes through a pool, from however many concurrent runs, counts
-against the same limit, so the server never sees more than ``concurrency`` requests in
-flight from it. Each request ends as a ``Sample``: transport and response errors are
-recorded in ``Sample.error``, never raised.
+against the same limits, so the server never sees more than ``concurrency`` requests in
+flight from it, nor more than its ``RateLimit``. Each request ends as a ``Sample``:
+errors are retried per the ``RetryPolicy`` and, when they persist, recorded in
+``Sample.error``, never raised.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
@@ -19,12 +21,15 @@ import anyio
 
 from ._endpoint import Endpoint
 from ._errors import ConfigError, ConnectError, MalformedResponseError, RequestTimeout
+from ._hints import ServerHints, parse_hints
+from ._ratelimit import RateLimit, RateLimiter, estimate_tokens
 from ._request import Request
+from ._retry import RetryPolicy, is_retryable_status
 from ._sample import ErrorKind, Sample, SampleError
-from ._transport import AiohttpTransport, HTTPRequest, Transport
+from ._transport import AiohttpTransport, HTTPRequest, HTTPResponse, Timeouts, Transport
 from .providers import ProviderAdapter, adapter_for
 
-__all__ = ["ClientPool", "PreparedCall"]
+__all__ = ["ClientPool", "PoolStats", "PreparedCall"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,36 +38,80 @@ class PreparedCall:
 
     adapter: ProviderAdapter
     http: HTTPRequest
+    tokens: int
+    """Estimated cost against a token limit."""
+
+
+@dataclass(slots=True)
+class PoolStats:
+    """What the pool has done so far, across every run that used it."""
+
+    attempts: int = 0
+    retries: int = 0
+    rate_limited: int = 0
+    """Responses with status 429."""
+    pauses: int = 0
+    paused_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Failure:
+    kind: ErrorKind
+    message: str
+    status: int | None
+    retryable: bool
+    hints: ServerHints | None = None
 
 
 class ClientPool:
     """Connections to one endpoint with at most ``concurrency`` requests in flight.
 
     Use as ``async with ClientPool(endpoint, concurrency=8) as pool:``; pass the pool to
-    several ``sample_many`` calls to share the limit and the connections between them.
+    several ``sample_many`` calls to share its limits and connections between them.
+    ``clock``, ``sleep``, ``wall_clock`` and ``rng`` exist so tests can run schedules in
+    zero real time.
     """
 
-    __slots__ = ("_clock", "_concurrency", "_endpoint", "_in_flight", "_limit",
-                 "_owns_transport", "_redact", "_transport")
+    __slots__ = ("_clock", "_concurrency", "_endpoint", "_in_flight", "_limiter", "_owns_transport",
+                 "_redact", "_retry", "_rng", "_sleep", "_slots", "_stats", "_transport",
+                 "_wall_clock")
 
     def __init__(
         self,
         endpoint: Endpoint,
         *,
         concurrency: int = 8,
+        rate_limit: RateLimit | None = None,
+        retry: RetryPolicy | None = None,
+        timeouts: Timeouts | None = None,
         transport: Transport | None = None,
-        clock: Callable[[], float] = time.perf_counter,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        wall_clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
     ) -> None:
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ConfigError("concurrency", f"must be an integer >= 1, got {concurrency!r}")
+        if rate_limit is not None and not isinstance(rate_limit, RateLimit):
+            raise ConfigError("rate_limit", f"must be a RateLimit, got {type(rate_limit).__name__}")
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise ConfigError("retry", f"must be a RetryPolicy, got {type(retry).__name__}")
         self._endpoint = endpoint
         self._concurrency = concurrency
         # asyncio's semaphore: anyio's adds two scheduler round-trips per request.
-        self._limit = asyncio.Semaphore(concurrency)
+        self._slots = asyncio.Semaphore(concurrency)
         self._in_flight = 0
+        self._limiter = RateLimiter(rate_limit, concurrency=concurrency, clock=clock,
+                                    sleep=sleep)
+        self._retry = retry or RetryPolicy()
         self._owns_transport = transport is None
-        self._transport = transport or AiohttpTransport(max_connections=concurrency)
+        self._transport = transport or AiohttpTransport(max_connections=concurrency,
+                                                        timeouts=timeouts)
         self._clock = clock
+        self._sleep = sleep
+        self._wall_clock = wall_clock
+        self._rng = rng or random.Random()  # jitter, not cryptography
+        self._stats = PoolStats()
         self._redact = _redactor(endpoint)
 
     @property
@@ -73,7 +122,19 @@ class ClientPool:
     def concurrency(self) -> int:
         return self._concurrency
 
+    @property
+    def stats(self) -> PoolStats:
+        self._stats.pauses = self._limiter.pauses
+        self._stats.paused_s = self._limiter.paused_s
+        return self._stats
+
     def prepare(self, request: Request) -> PreparedCall:
+        """Encode ``request`` once; raises ``ConfigError`` if it can never be sent."""
+        tokens = estimate_tokens(request)
+        try:
+            self._limiter.check_cost(tokens)
+        except ValueError as exc:
+            raise ConfigError("max_tokens", str(exc)) from None
         adapter = adapter_for(request, self._endpoint)
         http = HTTPRequest(
             "POST",
@@ -81,46 +142,83 @@ class ClientPool:
             self._endpoint.request_headers(),
             adapter.encode(request),
         )
-        return PreparedCall(adapter, http)
+        return PreparedCall(adapter, http, tokens)
 
     async def send(self, call: PreparedCall, index: int) -> Sample:
-        """Send ``call`` once as request ``index``; always returns a ``Sample``."""
-        async with self._limit:
-            self._in_flight += 1
-            start = self._clock()
-            try:
-                response = await self._transport.send(call.http)
-            except ConnectError as exc:
-                return self._failed(index, "connection", str(exc), None, start)
-            except RequestTimeout as exc:
-                return self._failed(index, "timeout", str(exc), None, start)
-            finally:
-                self._in_flight -= 1
-            latency = self._clock() - start
-        if not 200 <= response.status < 300:
-            message = call.adapter.error_message(response.status, response.body)
-            return self._failed(index, "http_status", message, response.status, start, latency)
+        """Send ``call`` as request ``index``, retrying per policy; always returns a Sample."""
+        policy = self._retry
+        attempt = 0
+        while True:
+            attempt += 1
+            async with self._slots:
+                await self._limiter.acquire(call.tokens)
+                self._stats.attempts += 1
+                self._in_flight += 1
+                start = self._clock()
+                try:
+                    response = await self._transport.send(call.http)
+                except ConnectError as exc:
+                    outcome: Sample | _Failure = _Failure("connection", str(exc), None, True)
+                except RequestTimeout as exc:
+                    outcome = _Failure("timeout", str(exc), None, True)
+                else:
+                    outcome = self._read(call, index, response, self._clock() - start, attempt)
+                finally:
+                    self._in_flight -= 1
+            if isinstance(outcome, Sample):
+                return outcome
+            if not outcome.retryable or attempt >= policy.max_attempts:
+                error = SampleError(kind=outcome.kind, message=self._redact(outcome.message),
+                                    status=outcome.status)
+                return Sample(index=index, endpoint=self._endpoint.label, attempts=attempt,
+                              latency_s=self._clock() - start, error=error)
+            self._stats.retries += 1
+            await self._wait_before_retry(outcome, attempt, start)
+
+    def _read(self, call: PreparedCall, index: int, response: HTTPResponse, latency: float,
+              attempt: int) -> Sample | _Failure:
+        hints = parse_hints(response.headers, self._wall_clock()) if response.headers else None
+        status = response.status
+        if not 200 <= status < 300:
+            if status == 429:
+                self._stats.rate_limited += 1
+            message = call.adapter.error_message(status, response.body)
+            return _Failure("http_status", message, status, is_retryable_status(status), hints)
         try:
             completion = call.adapter.decode(response.body)
         except MalformedResponseError as exc:
-            return self._failed(index, "malformed_response", str(exc), response.status, start,
-                                latency)
+            return _Failure("malformed_response", str(exc), status, True, hints)
+        self._limiter.succeeded()
+        usage = completion.get("usage")
+        if usage is not None and isinstance(usage.get("total_tokens"), int):
+            self._limiter.adjust_tokens(usage["total_tokens"] - call.tokens)
+        if hints is not None:
+            wait = hints.exhausted_for_s(call.tokens)
+            if wait is not None:  # the server's budget is spent: hold off before a 429
+                self._limiter.pause(wait)
         return Sample(index=index, endpoint=self._endpoint.label, latency_s=latency,
-                      **completion)
+                      attempts=attempt, **completion)
 
-    def _failed(
-        self,
-        index: int,
-        kind: ErrorKind,
-        message: str,
-        status: int | None,
-        start: float,
-        latency: float | None = None,
-    ) -> Sample:
-        error = SampleError(kind=kind, message=self._redact(message), status=status)
-        if latency is None:
-            latency = self._clock() - start
-        return Sample(index=index, endpoint=self._endpoint.label, latency_s=latency, error=error)
+    async def _wait_before_retry(self, failure: _Failure, attempt: int, sent_at: float
+                                 ) -> None:
+        hints = failure.hints
+        server_wait = None
+        if hints is not None:
+            server_wait = hints.retry_after_s
+            if server_wait is None and failure.status == 429:
+                server_wait = hints.exhausted_for_s()
+        if failure.status == 429:
+            # The endpoint as a whole is over its limit: every worker waits, not just this one.
+            if server_wait is None:
+                server_wait = self._retry.backoff_s(attempt, self._rng)
+            self._limiter.rate_limited(server_wait, sent_at)
+            return
+        if server_wait is not None and failure.status == 503:
+            self._limiter.pause(server_wait)  # overloaded, and it says for how long
+            return
+        wait = server_wait if server_wait is not None else self._retry.backoff_s(
+            attempt, self._rng)
+        await self._sleep(wait)
 
     async def aclose(self) -> None:
         if self._owns_transport:

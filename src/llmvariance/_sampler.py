@@ -14,10 +14,12 @@ from ._collect import VarianceCollector
 from ._endpoint import Endpoint
 from ._errors import ConfigError
 from ._pool import ClientPool, PreparedCall
+from ._ratelimit import RateLimit
 from ._report import VarianceReport
 from ._request import ChatRequest, CompletionRequest, Request
+from ._retry import RetryPolicy
 from ._sample import Sample
-from ._transport import Transport
+from ._transport import Timeouts, Transport
 
 __all__ = ["SampleSet", "sample_many", "sample_many_sync"]
 
@@ -63,21 +65,27 @@ async def sample_many(
     endpoint: Endpoint | None = None,
     pool: ClientPool | None = None,
     concurrency: int = 8,
+    rate_limit: RateLimit | None = None,
+    retry: RetryPolicy | None = None,
+    timeouts: Timeouts | None = None,
     transport: Transport | None = None,
     on_sample: Callable[[Sample], Any] | None = None,
 ) -> SampleSet:
     """Send ``request`` ``n`` times and return every sample with the variance report.
 
     With ``endpoint`` (default: from ``$OPENAI_BASE_URL``/``$OPENAI_API_KEY``) a pool with
-    ``concurrency`` slots is opened for this call and closed after it; with ``pool`` the
-    caller's pool (and its limit) is used. ``on_sample`` is called with each sample as
-    it completes, in completion order. Arguments are checked before anything is sent.
+    ``concurrency`` slots, ``rate_limit``, ``retry`` policy and ``timeouts`` is opened for
+    this call and closed after it; with ``pool`` the caller's pool (and its limits) is
+    used. ``on_sample`` is called with each sample as it completes, in completion order.
+    Arguments are checked before anything is sent.
     """
     request = _check_request(request)
     n = _check_n(n)
     if pool is not None:
-        if endpoint is not None or transport is not None:
-            raise ConfigError("pool", "pass either pool or endpoint/transport, not both")
+        own_settings = (endpoint, rate_limit, retry, timeouts, transport)
+        if any(setting is not None for setting in own_settings):
+            raise ConfigError("pool", "a pool carries its own endpoint, limits and transport; "
+                              "pass either pool or those, not both")
         call = pool.prepare(request)
         return await _run(pool, call, request, n, on_sample)
     if endpoint is None:
@@ -85,7 +93,8 @@ async def sample_many(
             endpoint = Endpoint()
         except ValidationError as exc:
             raise ConfigError("endpoint", f"from the environment: {exc}") from None
-    async with ClientPool(endpoint, concurrency=concurrency, transport=transport) as own:
+    async with ClientPool(endpoint, concurrency=concurrency, rate_limit=rate_limit, retry=retry,
+                          timeouts=timeouts, transport=transport) as own:
         call = own.prepare(request)
         return await _run(own, call, request, n, on_sample)
 

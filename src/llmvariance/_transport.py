@@ -12,12 +12,31 @@ import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Annotated
 
 import aiohttp
+from pydantic import BaseModel, ConfigDict, Field
 
 from ._errors import ConnectError, RequestTimeout, TransportError
 
-__all__ = ["AiohttpTransport", "HTTPRequest", "HTTPResponse", "MockTransport", "Transport"]
+__all__ = ["AiohttpTransport", "HTTPRequest", "HTTPResponse", "MockTransport", "Timeouts",
+           "Transport"]
+
+Seconds = Annotated[float, Field(gt=0)] | None
+
+
+class Timeouts(BaseModel):
+    """Per-attempt time limits in seconds; None disables one.
+
+    ``connect_s`` covers getting a connection, ``read_s`` the longest silence while
+    reading, ``total_s`` the whole attempt. Long generations need a generous ``total_s``.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    connect_s: Seconds = 30.0
+    read_s: Seconds = 300.0
+    total_s: Seconds = 600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,17 +67,13 @@ class Transport(ABC):
 class AiohttpTransport(Transport):
     """HTTP over one aiohttp session with at most ``max_connections`` sockets."""
 
-    __slots__ = ("_connect_timeout", "_max_connections", "_session", "_timeout")
+    __slots__ = ("_max_connections", "_session", "_timeout")
 
-    def __init__(
-        self,
-        *,
-        max_connections: int,
-        timeout_s: float | None = 600.0,
-        connect_timeout_s: float | None = 30.0,
-    ) -> None:
+    def __init__(self, *, max_connections: int, timeouts: Timeouts | None = None) -> None:
+        t = timeouts or Timeouts()
         self._max_connections = max_connections
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=connect_timeout_s)
+        self._timeout = aiohttp.ClientTimeout(total=t.total_s, connect=t.connect_s,
+                                              sock_read=t.read_s)
         self._session: aiohttp.ClientSession | None = None
 
     def _open(self) -> aiohttp.ClientSession:

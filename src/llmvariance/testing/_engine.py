@@ -108,6 +108,14 @@ class Engine:
             # Sleeping (even for 0 s) lets requests that arrived meanwhile join the batch.
             await asyncio.sleep(self.step_time_s)
 
+    def abort_all(self) -> None:
+        """Fail every waiting and running sequence (the server is stopping)."""
+        for running in (*self._waiting, *self._running):
+            if not running.future.done():
+                running.future.cancel()
+        self._waiting.clear()
+        self._running.clear()
+
     def _admit(self) -> None:
         self._running = [r for r in self._running if not r.future.done()]
         room = self.max_batch - len(self._running)

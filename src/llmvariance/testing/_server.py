@@ -14,8 +14,8 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
@@ -23,6 +23,7 @@ import orjson
 from aiohttp import web
 
 from ._engine import Engine, Generation, Job
+from ._faults import FaultInjector, Faults
 from ._models import Context, DenseModel, SimModel
 from ._vocab import prompt_tokens
 
@@ -37,6 +38,9 @@ class ServerStats:
     requests: int = 0
     in_flight: int = 0
     max_in_flight: int = 0
+    rate_limited: int = 0
+    accepted_at: list[float] = field(default_factory=list)
+    """Monotonic times at which requests passed the rate limit (for measured rates)."""
 
 
 class _BadRequest(Exception):
@@ -46,11 +50,13 @@ class _BadRequest(Exception):
         self.status, self.param, self.code = status, param, code
 
 
-def _error(status: int, message: str, param: str | None = None, code: str | None = None
-           ) -> web.Response:
-    kind = "invalid_request_error" if status < 500 else "server_error"
+def _error(status: int, message: str, param: str | None = None, code: str | None = None,
+           headers: Mapping[str, str] | None = None) -> web.Response:
+    kind = ("invalid_request_error" if status < 500 else "server_error") if status != 429 \
+        else "requests"
     body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
-    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
+    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json",
+                        headers=headers)
 
 
 def _json(payload: Any) -> web.Response:
@@ -62,7 +68,8 @@ class SimServer:
 
     ``models`` defaults to a batch-invariant ``dense`` model. ``step_time_s`` is the real
     duration of one decode step. With ``api_key`` set, requests must carry it as a
-    Bearer token or get 401.
+    Bearer token or get 401. ``faults`` injects rate limits, errors, dropped connections,
+    malformed or cut bodies and latency.
     """
 
     def __init__(
@@ -74,12 +81,15 @@ class SimServer:
         step_time_s: float = 0.0,
         max_batch: int = 256,
         api_key: str | None = None,
+        faults: Faults | None = None,
     ) -> None:
         model_list = list(models) if models is not None else [DenseModel()]
         self.engines: dict[str, Engine] = {
             m.name: Engine(m, step_time_s=step_time_s, max_batch=max_batch) for m in model_list
         }
         self.stats = ServerStats()
+        self.faults = FaultInjector(faults or Faults())
+        self._in_flight_changed = asyncio.Condition()
         self._host, self._port = host, port
         self._api_key = api_key
         self._runner: web.AppRunner | None = None
@@ -94,7 +104,9 @@ class SimServer:
         return app
 
     async def start(self) -> str:
-        self._runner = web.AppRunner(self._app(), access_log=None, handle_signals=False)
+        # handler_cancellation: a client that hangs up frees its batch slot, as in vLLM.
+        self._runner = web.AppRunner(self._app(), access_log=None, handle_signals=False,
+                                     handler_cancellation=True)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port)
         await site.start()
@@ -104,6 +116,8 @@ class SimServer:
         return self.base_url
 
     async def stop(self) -> None:
+        for engine in self.engines.values():
+            engine.abort_all()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -123,12 +137,22 @@ class SimServer:
 
     # -- HTTP -----------------------------------------------------------------------
 
+    async def wait_for_in_flight(self, count: int) -> None:
+        """Return once at least ``count`` requests are in flight (for tests)."""
+        async with self._in_flight_changed:
+            await self._in_flight_changed.wait_for(lambda: self.stats.in_flight >= count)
+
+    async def _count_in_flight(self, delta: int) -> None:
+        stats = self.stats
+        stats.in_flight += delta
+        stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
+        async with self._in_flight_changed:
+            self._in_flight_changed.notify_all()
+
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        stats = self.stats
-        stats.requests += 1
-        stats.in_flight += 1
-        stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
+        self.stats.requests += 1
+        await self._count_in_flight(+1)
         try:
             if self._api_key is not None and (
                 request.headers.get("Authorization") != f"Bearer {self._api_key}"
@@ -140,7 +164,7 @@ class SimServer:
                 return _error(exc.status, str(exc), exc.param, exc.code)
             return response
         finally:
-            stats.in_flight -= 1
+            await self._count_in_flight(-1)
 
     async def _models(self, request: web.Request) -> web.Response:
         data = [{"id": name, "object": "model", "created": 0, "owned_by": "llmvariance"}
@@ -183,9 +207,9 @@ class SimServer:
             raise _BadRequest(400, f"invalid parameter: {exc}") from None
 
     def _envelope(self, kind: str, engine: Engine, prompt: str, gen: Generation,
-                  choice: dict[str, Any]) -> web.Response:
+                  choice: dict[str, Any]) -> bytes:
         prompt_count = prompt_tokens(prompt)
-        return _json({
+        return orjson.dumps({
             "id": f"{kind[:4]}-{uuid.uuid4().hex[:24]}",
             "object": kind,
             "created": int(time.time()),
@@ -199,7 +223,41 @@ class SimServer:
             },
         })
 
-    async def _chat(self, request: web.Request) -> web.Response:
+    async def _serve(self, request: web.Request, kind: str, engine: Engine, prompt: str,
+                     job: Job, make_choice: Callable[[Generation], dict[str, Any]]
+                     ) -> web.StreamResponse:
+        """Generate, unless an injected fault says otherwise."""
+        injector = self.faults
+        if injector.faults.latency_s:
+            await asyncio.sleep(injector.faults.latency_s)
+        fault, headers = injector.decide(prompt_tokens(prompt) + job.max_tokens)
+        if fault == "429":
+            self.stats.rate_limited += 1
+            return _error(429, "Rate limit reached for requests. Please try again later.",
+                          code="rate_limit_exceeded", headers=headers)
+        self.stats.accepted_at.append(time.monotonic())
+        if fault in ("500", "502", "503"):
+            return _error(int(fault), "The server had an error while processing your request.",
+                          headers=headers)
+        if fault == "drop":
+            _hang_up(request)
+            return web.Response()
+        if fault == "malformed":
+            return web.Response(body=b'{"id": "broken", "object": "' + kind.encode() + b'", "ch',
+                                content_type="application/json", headers=headers)
+        gen = await engine.generate(job)
+        body = self._envelope(kind, engine, prompt, gen, make_choice(gen))
+        if fault == "cut":
+            response = web.StreamResponse(headers=headers)
+            response.content_type = "application/json"
+            response.content_length = len(body)
+            await response.prepare(request)
+            await response.write(body[: len(body) // 2])
+            _hang_up(request)
+            return response
+        return web.Response(body=body, content_type="application/json", headers=headers)
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
         body, engine = await self._body(request)
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
@@ -210,39 +268,49 @@ class SimServer:
             raise _BadRequest(400, "each message needs a role and content", "messages") from None
         want_logprobs = bool(body.get("logprobs"))
         top = int(body.get("top_logprobs") or 0) if want_logprobs else 0
-        gen = await engine.generate(self._job(body, prompt, _DEFAULT_CHAT_MAX_TOKENS, top))
-        logprobs = None
-        if want_logprobs:
-            logprobs = {"content": [
-                {"token": c.token, "logprob": c.logprob, "bytes": list(c.token.encode()),
-                 "top_logprobs": [{"token": t, "logprob": lp, "bytes": list(t.encode())}
-                                  for t, lp in c.top]}
-                for c in gen.choices
-            ]}
-        choice = {"index": 0, "message": {"role": "assistant", "content": gen.text},
-                  "logprobs": logprobs, "finish_reason": gen.finish_reason}
-        return self._envelope("chat.completion", engine, prompt, gen, choice)
 
-    async def _completions(self, request: web.Request) -> web.Response:
+        def choice(gen: Generation) -> dict[str, Any]:
+            logprobs = None
+            if want_logprobs:
+                logprobs = {"content": [
+                    {"token": c.token, "logprob": c.logprob, "bytes": list(c.token.encode()),
+                     "top_logprobs": [{"token": t, "logprob": lp, "bytes": list(t.encode())}
+                                      for t, lp in c.top]}
+                    for c in gen.choices
+                ]}
+            return {"index": 0, "message": {"role": "assistant", "content": gen.text},
+                    "logprobs": logprobs, "finish_reason": gen.finish_reason}
+
+        job = self._job(body, prompt, _DEFAULT_CHAT_MAX_TOKENS, top)
+        return await self._serve(request, "chat.completion", engine, prompt, job, choice)
+
+    async def _completions(self, request: web.Request) -> web.StreamResponse:
         body, engine = await self._body(request)
         prompt = body.get("prompt")
         if not isinstance(prompt, str):
             raise _BadRequest(400, "prompt must be a string", "prompt")
         top = body.get("logprobs")
-        gen = await engine.generate(
-            self._job(body, prompt, _DEFAULT_COMPLETION_MAX_TOKENS, int(top or 0)))
-        logprobs = None
-        if top is not None:
-            offsets, at = [], len(prompt)
-            for c in gen.choices:
-                offsets.append(at)
-                at += len(c.token)
-            logprobs = {
-                "tokens": [c.token for c in gen.choices],
-                "token_logprobs": [c.logprob for c in gen.choices],
-                "top_logprobs": [dict(c.top) for c in gen.choices] if top else None,
-                "text_offset": offsets,
-            }
-        choice = {"index": 0, "text": gen.text, "logprobs": logprobs,
-                  "finish_reason": gen.finish_reason}
-        return self._envelope("text_completion", engine, prompt, gen, choice)
+
+        def choice(gen: Generation) -> dict[str, Any]:
+            logprobs = None
+            if top is not None:
+                offsets, at = [], len(prompt)
+                for c in gen.choices:
+                    offsets.append(at)
+                    at += len(c.token)
+                logprobs = {
+                    "tokens": [c.token for c in gen.choices],
+                    "token_logprobs": [c.logprob for c in gen.choices],
+                    "top_logprobs": [dict(c.top) for c in gen.choices] if top else None,
+                    "text_offset": offsets,
+                }
+            return {"index": 0, "text": gen.text, "logprobs": logprobs,
+                    "finish_reason": gen.finish_reason}
+
+        job = self._job(body, prompt, _DEFAULT_COMPLETION_MAX_TOKENS, int(top or 0))
+        return await self._serve(request, "text_completion", engine, prompt, job, choice)
+
+
+def _hang_up(request: web.Request) -> None:
+    if request.transport is not None:
+        request.transport.close()
