@@ -20,6 +20,7 @@ import orjson
 from aiohttp import web
 
 import llmvariance as lv
+
 from _common import median, table, write_json
 
 BODY = orjson.dumps({

@@ -16,10 +16,10 @@ import asyncio
 import time
 from dataclasses import dataclass
 
-from _common import median, table, write_json
-
 import llmvariance as lv
 from llmvariance.testing import Faults, SimServer
+
+from _common import median, table, write_json
 
 MAX_TOKENS = 20
 # Blocking end-of-text makes every completion exactly MAX_TOKENS long, so the client's

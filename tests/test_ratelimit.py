@@ -7,6 +7,7 @@ import pytest
 from pydantic import ValidationError
 
 import llmvariance as lv
+
 from fakes import FakeClock
 
 pytestmark = pytest.mark.anyio

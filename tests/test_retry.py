@@ -10,6 +10,7 @@ import orjson
 import pytest
 
 import llmvariance as lv
+
 from fakes import FakeClock
 
 pytestmark = pytest.mark.anyio
