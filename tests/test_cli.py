@@ -49,8 +49,8 @@ def test_sample_text_output_and_completions(served_url: str) -> None:
     out = run("sample", "--base-url", served_url, "--model", "dense", "--prompt", "hi",
               "-n", "3", "--completion")
     assert out.returncode == 0, out.stderr
-    assert "distinct outputs 1  (all agree)" in out.stdout
-    assert "samples          3 (3 ok, 0 failed)" in out.stdout
+    assert "distinct outputs  1  (all agree)" in out.stdout
+    assert "samples           3 (3 ok, 0 failed)" in out.stdout
 
 
 @pytest.mark.parametrize(
@@ -72,7 +72,7 @@ def test_the_key_from_the_environment_is_never_printed(served_url: str) -> None:
     out = run("sample", "--base-url", served_url, "--model", "missing", "--prompt", "p",
               "-n", "2", env=env)
     assert out.returncode == 0
-    assert "failures         http_status 2" in out.stdout
+    assert "failures          http_status 2" in out.stdout
     assert key not in out.stdout + out.stderr
 
 

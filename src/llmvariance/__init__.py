@@ -22,7 +22,13 @@ from ._errors import (
 )
 from ._pool import ClientPool, PoolStats
 from ._ratelimit import RateLimit, RateLimiter
-from ._report import OutputCount, VarianceReport
+from ._report import (
+    ConfidenceInterval,
+    DivergenceStats,
+    HistogramBin,
+    OutputCount,
+    VarianceReport,
+)
 from ._request import ChatMessage, ChatRequest, CompletionRequest
 from ._retry import RetryPolicy
 from ._sample import Sample, SampleError, Usage
@@ -47,12 +53,15 @@ __all__ = [
     "ChatRequest",
     "ClientPool",
     "CompletionRequest",
+    "ConfidenceInterval",
     "ConfigError",
     "ConnectError",
+    "DivergenceStats",
     "Endpoint",
     "HTTPRequest",
     "HTTPResponse",
     "HTTPStatusError",
+    "HistogramBin",
     "LLMVarianceError",
     "MalformedResponseError",
     "MockTransport",

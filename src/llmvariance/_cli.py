@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import anyio
 from pydantic import ValidationError
 
+from ._collect import analyze
 from ._endpoint import Endpoint
 from ._errors import ConfigError
 from ._ratelimit import RateLimit
@@ -45,6 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument("--completion", action="store_true",
                         help="use the legacy /completions API instead of chat")
     sample.add_argument("--json", action="store_true", help="print the report as JSON")
+    sample.add_argument("--bootstrap", type=int, default=0, metavar="N",
+                        help="add bootstrap intervals from N resamples (seeded)")
 
     serve = commands.add_parser("serve", help="run the simulated OpenAI-compatible server")
     serve.add_argument("--host", default="127.0.0.1")
@@ -88,12 +91,15 @@ async def _sample(args: argparse.Namespace) -> int:
     result = await sample_many(_request(args), args.n, endpoint=endpoint,
                                concurrency=args.concurrency, rate_limit=rate_limit,
                                retry=RetryPolicy(max_attempts=args.max_attempts))
+    report = result.report
+    if args.bootstrap:
+        report = analyze(result.samples, bootstrap=args.bootstrap)
     if args.json:
-        print(result.report.model_dump_json(indent=2))
+        print(report.model_dump_json(indent=2))
     else:
         print(f"{result.endpoint}  model={args.model}  n={args.n}  "
               f"concurrency={args.concurrency}")
-        print(result.report.to_text())
+        print(report.to_text())
     return 0
 
 

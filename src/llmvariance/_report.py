@@ -6,37 +6,92 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-__all__ = ["OutputCount", "VarianceReport"]
+__all__ = ["ConfidenceInterval", "DivergenceStats", "HistogramBin", "OutputCount",
+           "VarianceReport"]
+
+_FROZEN = ConfigDict(frozen=True, extra="forbid")
 
 
 class OutputCount(BaseModel):
     """One distinct output and how many samples produced it."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = _FROZEN
 
     text: str
     count: int
 
 
+class HistogramBin(BaseModel):
+    """Samples whose value lies in ``lo..hi`` (both inclusive)."""
+
+    model_config = _FROZEN
+
+    lo: int
+    hi: int
+    count: int
+
+
+class DivergenceStats(BaseModel):
+    """For each sample that differs from the modal output: its common prefix with the mode.
+
+    ``samples`` counts those samples; the rest summarise the prefix lengths over them.
+    """
+
+    model_config = _FROZEN
+
+    samples: int
+    min: int
+    median: float
+    mean: float
+    max: int
+    histogram: list[HistogramBin]
+
+
+class ConfidenceInterval(BaseModel):
+    """A seeded percentile-bootstrap interval."""
+
+    model_config = _FROZEN
+
+    low: float
+    high: float
+    level: float
+    resamples: int
+    seed: int
+
+
 class VarianceReport(BaseModel):
     """How N answers to one identical request differ.
 
-    Metrics are over the ``n_ok`` successful samples; ``n_failed`` are counted by error
-    kind in ``failures``. Definitions (``c_k`` = count of distinct output k, n = n_ok):
+    Metrics are over the ``n_ok`` successful samples (n below); failures are counted by
+    error kind in ``failures``. With ``c_k`` the count of distinct output k:
 
-    - ``unique_count``: number of distinct output texts; ``mode_count``: the largest c_k;
-      ``mode_fraction`` = mode_count / n.
-    - ``all_agree``: unique_count == 1.
+    - ``unique_count`` K: distinct output texts. ``mode_count``: the largest c_k (ties go
+      to the lexicographically smallest text); ``mode_fraction`` = mode_count / n.
+    - ``all_agree``: K == 1.
     - ``agreement_rate``: probability two different samples agree,
       sum c_k(c_k-1) / (n(n-1)); None when n < 2.
-    - ``entropy_bits``: -sum p_k log2 p_k with p_k = c_k / n.
+    - ``entropy_bits`` H = -sum p_k log2 p_k, p_k = c_k / n; ``entropy_mm_bits`` adds the
+      Miller-Madow correction (K-1) / (2 n ln 2); ``normalized_entropy`` = H / log2 n.
     - ``common_prefix_chars`` / ``common_prefix_tokens``: length of the prefix shared by
-      all outputs, i.e. the 0-based position of the first divergence; None when all agree.
-      Tokens are the provider's when every sample has them, else words
-      (``tokenization`` says which).
+      all outputs = 0-based position of the first divergence; None when all agree.
+    - ``divergence_from_mode_chars`` / ``_tokens``: over the samples that differ from the
+      mode, their common prefix with it; None when all agree.
+    - ``per_position_entropy[t]``: entropy of the token at position t over the samples
+      longer than t, in bits.
+    - ``length_mean_tokens`` / ``length_std_tokens``: completion length (population std).
+    - ``logprob_noise_mean`` / ``_max``: inside the common prefix (where every sample has
+      the same token), the population std across samples of that token's logprob,
+      averaged / maximised over positions. Non-zero means numerical non-determinism even
+      where texts agree. None without logprobs.
+    - ``divergence_margin``: at the first divergence, top-1 minus top-2 logprob of the
+      modal output (needs top_logprobs). Small margins: near-ties flipped by noise.
+
+    ``tokenization`` says whether tokens are the provider's (every sample had them) or
+    the word fallback. ``by_fingerprint``, ``by_endpoint`` and ``by_condition`` hold the
+    same report per group, present when a run has at least two groups of that kind.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = _FROZEN
 
     n_samples: int
     n_ok: int
@@ -48,37 +103,98 @@ class VarianceReport(BaseModel):
     all_agree: bool
     agreement_rate: float | None
     entropy_bits: float
+    entropy_mm_bits: float
+    normalized_entropy: float
     common_prefix_chars: int | None
     common_prefix_tokens: int | None
     tokenization: Literal["provider", "words"]
+    divergence_from_mode_chars: DivergenceStats | None
+    divergence_from_mode_tokens: DivergenceStats | None
+    per_position_entropy: list[float]
+    length_mean_tokens: float | None
+    length_std_tokens: float | None
+    logprob_noise_mean: float | None
+    logprob_noise_max: float | None
+    divergence_margin: float | None
+    finish_reasons: dict[str, int]
+    system_fingerprints: dict[str, int]
     top_outputs: list[OutputCount]
     """The most common outputs, most frequent first (at most five)."""
+    entropy_bits_ci: ConfidenceInterval | None = None
+    agreement_rate_ci: ConfidenceInterval | None = None
+    by_fingerprint: dict[str, VarianceReport] = {}
+    by_endpoint: dict[str, VarianceReport] = {}
+    by_condition: dict[str, VarianceReport] = {}
 
     def to_text(self) -> str:
         """A human-readable summary for a terminal."""
-        def fmt(value: float | None, spec: str = ".3f") -> str:
-            return "n/a" if value is None else format(value, spec)
-
-        lines = [
-            f"samples          {self.n_samples} ({self.n_ok} ok, {self.n_failed} failed)",
-            f"distinct outputs {self.unique_count}"
-            + ("  (all agree)" if self.all_agree else ""),
-            f"most common      {self.mode_count} of {self.n_ok} ({fmt(self.mode_fraction, '.1%')})",
-            f"agreement rate   {fmt(self.agreement_rate)}",
-            f"entropy          {self.entropy_bits:.3f} bits",
-            "first divergence "
-            + ("none" if self.common_prefix_chars is None else
-               f"char {self.common_prefix_chars}, {self.tokenization} token "
-               f"{self.common_prefix_tokens} (0-based)"),
-        ]
-        if self.failures:
-            kinds = ", ".join(f"{kind} {count}" for kind, count in sorted(self.failures.items()))
-            lines.append(f"failures         {kinds}")
-        for rank, output in enumerate(self.top_outputs, 1):
-            preview = output.text[:70].replace("\n", " ")
-            ellipsis = "..." if len(output.text) > 70 else ""
-            lines.append(f"  #{rank} x{output.count:<5} {preview!r}{ellipsis}")
+        lines = _summary_lines(self)
+        for title, groups in (("fingerprint", self.by_fingerprint),
+                              ("endpoint", self.by_endpoint),
+                              ("condition", self.by_condition)):
+            if groups:
+                lines.append(f"by {title}:")
+                lines.extend(_group_row(name, r) for name, r in sorted(groups.items()))
         return "\n".join(lines)
 
     def __str__(self) -> str:
         return self.to_text()
+
+
+def _fmt(value: float | None, spec: str = ".3f") -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def _ci(ci: ConfidenceInterval | None) -> str:
+    return "" if ci is None else f"  [{ci.level:.0%} CI {ci.low:.3f}..{ci.high:.3f}]"
+
+
+def _summary_lines(r: VarianceReport) -> list[str]:
+    lines = [
+        f"samples           {r.n_samples} ({r.n_ok} ok, {r.n_failed} failed)",
+        f"distinct outputs  {r.unique_count}" + ("  (all agree)" if r.all_agree else ""),
+        f"most common       {r.mode_count} of {r.n_ok} ({_fmt(r.mode_fraction, '.1%')})",
+        f"agreement rate    {_fmt(r.agreement_rate)}{_ci(r.agreement_rate_ci)}",
+        f"entropy           {r.entropy_bits:.3f} bits (Miller-Madow {r.entropy_mm_bits:.3f}, "
+        f"normalized {r.normalized_entropy:.3f}){_ci(r.entropy_bits_ci)}",
+    ]
+    if r.common_prefix_chars is None:
+        lines.append("first divergence  none")
+    else:
+        lines.append(f"first divergence  {r.tokenization} token {r.common_prefix_tokens}, "
+                     f"char {r.common_prefix_chars} (0-based)")
+    d = r.divergence_from_mode_tokens
+    if d is not None:
+        lines.append(f"prefix with mode  {d.samples} differing samples share "
+                     f"{d.min}/{d.median:g}/{d.mean:.1f}/{d.max} tokens with the mode "
+                     "(min/median/mean/max)")
+    if r.divergence_margin is not None:
+        lines.append(f"divergence margin {r.divergence_margin:.4f} (top-1 minus top-2 logprob "
+                     "of the mode there)")
+    if r.logprob_noise_mean is not None:
+        lines.append(f"logprob noise     mean {r.logprob_noise_mean:.3g}, "
+                     f"max {_fmt(r.logprob_noise_max, '.3g')} (std inside the common prefix)")
+    if r.length_mean_tokens is not None:
+        lines.append(f"length            {r.length_mean_tokens:.1f} ± "
+                     f"{_fmt(r.length_std_tokens, '.1f')} {r.tokenization} tokens")
+    if r.finish_reasons:
+        lines.append("finish reasons    " + ", ".join(
+            f"{k} {v}" for k, v in sorted(r.finish_reasons.items())))
+    if len(r.system_fingerprints) > 0:
+        lines.append("fingerprints      " + ", ".join(
+            f"{k} {v}" for k, v in sorted(r.system_fingerprints.items())))
+    if r.failures:
+        lines.append("failures          " + ", ".join(
+            f"{k} {v}" for k, v in sorted(r.failures.items())))
+    for rank, output in enumerate(r.top_outputs, 1):
+        preview = output.text[:70].replace("\n", " ")
+        ellipsis = "..." if len(output.text) > 70 else ""
+        lines.append(f"  #{rank} x{output.count:<5} {preview!r}{ellipsis}")
+    return lines
+
+
+def _group_row(name: str, r: VarianceReport) -> str:
+    first = "none" if r.common_prefix_tokens is None else str(r.common_prefix_tokens)
+    return (f"  {name:<24} n={r.n_ok:<6} distinct={r.unique_count:<5} "
+            f"agreement={_fmt(r.agreement_rate)} entropy={r.entropy_bits:.3f} "
+            f"first divergence={first}")

@@ -58,6 +58,8 @@ class Sample(BaseModel):
     model: str | None = None
     usage: Usage | None = None
     endpoint: str | None = None
+    condition: str | None = None
+    """The experiment condition the sample was taken under (e.g. ``burst``), if any."""
     latency_s: float = 0.0
     attempts: int = 1
     error: SampleError | None = None
