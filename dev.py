@@ -46,23 +46,7 @@ def ensure_venv() -> None:
 
 
 def demo() -> int:
-    # Until `llmvariance demo` exists: the simulator in one process, the sampler in another.
-    server = subprocess.Popen([BIN / "llmvariance", "serve", "--port", "0"],
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                              cwd=ROOT)
-    try:
-        assert server.stdout is not None
-        base_url = server.stdout.readline().strip()
-        if not base_url:
-            return 1
-        return sh(BIN / "llmvariance", "sample", "--base-url", base_url, "--model", "dense",
-                  "--prompt", "Write a unique, surprising, extremely randomized story.",
-                  "-n", "30", "--max-tokens", "64", "--concurrency", "8")
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
-        if server.stdout is not None:
-            server.stdout.close()
+    return sh(BIN / "llmvariance", "demo")
 
 
 def test() -> int:

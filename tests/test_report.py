@@ -232,3 +232,104 @@ def test_merge_combines_logprob_noise_exactly() -> None:
     assert merged.model_dump(exclude={"logprob_noise_max", "logprob_noise_mean",
                                       "by_fingerprint"}) == expected.model_dump(
         exclude={"logprob_noise_max", "logprob_noise_mean", "by_fingerprint"})
+
+
+# -- regressions found in review ----------------------------------------------------------
+
+S = lv.Sample
+
+
+def test_noise_is_bounded_by_the_prefix_of_all_samples_whatever_the_order() -> None:
+    # A text first seen without logprobs still limits where noise is measured.
+    a = [S(index=0, text="ab", tokens=["a", "b"]),
+         S(index=1, text="abcd", tokens=list("abcd"), token_logprobs=[-1.0] * 4),
+         S(index=2, text="ab", tokens=["a", "b"], token_logprobs=[-1.0, -1.0])]
+    assert lv.analyze(a).logprob_noise_max == 0.0
+    assert lv.analyze(a[::-1]).logprob_noise_max == 0.0
+    # a sample without logprobs that diverges at token 2 ends the prefix there
+    b = [S(index=0, text="abc", tokens=list("abc"), token_logprobs=[-1.0, -1.0, -1.0]),
+         S(index=1, text="abc", tokens=list("abc"), token_logprobs=[-1.0, -1.0, -3.0]),
+         S(index=2, text="abd", tokens=list("abd"))]
+    r = lv.analyze(b)
+    assert (r.common_prefix_tokens, r.logprob_noise_mean, r.logprob_noise_max) == (2, 0.0, 0.0)
+    # an empty shared prefix has no noise to measure
+    c = [S(index=0, text="xy", tokens=["x", "y"]),
+         S(index=1, text="ab", tokens=["a", "b"], token_logprobs=[-1.0, -1.0]),
+         S(index=2, text="xy", tokens=["x", "y"], token_logprobs=[-5.0, -5.0])]
+    assert lv.analyze(c).logprob_noise_mean is None
+    assert lv.analyze(c[::-1]).logprob_noise_mean is None
+
+
+def test_missing_logprobs_count_per_position() -> None:
+    a = [S(index=i, text="ab", tokens=["a", "b"], token_logprobs=lp)
+         for i, lp in enumerate([[-1.0, -1.0], [-1.5, None], [-2.0, -2.0]])]
+    r = lv.analyze(a)
+    assert r.logprob_noise_max == pytest.approx(0.5)  # position 1: std of -1 and -2
+    assert r.logprob_noise_mean == pytest.approx((math.sqrt(1 / 6) + 0.5) / 2)
+
+
+def test_divergence_margin_is_the_mean_over_modal_samples_with_alternatives() -> None:
+    mode = {"text": "ab", "tokens": ["a", "b"]}
+    a = [S(index=0, **mode),
+         S(index=1, **mode, top_logprobs=[{"a": -0.1, "z": -2.0}, {"b": -0.1, "c": -0.2}]),
+         S(index=2, **mode, top_logprobs=[{"a": -0.1, "z": -2.0}, {"b": -0.1, "c": -0.4}]),
+         S(index=3, text="ac", tokens=["a", "c"])]
+    assert lv.analyze(a).divergence_margin == pytest.approx(0.2)
+    assert lv.analyze(a[::-1]).divergence_margin == pytest.approx(0.2)
+
+
+def test_plain_strings_join_the_none_group() -> None:
+    a = [S(index=0, text="a", condition="x"), S(index=1, text="b", condition="y"), "c", "c"]
+    for order in (a, a[2:] + a[:2]):
+        r = lv.analyze(order)
+        assert {k: v.n_ok for k, v in r.by_condition.items()} == {"x": 1, "y": 1, "(none)": 2}
+        assert sum(r.system_fingerprints.values()) == r.n_ok
+
+
+def test_failures_join_no_fingerprint_group() -> None:
+    a = [S(index=0, text="a", system_fingerprint="fp1"),
+         S(index=1, error=lv.SampleError(kind="timeout", message="t")),
+         S(index=2, text="b", system_fingerprint="fp2")]
+    r = lv.analyze(a)
+    assert {k: (v.n_ok, v.n_failed) for k, v in r.by_fingerprint.items()} == {
+        "fp1": (1, 0), "fp2": (1, 0)}
+    assert r.n_failed == 1
+
+
+def test_logprobs_must_match_tokens() -> None:
+    with pytest.raises(ValueError, match="token_logprobs: 3 entries for 2 tokens"):
+        S(index=0, text="ab", tokens=["a", "b"], token_logprobs=[-1.0, -1.0, -1.0])
+    with pytest.raises(ValueError, match="top_logprobs: 1 entries for 2 tokens"):
+        S(index=0, text="ab", tokens=["a", "b"], top_logprobs=[{"a": -1.0}])
+
+
+def test_same_text_tokenized_differently_is_order_independent() -> None:
+    a = [S(index=0, text="ab", tokens=["ab"]), S(index=1, text="ab", tokens=["a", "b"]),
+         S(index=2, text="ax", tokens=["a", "x"])]
+    assert lv.analyze(a) == lv.analyze(a[::-1])
+
+
+def test_merging_grouped_with_ungrouped_is_refused() -> None:
+    with pytest.raises(ValueError, match="grouped collector with an ungrouped"):
+        lv.VarianceCollector().merge(lv.VarianceCollector(grouped=False))
+
+
+@settings(max_examples=80)
+@given(st.lists(st.builds(
+    lambda toks, lp, top: S(index=0, text="".join(toks), tokens=toks,
+                            token_logprobs=[lp] * len(toks) if lp is not None else None,
+                            top_logprobs=[{"a": -0.1, "b": top}] * len(toks)
+                            if top is not None else None),
+    st.lists(st.sampled_from(["a", "b"]), min_size=1, max_size=4),
+    st.one_of(st.none(), st.floats(-5, 0)), st.one_of(st.none(), st.floats(-5, -0.2))),
+    min_size=1, max_size=12), st.randoms(use_true_random=False))
+def test_logprob_metrics_do_not_depend_on_order(samples: list[lv.Sample],
+                                               rnd: random.Random) -> None:
+    shuffled = list(samples)
+    rnd.shuffle(shuffled)
+    a, b = lv.analyze(samples), lv.analyze(shuffled)
+    for field in ("logprob_noise_mean", "logprob_noise_max", "divergence_margin"):
+        x, y = getattr(a, field), getattr(b, field)
+        assert (x is None) == (y is None)
+        if x is not None:
+            assert x == pytest.approx(y, abs=1e-9)

@@ -101,4 +101,4 @@ async def test_eos_logit_bias_blocks_early_stop(sim: SimServer) -> None:
 async def test_models_endpoint_lists_the_served_models(sim: SimServer) -> None:
     async with aiohttp.ClientSession() as session, session.get(sim.base_url + "/models") as r:
         body = await r.json()
-    assert [m["id"] for m in body["data"]] == ["dense"]
+    assert [m["id"] for m in body["data"]] == ["dense", "moe", "dense-nbi"]

@@ -20,6 +20,7 @@ from ._errors import (
     ResponseError,
     TransportError,
 )
+from ._experiment import BatchEffectResult, batch_effect, judge
 from ._pool import ClientPool, PoolStats
 from ._ratelimit import RateLimit, RateLimiter
 from ._report import (
@@ -49,6 +50,7 @@ except _metadata.PackageNotFoundError:  # pragma: no cover - running from a sour
 
 __all__ = [
     "AiohttpTransport",
+    "BatchEffectResult",
     "ChatMessage",
     "ChatRequest",
     "ClientPool",
@@ -83,6 +85,8 @@ __all__ = [
     "VarianceReport",
     "__version__",
     "analyze",
+    "batch_effect",
+    "judge",
     "sample_many",
     "sample_many_sync",
 ]

@@ -49,6 +49,13 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument("--bootstrap", type=int, default=0, metavar="N",
                         help="add bootstrap intervals from N resamples (seeded)")
 
+    demo = commands.add_parser(
+        "demo", help="show the batch effect on the built-in simulator (no API key needed)")
+    demo.add_argument("-n", type=int, default=30, help="requests per condition (default 30)")
+    demo.add_argument("--max-tokens", type=int, default=48)
+    demo.add_argument("--models", default="moe,dense",
+                      help="simulated models, comma-separated (moe, dense, dense-nbi)")
+
     serve = commands.add_parser("serve", help="run the simulated OpenAI-compatible server")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000, help="0 picks a free port")
@@ -128,6 +135,17 @@ async def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _demo(args: argparse.Namespace) -> int:
+    from ._demo import run_demo
+
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = sorted(set(models) - {"moe", "dense", "dense-nbi"})
+    if unknown:
+        raise ConfigError("models", f"unknown simulated models {unknown}")
+    print(await run_demo(models, n=args.n, max_tokens=args.max_tokens))
+    return 0
+
+
 def _describe(exc: ValidationError) -> str:
     parts = []
     for error in exc.errors():
@@ -138,7 +156,7 @@ def _describe(exc: ValidationError) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    command = _sample if args.command == "sample" else _serve
+    command = {"sample": _sample, "serve": _serve, "demo": _demo}[args.command]
     try:
         return anyio.run(command, args, backend="asyncio")
     except (ConfigError, ValidationError) as exc:

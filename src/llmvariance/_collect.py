@@ -8,8 +8,8 @@ processes or machines combine exactly.
 from __future__ import annotations
 
 import copy
+import heapq
 import math
-from array import array
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
@@ -31,73 +31,84 @@ __all__ = ["GROUP_DIMENSIONS", "VarianceCollector", "analyze"]
 _TOP_OUTPUTS = 5
 _NONE = "(none)"
 GROUP_DIMENSIONS = ("fingerprint", "endpoint", "condition")
+_ALL_NONE = dict.fromkeys(GROUP_DIMENSIONS, _NONE)
+
+FloatArray = npt.NDArray[np.float64]
+
+
+class _PositionStats:
+    """Per-position count, sum and sum of squares of values (NaN = missing).
+
+    Sums are of ``x - ref`` (``ref`` = the first values seen) so a variance like that of
+    -2.0000001 vs -2.0000002 survives floating point.
+    """
+
+    __slots__ = ("count", "ref", "sum", "sumsq")
+
+    def __init__(self, values: FloatArray) -> None:
+        self.ref = np.nan_to_num(values)
+        self.count = np.zeros(values.size)
+        self.sum = np.zeros(values.size)
+        self.sumsq = np.zeros(values.size)
+
+    def truncate(self, length: int) -> None:
+        if length < self.ref.size:
+            self.ref, self.count, self.sum, self.sumsq = (
+                a[:length] for a in (self.ref, self.count, self.sum, self.sumsq))
+
+    def add(self, values: FloatArray) -> None:
+        k = min(values.size, self.ref.size)
+        d = values[:k] - self.ref[:k]
+        valid = ~np.isnan(d)
+        d = np.where(valid, d, 0.0)
+        self.count[:k] += valid
+        self.sum[:k] += d
+        self.sumsq[:k] += d * d
+
+    def merged(self, other: _PositionStats) -> _PositionStats:
+        k = min(self.ref.size, other.ref.size)
+        out = copy.deepcopy(self)
+        out.truncate(k)
+        shift = other.ref[:k] - out.ref  # re-express other's sums relative to out.ref
+        s, q, c = other.sum[:k], other.sumsq[:k], other.count[:k]
+        out.sumsq = out.sumsq + q + 2 * shift * s + c * shift * shift
+        out.sum = out.sum + s + c * shift
+        out.count = out.count + c
+        return out
+
+    def mean(self) -> FloatArray:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.asarray(self.ref + self.sum / self.count, dtype=np.float64)
+
+    def std(self) -> FloatArray:
+        """Population std per position; NaN where fewer than two values were seen."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            var = (self.sumsq - self.sum * self.sum / self.count) / self.count
+        return np.where(self.count >= 2, np.sqrt(np.maximum(var, 0.0)), np.nan)
 
 
 class _Output:
-    """One distinct output text: how often, and what its first sample told us."""
+    """One distinct output text: its count, tokens, and its samples' top-2 margins."""
 
     __slots__ = ("count", "margins", "tokens")
 
-    def __init__(self, tokens: list[str] | None, margins: array[float] | None) -> None:
+    def __init__(self, tokens: list[str] | None) -> None:
         self.count = 0
         self.tokens = tokens
-        self.margins = margins
+        self.margins: _PositionStats | None = None
 
 
-def _margins(top: Sequence[dict[str, float]]) -> array[float]:
+def _margins(top: Sequence[dict[str, float]]) -> FloatArray:
     """Top-1 minus top-2 logprob per position (NaN with fewer than two alternatives)."""
-    out = array("d")
-    for alternatives in top:
-        best = sorted(alternatives.values(), reverse=True)[:2]
-        out.append(best[0] - best[1] if len(best) == 2 else math.nan)
+    out = np.full(len(top), np.nan)
+    for i, alternatives in enumerate(top):
+        if len(alternatives) >= 2:
+            first, second = heapq.nlargest(2, alternatives.values())
+            out[i] = first - second
     return out
 
 
-class _Noise:
-    """Per-position sums of the chosen token's logprob over samples that share a prefix.
-
-    Sums are of ``x - ref`` (``ref`` = the first sample's logprobs) so the variance of
-    values like -2.0000001 vs -2.0000002 survives floating point.
-    """
-
-    __slots__ = ("n", "prefix", "ref", "sum", "sumsq")
-
-    def __init__(self, tokens: list[str], logprobs: npt.NDArray[np.float64]) -> None:
-        self.prefix = tokens
-        self.ref = logprobs
-        self.sum = np.zeros_like(logprobs)
-        self.sumsq = np.zeros_like(logprobs)
-        self.n = 0
-
-    def truncate(self, length: int) -> None:
-        if length < len(self.prefix):
-            self.prefix = self.prefix[:length]
-            self.ref, self.sum, self.sumsq = (a[:length] for a in (self.ref, self.sum,
-                                                                  self.sumsq))
-
-    def add(self, logprobs: npt.NDArray[np.float64]) -> None:
-        d = logprobs[: len(self.prefix)] - self.ref
-        self.sum += d
-        self.sumsq += d * d
-        self.n += 1
-
-    def merge(self, other: _Noise) -> _Noise:
-        length = m.pair_prefix_length(self.prefix, other.prefix)
-        a, b = copy.deepcopy(self), copy.deepcopy(other)
-        a.truncate(length)
-        b.truncate(length)
-        shift = b.ref - a.ref  # re-express b's sums relative to a.ref
-        a.sum = a.sum + b.sum + b.n * shift
-        a.sumsq = a.sumsq + b.sumsq + 2 * shift * b.sum + b.n * shift * shift
-        a.n += b.n
-        return a
-
-    def std(self) -> npt.NDArray[np.float64]:
-        var = (self.sumsq - self.sum * self.sum / self.n) / self.n
-        return np.sqrt(np.maximum(var, 0.0))
-
-
-def _as_logprobs(values: Sequence[float | None]) -> npt.NDArray[np.float64]:
+def _as_floats(values: Sequence[float | None]) -> FloatArray:
     try:
         return np.asarray(values, dtype=np.float64)
     except TypeError:  # a None (e.g. the first token of an echoed prompt)
@@ -112,16 +123,8 @@ class VarianceCollector:
     the one group is the whole), so ungrouped data pays nothing for it.
     """
 
-    __slots__ = (
-        "_failures",
-        "_fingerprints",
-        "_finish",
-        "_groups",
-        "_noise",
-        "_outputs",
-        "_provider_tokens",
-        "_single",
-    )
+    __slots__ = ("_failures", "_fingerprints", "_finish", "_groups", "_noise", "_outputs",
+                 "_prefix", "_provider_tokens", "_single")
 
     def __init__(self, *, grouped: bool = True) -> None:
         self._outputs: dict[str, _Output] = {}
@@ -129,7 +132,10 @@ class VarianceCollector:
         self._failures: Counter[str] = Counter()
         self._finish: Counter[str] = Counter()
         self._fingerprints: Counter[str] = Counter()
-        self._noise: _Noise | None = None
+        self._prefix: list[str] | None = None
+        """Provider tokens shared by every ok sample so far."""
+        self._noise: _PositionStats | None = None
+        """Chosen-token logprobs over the positions of ``_prefix``."""
         # per dimension: the one key seen so far (groups not materialised yet) ...
         self._single: dict[str, str] | None = {} if grouped else None
         # ... or, once two keys were seen, a collector per key
@@ -139,16 +145,16 @@ class VarianceCollector:
 
     def add(self, sample: Sample) -> None:
         if self._single is not None:
-            self._add_to_groups(sample)  # first: it may clone the state before this sample
+            self._add_to_groups(sample, _keys(sample))  # first: may clone the state so far
         self._add(sample)
 
     def add_text(self, text: str) -> None:
-        """Count a plain string output (which carries no provider tokens)."""
-        self._provider_tokens = False
-        output = self._outputs.get(text)
-        if output is None:
-            output = self._outputs[text] = _Output(None, None)
-        output.count += 1
+        """Count a plain string output (no provider tokens, no group keys)."""
+        single = self._single
+        # skipped while every item so far was a plain string: grouping would be a no-op
+        if single is not None and (self._groups or single != _ALL_NONE):
+            self._add_to_groups(text, _ALL_NONE)
+        self._add_text(text)
 
     def update(self, items: Iterable[str | Sample]) -> None:
         for item in items:
@@ -157,6 +163,14 @@ class VarianceCollector:
             else:
                 self.add(item)
 
+    def _add_text(self, text: str) -> None:
+        self._provider_tokens = False
+        output = self._outputs.get(text)
+        if output is None:
+            output = self._outputs[text] = _Output(None)
+        output.count += 1
+        self._fingerprints[_NONE] += 1
+
     def _add(self, sample: Sample) -> None:
         if sample.error is not None:
             self._failures[sample.error.kind] += 1
@@ -164,57 +178,79 @@ class VarianceCollector:
         text = sample.text or ""
         tokens = sample.tokens
         output = self._outputs.get(text)
+        new_tokens = output is None
         if output is None:
-            top = sample.top_logprobs
-            output = self._outputs[text] = _Output(
-                tokens, _margins(top) if top is not None and tokens is not None else None)
+            output = self._outputs[text] = _Output(tokens)
+        elif tokens is not None and tokens != output.tokens:
+            # The same text tokenized differently: keep the smallest, whatever the order.
+            if output.tokens is None or tokens < output.tokens:
+                output.tokens = tokens
+            new_tokens = True
         output.count += 1
-        if tokens is None:
-            self._provider_tokens = False
         if sample.finish_reason is not None:
             self._finish[sample.finish_reason] += 1
         self._fingerprints[sample.system_fingerprint or _NONE] += 1
-        logprobs = sample.token_logprobs
-        if tokens is not None and logprobs is not None:
-            self._add_noise(tokens, logprobs, output)
+        if tokens is None:
+            self._provider_tokens = False
+            return
+        if new_tokens:  # O(prefix) in Python, but once per distinct token sequence
+            self._shrink_prefix(tokens)
+        prefix = len(self._prefix or ())
+        if sample.token_logprobs is not None:
+            values = _as_floats(sample.token_logprobs[:prefix])
+            if self._noise is None:
+                self._noise = _PositionStats(values)
+            self._noise.add(values)
+        if sample.top_logprobs is not None:
+            # the margin is wanted at the first divergence, which is at most `prefix`
+            margins = _margins(sample.top_logprobs[: prefix + 1])
+            if output.margins is None:
+                output.margins = _PositionStats(margins)
+            output.margins.add(margins)
 
-    def _add_noise(self, tokens: list[str], logprobs: Sequence[float | None],
-                   output: _Output) -> None:
-        noise = self._noise
-        values = _as_logprobs(logprobs)
-        if noise is None:
-            self._noise = noise = _Noise(list(tokens), values)
-        elif output.count == 1 or (tokens is not output.tokens and tokens != output.tokens):
-            # new token sequence: the shared prefix may shrink (O(prefix) in Python, but
-            # only once per distinct output)
-            noise.truncate(m.pair_prefix_length(noise.prefix, tokens))
-        noise.add(values)
+    def _shrink_prefix(self, tokens: list[str]) -> None:
+        if self._prefix is None:
+            self._prefix = list(tokens)
+            return
+        length = m.pair_prefix_length(self._prefix, tokens)
+        if length < len(self._prefix):
+            del self._prefix[length:]
+            if self._noise is not None:
+                self._noise.truncate(length)
 
-    def _add_to_groups(self, sample: Sample) -> None:
+    def _add_to_groups(self, item: str | Sample, keys: dict[str, str]) -> None:
         assert self._single is not None
-        keys = {"fingerprint": sample.system_fingerprint or _NONE,
-                "endpoint": sample.endpoint or _NONE,
-                "condition": sample.condition or _NONE}
         for dimension, key in keys.items():
             groups = self._groups.get(dimension)
             if groups is None:
                 first = self._single.setdefault(dimension, key)
                 if first == key:
                     continue
-                # a second key: everything seen before this sample is the first group
-                groups = self._groups[dimension] = {first: self._clone_ungrouped()}
+                # a second key: everything seen before this item is the first group
+                groups = self._groups[dimension] = {first: self._clone_for(dimension)}
             group = groups.get(key)
             if group is None:
                 group = groups[key] = VarianceCollector(grouped=False)
-            group._add(sample)
+            if isinstance(item, str):
+                group._add_text(item)
+            else:
+                group._add(item)
+
+    def _clone_for(self, dimension: str) -> VarianceCollector:
+        """This collector as the one group of ``dimension`` seen so far."""
+        clone = self._clone_ungrouped()
+        if dimension == "fingerprint":
+            clone._failures = Counter()  # failures join no fingerprint group
+        return clone
 
     def _clone_ungrouped(self) -> VarianceCollector:
         clone = VarianceCollector(grouped=False)
-        clone._outputs = {t: copy.copy(o) for t, o in self._outputs.items()}
+        clone._outputs = {t: _copy_output(o) for t, o in self._outputs.items()}
         clone._provider_tokens = self._provider_tokens
         clone._failures = self._failures.copy()
         clone._finish = self._finish.copy()
         clone._fingerprints = self._fingerprints.copy()
+        clone._prefix = None if self._prefix is None else list(self._prefix)
         clone._noise = copy.deepcopy(self._noise)
         return clone
 
@@ -224,26 +260,41 @@ class VarianceCollector:
         if dimension in self._groups:
             return self._groups[dimension]
         key = (self._single or {}).get(dimension)
-        return {} if key is None else {key: self._clone_ungrouped()}
+        return {} if key is None else {key: self._clone_for(dimension)}
 
     def merge(self, other: VarianceCollector) -> VarianceCollector:
         """A new collector equal to one that saw both collectors' samples."""
+        if (self._single is None) != (other._single is None):
+            raise ValueError("cannot merge a grouped collector with an ungrouped one")
         merged = VarianceCollector(grouped=self._single is not None)
-        merged._outputs = {t: copy.copy(o) for t, o in self._outputs.items()}
+        merged._outputs = {t: _copy_output(o) for t, o in self._outputs.items()}
         for text, theirs in other._outputs.items():
             mine = merged._outputs.get(text)
             if mine is None:
-                merged._outputs[text] = copy.copy(theirs)
-            else:
-                mine.count += theirs.count
+                merged._outputs[text] = _copy_output(theirs)
+                continue
+            mine.count += theirs.count
+            if theirs.tokens is not None and (mine.tokens is None or theirs.tokens < mine.tokens):
+                mine.tokens = theirs.tokens
+            if theirs.margins is not None:
+                mine.margins = (copy.deepcopy(theirs.margins) if mine.margins is None
+                                else mine.margins.merged(theirs.margins))
         merged._provider_tokens = self._provider_tokens and other._provider_tokens
         merged._failures = self._failures + other._failures
         merged._finish = self._finish + other._finish
         merged._fingerprints = self._fingerprints + other._fingerprints
+        if self._prefix is None or other._prefix is None:
+            merged._prefix = list(self._prefix or other._prefix or []) if (
+                self._prefix is not None or other._prefix is not None) else None
+        else:
+            length = m.pair_prefix_length(self._prefix, other._prefix)
+            merged._prefix = self._prefix[:length]
         if self._noise is None or other._noise is None:
             merged._noise = copy.deepcopy(self._noise or other._noise)
         else:
-            merged._noise = self._noise.merge(other._noise)
+            merged._noise = self._noise.merged(other._noise)
+        if merged._noise is not None and merged._prefix is not None:
+            merged._noise.truncate(len(merged._prefix))
         if merged._single is not None:
             for dimension in GROUP_DIMENSIONS:
                 mine_groups = self._materialised(dimension)
@@ -301,8 +352,8 @@ class VarianceCollector:
             div_tokens = _divergence(
                 [m.row_prefix_length(rows[i], mode_row) for i in others], weights)
             margins = outputs[mode_text].margins
-            if provider and margins is not None and prefix_tokens < len(margins):
-                value = margins[prefix_tokens]
+            if provider and margins is not None and prefix_tokens < margins.ref.size:
+                value = float(margins.mean()[prefix_tokens])
                 margin = None if math.isnan(value) else value
 
         lengths = [row.size for row in rows]
@@ -313,9 +364,8 @@ class VarianceCollector:
                 c * (n - length_mean) ** 2 for n, c in zip(lengths, counts, strict=True)) / n_ok)
 
         noise_mean = noise_max = None
-        noise = self._noise
-        if noise is not None and noise.n >= 2 and len(noise.prefix) > 0:
-            std = noise.std()
+        if provider and self._noise is not None:
+            std = self._noise.std()
             std = std[~np.isnan(std)]
             if std.size:
                 noise_mean, noise_max = float(std.mean()), float(std.max())
@@ -359,6 +409,20 @@ class VarianceCollector:
             by_endpoint=groups.get("endpoint", {}),
             by_condition=groups.get("condition", {}),
         )
+
+
+def _keys(sample: Sample) -> dict[str, str]:
+    keys = {"endpoint": sample.endpoint or _NONE, "condition": sample.condition or _NONE}
+    if sample.error is None:  # a failure has no fingerprint: it joins no fingerprint group
+        keys["fingerprint"] = sample.system_fingerprint or _NONE
+    return keys
+
+
+def _copy_output(output: _Output) -> _Output:
+    clone = _Output(output.tokens)
+    clone.count = output.count
+    clone.margins = copy.deepcopy(output.margins)
+    return clone
 
 
 def _merge_optional(a: VarianceCollector | None, b: VarianceCollector | None

@@ -40,6 +40,8 @@ class PreparedCall:
     http: HTTPRequest
     tokens: int
     """Estimated cost against a token limit."""
+    condition: str | None = None
+    """Recorded on every sample of the run (``Sample.condition``)."""
 
 
 @dataclass(slots=True)
@@ -123,12 +125,17 @@ class ClientPool:
         return self._concurrency
 
     @property
+    def in_flight(self) -> int:
+        """Requests sent and not yet answered, right now."""
+        return self._in_flight
+
+    @property
     def stats(self) -> PoolStats:
         self._stats.pauses = self._limiter.pauses
         self._stats.paused_s = self._limiter.paused_s
         return self._stats
 
-    def prepare(self, request: Request) -> PreparedCall:
+    def prepare(self, request: Request, condition: str | None = None) -> PreparedCall:
         """Encode ``request`` once; raises ``ConfigError`` if it can never be sent."""
         tokens = estimate_tokens(request)
         try:
@@ -142,7 +149,7 @@ class ClientPool:
             self._endpoint.request_headers(),
             adapter.encode(request),
         )
-        return PreparedCall(adapter, http, tokens)
+        return PreparedCall(adapter, http, tokens, condition)
 
     async def send(self, call: PreparedCall, index: int) -> Sample:
         """Send ``call`` as request ``index``, retrying per policy; always returns a Sample."""
@@ -171,7 +178,8 @@ class ClientPool:
                 error = SampleError(kind=outcome.kind, message=self._redact(outcome.message),
                                     status=outcome.status)
                 return Sample(index=index, endpoint=self._endpoint.label, attempts=attempt,
-                              latency_s=self._clock() - start, error=error)
+                              condition=call.condition, latency_s=self._clock() - start,
+                              error=error)
             self._stats.retries += 1
             await self._wait_before_retry(outcome, attempt, start)
 
@@ -197,7 +205,7 @@ class ClientPool:
             if wait is not None:  # the server's budget is spent: hold off before a 429
                 self._limiter.pause(wait)
         return Sample(index=index, endpoint=self._endpoint.label, latency_s=latency,
-                      attempts=attempt, **completion)
+                      attempts=attempt, condition=call.condition, **completion)
 
     async def _wait_before_retry(self, failure: _Failure, attempt: int, sent_at: float
                                  ) -> None:

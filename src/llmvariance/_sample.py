@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 __all__ = ["ErrorKind", "Sample", "SampleError", "Usage"]
 
@@ -63,6 +63,16 @@ class Sample(BaseModel):
     latency_s: float = 0.0
     attempts: int = 1
     error: SampleError | None = None
+
+    @model_validator(mode="after")
+    def _logprobs_match_tokens(self) -> Sample:
+        if self.tokens is not None:
+            for name in ("token_logprobs", "top_logprobs"):
+                values = getattr(self, name)
+                if values is not None and len(values) != len(self.tokens):
+                    raise ValueError(f"{name}: {len(values)} entries for "
+                                     f"{len(self.tokens)} tokens")
+        return self
 
     @property
     def ok(self) -> bool:

@@ -64,39 +64,46 @@ async def sample_many(
     *,
     endpoint: Endpoint | None = None,
     pool: ClientPool | None = None,
-    concurrency: int = 8,
+    concurrency: int | None = None,
     rate_limit: RateLimit | None = None,
     retry: RetryPolicy | None = None,
     timeouts: Timeouts | None = None,
     transport: Transport | None = None,
     on_sample: Callable[[Sample], Any] | None = None,
+    condition: str | None = None,
 ) -> SampleSet:
     """Send ``request`` ``n`` times and return every sample with the variance report.
 
     With ``endpoint`` (default: from ``$OPENAI_BASE_URL``/``$OPENAI_API_KEY``) a pool with
-    ``concurrency`` slots, ``rate_limit``, ``retry`` policy and ``timeouts`` is opened for
-    this call and closed after it; with ``pool`` the caller's pool (and its limits) is
-    used. ``on_sample`` is called with each sample as it completes, in completion order.
+    ``concurrency`` slots (default 8), ``rate_limit``, ``retry`` policy and ``timeouts``
+    is opened for this call and closed after it. With ``pool`` the caller's pool (and
+    its limits) is used, and ``concurrency`` caps this run's share of its slots.
+    ``on_sample`` is called with each sample as it completes, in completion order;
+    ``condition`` labels every sample (``Sample.condition``) for grouped reports.
     Arguments are checked before anything is sent.
     """
     request = _check_request(request)
     n = _check_n(n)
+    if concurrency is not None and (isinstance(concurrency, bool) or
+                                    not isinstance(concurrency, int) or concurrency < 1):
+        raise ConfigError("concurrency", f"must be an integer >= 1, got {concurrency!r}")
     if pool is not None:
         own_settings = (endpoint, rate_limit, retry, timeouts, transport)
         if any(setting is not None for setting in own_settings):
             raise ConfigError("pool", "a pool carries its own endpoint, limits and transport; "
                               "pass either pool or those, not both")
-        call = pool.prepare(request)
-        return await _run(pool, call, request, n, on_sample)
+        call = pool.prepare(request, condition)
+        workers = min(concurrency or pool.concurrency, pool.concurrency)
+        return await _run(pool, call, request, n, workers, on_sample)
     if endpoint is None:
         try:
             endpoint = Endpoint()
         except ValidationError as exc:
             raise ConfigError("endpoint", f"from the environment: {exc}") from None
-    async with ClientPool(endpoint, concurrency=concurrency, rate_limit=rate_limit, retry=retry,
-                          timeouts=timeouts, transport=transport) as own:
-        call = own.prepare(request)
-        return await _run(own, call, request, n, on_sample)
+    async with ClientPool(endpoint, concurrency=concurrency or 8, rate_limit=rate_limit,
+                          retry=retry, timeouts=timeouts, transport=transport) as own:
+        call = own.prepare(request, condition)
+        return await _run(own, call, request, n, own.concurrency, on_sample)
 
 
 async def _run(
@@ -104,6 +111,7 @@ async def _run(
     call: PreparedCall,
     request: Request,
     n: int,
+    workers: int,
     on_sample: Callable[[Sample], Any] | None,
 ) -> SampleSet:
     slots: list[Sample | None] = [None] * n
@@ -120,7 +128,7 @@ async def _run(
                 on_sample(sample)
 
     async with anyio.create_task_group() as tg:
-        for _ in range(min(n, pool.concurrency)):
+        for _ in range(min(n, workers)):
             tg.start_soon(worker)
     samples = [s for s in slots if s is not None]
     assert len(samples) == n, "every index ends as a sample"

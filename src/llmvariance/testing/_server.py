@@ -24,7 +24,7 @@ from aiohttp import web
 
 from ._engine import Engine, Generation, Job
 from ._faults import FaultInjector, Faults
-from ._models import Context, DenseModel, SimModel
+from ._models import Context, SimModel, default_models
 from ._vocab import prompt_tokens
 
 __all__ = ["ServerStats", "SimServer"]
@@ -66,7 +66,8 @@ def _json(payload: Any) -> web.Response:
 class SimServer:
     """The simulated server; ``async with`` starts it on 127.0.0.1 and yields its base URL.
 
-    ``models`` defaults to a batch-invariant ``dense`` model. ``step_time_s`` is the real
+    ``models`` defaults to ``dense`` (batch-invariant), ``moe`` (expert capacity over the
+    batch) and ``dense-nbi`` (batch-size-dependent rounding). ``step_time_s`` is the real
     duration of one decode step. With ``api_key`` set, requests must carry it as a
     Bearer token or get 401. ``faults`` injects rate limits, errors, dropped connections,
     malformed or cut bodies and latency.
@@ -83,7 +84,7 @@ class SimServer:
         api_key: str | None = None,
         faults: Faults | None = None,
     ) -> None:
-        model_list = list(models) if models is not None else [DenseModel()]
+        model_list = list(models) if models is not None else default_models()
         self.engines: dict[str, Engine] = {
             m.name: Engine(m, step_time_s=step_time_s, max_batch=max_batch) for m in model_list
         }

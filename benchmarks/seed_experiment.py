@@ -1,0 +1,158 @@
+"""The 2023 seed experiment ("Non-determinism in GPT-4 is caused by Sparse MoE").
+
+Protocol: for each model, C=30 completions, max_tokens=128, temperature 0, end-of-text
+blocked with logit_bias ({"100257": -100} for chat models, {"50256": -100} for
+completion models), the prompt below, sent sequentially with a 1 s pause. The original
+table counts distinct outputs per model (gpt-4: 12/11/12 of 30, gpt-3.5-turbo 4/4/3,
+text-davinci-003 3/2/4, davinci 1).
+
+Against ``--base-url`` (key from $OPENAI_API_KEY) it runs the protocol as is. By default
+it starts the built-in simulator and keeps it busy with background requests (other
+prompts, ``--background`` at a time), as a hosted API is busy with other users: the
+sequential requests still share batches with strangers.
+
+    python benchmarks/seed_experiment.py                      # simulator, moe/dense-nbi/dense
+    python benchmarks/seed_experiment.py --base-url URL --models gpt-4o,gpt-4o-mini
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+from _common import table, write_json
+
+import llmvariance as lv
+from llmvariance.testing import SimServer
+
+PROMPT = ("Write a unique, surprising, extremely randomized story with highly unpredictable "
+          "changes of events.")
+CHAT_EOS_BIAS = {"100257": -100.0}
+COMPLETION_EOS_BIAS = {"50256": -100.0}
+
+
+def request_for(model: str, api: str, max_tokens: int) -> lv.ChatRequest | lv.CompletionRequest:
+    if api == "chat":
+        return lv.ChatRequest(model=model, messages=[{"role": "user", "content": PROMPT}],
+                              max_tokens=max_tokens, temperature=0.0,
+                              logit_bias=CHAT_EOS_BIAS)
+    return lv.CompletionRequest(model=model, prompt=PROMPT, max_tokens=max_tokens,
+                                temperature=0.0, logit_bias=COMPLETION_EOS_BIAS)
+
+
+@contextlib.asynccontextmanager
+async def background_load(pool: lv.ClientPool, model: str, api: str, width: int
+                          ) -> AsyncIterator[None]:
+    """Other prompts to the same model, ``width`` in flight, for as long as the block runs."""
+    if width == 0:
+        yield
+        return
+
+    async def busy(i: int) -> None:
+        other = f"Background request {i}: describe a place you have never been."
+        if api == "chat":
+            req: lv.ChatRequest | lv.CompletionRequest = lv.ChatRequest(
+                model=model, messages=[{"role": "user", "content": other}], max_tokens=128)
+        else:
+            req = lv.CompletionRequest(model=model, prompt=other, max_tokens=128)
+        call = pool.prepare(req, "background")
+        while True:
+            await pool.send(call, index=-1)
+
+    async with anyio.create_task_group() as tg:
+        for i in range(width):
+            tg.start_soon(busy, i)
+        yield
+        tg.cancel_scope.cancel()
+
+
+async def run_model(pool: lv.ClientPool, model: str, api: str, args: argparse.Namespace
+                    ) -> dict[str, Any]:
+    call = pool.prepare(request_for(model, api, args.max_tokens), f"seed:{api}")
+    collector = lv.VarianceCollector()
+    start = time.monotonic()
+    async with background_load(pool, model, api, args.background):
+        for i in range(args.n):
+            if i:
+                await anyio.sleep(args.pause)
+            collector.add(await pool.send(call, i))
+    report = collector.report()
+    return {"model": model, "api": api, "seconds": time.monotonic() - start,
+            "report": report}
+
+
+async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
+    models = [(m, "chat") for m in args.models] + [(m, "completions")
+                                                   for m in args.completion_models]
+    async with contextlib.AsyncExitStack() as stack:
+        if args.base_url:
+            endpoint = lv.Endpoint(base_url=args.base_url)
+        else:
+            url = await stack.enter_async_context(SimServer(step_time_s=args.step_time))
+            endpoint = lv.Endpoint(base_url=url, api_key=None)
+        pool = await stack.enter_async_context(
+            lv.ClientPool(endpoint, concurrency=1 + args.background))
+        return [await run_model(pool, model, api, args) for model, api in models]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--base-url", help="an OpenAI-compatible API; default: the simulator")
+    parser.add_argument("--models", help="chat models, comma-separated")
+    parser.add_argument("--completion-models", help="completion models, comma-separated")
+    parser.add_argument("--n", type=int, default=30, help="completions per model (C)")
+    parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--pause", type=float, default=1.0, help="seconds between requests")
+    parser.add_argument("--background", type=int,
+                        help="background requests in flight (default 8 on the simulator, "
+                             "0 against --base-url)")
+    parser.add_argument("--step-time", type=float, default=0.002,
+                        help="simulator seconds per decode step")
+    args = parser.parse_args()
+    split = lambda value: [m.strip() for m in value.split(",") if m.strip()]  # noqa: E731
+    if args.base_url:
+        args.models = split(args.models or "")
+        args.completion_models = split(args.completion_models or "")
+        if not args.models and not args.completion_models:
+            parser.error("--models or --completion-models is required with --base-url")
+        args.background = args.background or 0
+    else:
+        args.models = split(args.models or "moe,dense-nbi,dense")
+        args.completion_models = split(args.completion_models or "moe,dense")
+        args.background = 8 if args.background is None else args.background
+
+    results = asyncio.run(run(args))
+    print("Num_Sequences\tModel_Name")
+    for r in results:
+        print(f"{r['report'].unique_count}\t{r['model']}")
+    print()
+    rows = []
+    for r in results:
+        rep: lv.VarianceReport = r["report"]
+        first = "-" if rep.common_prefix_tokens is None else rep.common_prefix_tokens
+        rows.append([r["model"], r["api"], f"{rep.unique_count}/{rep.n_ok}", rep.mode_count,
+                     first, rep.entropy_bits, "n/a" if rep.agreement_rate is None
+                     else rep.agreement_rate, rep.n_failed])
+    print(table(["model", "api", "distinct", "mode", "first divergence (token)",
+                 "entropy bits", "agreement", "failed"], rows))
+    target = args.base_url or "simulator"
+    path = write_json("seed_experiment", {
+        "target": target if args.base_url else "built-in simulator",
+        "protocol": {"n": args.n, "max_tokens": args.max_tokens, "pause_s": args.pause,
+                     "background": args.background, "prompt": PROMPT},
+        "models": [{"model": r["model"], "api": r["api"], "seconds": r["seconds"],
+                    "report": r["report"].model_dump(exclude={"by_fingerprint",
+                                                              "by_endpoint",
+                                                              "by_condition"})}
+                   for r in results],
+    })
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
