@@ -25,10 +25,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
-from _common import table, write_json
 
 import llmvariance as lv
 from llmvariance.testing import SimServer
+
+from _common import table, write_json
 
 PROMPT = ("Write a unique, surprising, extremely randomized story with highly unpredictable "
           "changes of events.")

@@ -1,8 +1,12 @@
 from __future__ import annotations
 
+import asyncio
+import socket
 from collections.abc import AsyncIterator
 
 import pytest
+import uvicorn
+from app import openai_app as mock_ai_api  # mock-ai-api installs its code as `app`
 
 from llmvariance.testing import SimServer
 
@@ -25,3 +29,23 @@ def _no_openai_env(monkeypatch: pytest.MonkeyPatch) -> None:
     # Tests must never pick up a developer's real key or endpoint.
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+
+
+@pytest.fixture
+async def third_party_url() -> AsyncIterator[str]:
+    """mock-ai-api, an OpenAI-compatible server this project did not write."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(mock_ai_api.app, log_level="warning", lifespan="off")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        async with asyncio.timeout(10):
+            while not server.started:  # noqa: ASYNC110 - uvicorn offers no event for this
+                await asyncio.sleep(0.01)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()

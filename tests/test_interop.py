@@ -8,37 +8,15 @@ by test_openai_adapter.py's API-reference bodies and by the SimServer tests.
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
-import uvicorn
 from aiohttp import web
-from app import openai_app as mock_ai_api  # mock-ai-api installs its code as `app`
 
 import llmvariance as lv
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-async def third_party_url() -> AsyncIterator[str]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(mock_ai_api.app, log_level="warning", lifespan="off")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        async with asyncio.timeout(10):
-            while not server.started:  # noqa: ASYNC110 - uvicorn offers no event for this
-                await asyncio.sleep(0.01)
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
 
 
 class CountingProxy:
