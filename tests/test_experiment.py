@@ -20,10 +20,11 @@ from llmvariance.testing._engine import Job
 
 pytestmark = pytest.mark.anyio
 
-PROMPT = "Write a unique, surprising, extremely randomized story."
+PROMPT = ("Write a unique, surprising, extremely randomized story with highly unpredictable "
+          "changes of events.")
 
 
-def chat(model: str, max_tokens: int = 24) -> lv.ChatRequest:
+def chat(model: str, max_tokens: int = 48) -> lv.ChatRequest:
     return lv.ChatRequest(model=model, messages=[{"role": "user", "content": PROMPT}],
                           max_tokens=max_tokens, logit_bias={"100257": -100})
 

@@ -16,7 +16,8 @@ PROMPT = "Write a unique, surprising, extremely randomized story."
 async def test_thirty_chat_requests_at_concurrency_7(sim: SimServer) -> None:
     ep = lv.Endpoint(base_url=sim.base_url)
     req = lv.ChatRequest(model="dense", messages=[{"role": "user", "content": PROMPT}],
-                         max_tokens=24, logprobs=True, top_logprobs=3)
+                         max_tokens=24, logprobs=True, top_logprobs=3,
+                         logit_bias={"100257": -100})
     result = await lv.sample_many(req, 30, endpoint=ep, concurrency=7)
 
     assert [s.index for s in result.samples] == list(range(30))
@@ -40,7 +41,8 @@ async def test_thirty_chat_requests_at_concurrency_7(sim: SimServer) -> None:
 
 async def test_completions_return_parallel_logprob_lists(sim: SimServer) -> None:
     ep = lv.Endpoint(base_url=sim.base_url)
-    req = lv.CompletionRequest(model="dense", prompt=PROMPT, max_tokens=10, logprobs=2)
+    req = lv.CompletionRequest(model="dense", prompt=PROMPT, max_tokens=10, logprobs=2,
+                               logit_bias={"50256": -100})
     result = await lv.sample_many(req, 12, endpoint=ep, concurrency=5)
     assert sim.stats.max_in_flight <= 5
     texts = {s.text for s in result.samples}

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from ._vocab import EOS, VOCAB
+from ._vocab import EOS, VOCAB, next_bonus
 
 __all__ = ["Context", "DenseModel", "DenseNBIModel", "MoEModel", "SimModel", "default_models"]
 
@@ -64,9 +64,9 @@ class SimModel(ABC):
 class DenseModel(SimModel):
     """Batch-invariant: each sequence's logits depend on its own context only.
 
-    Logits are standard normal draws seeded by (prompt, position, last two tokens), with
-    end-of-text lowered by ``eos_penalty`` (at 0, the default, a sequence ends at any
-    given step with probability about 1/len(vocab)).
+    Logits are standard normal draws seeded by (prompt, position, last two tokens), plus
+    the vocabulary's grammar bonus for the previous token, with end-of-text lowered by
+    ``eos_penalty`` (0 by default: outputs end now and then after a full stop).
     """
 
     def __init__(self, name: str = "dense", *, eos_penalty: float = 0.0) -> None:
@@ -76,7 +76,8 @@ class DenseModel(SimModel):
 
     def logits(self, context: Context) -> list[float]:
         rng = random.Random(context.key())
-        values = [rng.gauss(0.0, 1.0) for _ in self.vocab]
+        bonus = next_bonus(context.tokens[-1] if context.tokens else None)
+        values = [rng.gauss(0.0, 1.0) + b for b in bonus]
         values[EOS] -= self._eos_penalty
         return values
 
