@@ -8,10 +8,12 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import anyio
 import pytest
 
+import llmvariance as lv
 from llmvariance.testing import SimServer
 
 CLI = [sys.executable, "-m", "llmvariance"]
@@ -114,3 +116,38 @@ async def test_ctrl_c_stops_a_run_promptly_without_a_traceback() -> None:
     assert code == 130, stderr
     assert "Traceback" not in stderr
     assert server.stats.requests == 4  # nothing new was sent after the interrupt
+
+
+def test_sample_out_resumes_and_report_merges_files(served_url: str, tmp_path: Path) -> None:
+    first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    base = ["sample", "--base-url", served_url, "--model", "dense", "--prompt", "hi",
+            "--max-tokens", "6"]
+    out = run(*base, "-n", "4", "--out", str(first))
+    assert out.returncode == 0, out.stderr
+    assert out.stderr == ""  # not a terminal: no progress bar
+    again = run(*base, "-n", "6", "--out", str(first), "--json")
+    assert json.loads(again.stdout)["n_samples"] == 6
+    assert run(*base, "-n", "3", "--out", str(second)).returncode == 0
+    merged = run("report", str(first), str(second), "--json", "--group-by", "endpoint")
+    assert merged.returncode == 0, merged.stderr
+    report = json.loads(merged.stdout)
+    assert report["n_samples"] == 9 and report["unique_count"] == 1
+    assert list(report["by_endpoint"]) == [served_url.removeprefix("http://").split("/")[0]]
+    text = run("report", str(first), "--group-by", "fingerprint")
+    assert "2 run file(s)" not in text.stdout and "by fingerprint:" in text.stdout
+
+
+def test_report_on_a_missing_file_names_it(tmp_path: Path) -> None:
+    out = run("report", str(tmp_path / "nope.jsonl"))
+    assert out.returncode == 2
+    assert out.stderr.startswith("llmvariance report: error: output: cannot read")
+
+
+def test_progress_bar_shows_failures_and_429s(capsys: pytest.CaptureFixture[str]) -> None:
+    from llmvariance._progress import ProgressBar
+
+    with ProgressBar(enabled=True, delay_s=0) as bar:
+        bar(lv.Progress(total=10, done=4, failed=1, resumed=2, elapsed_s=1.0,
+                        rate_limited=3, paused_s=2.0))
+    err = capsys.readouterr().err
+    assert "4/10" in err and "failed=1" in err and "429s=3" in err and "paused=2s" in err

@@ -6,8 +6,6 @@
     print(result.report)
 """
 
-from importlib import metadata as _metadata
-
 from ._collect import VarianceCollector, analyze
 from ._endpoint import Endpoint
 from ._errors import (
@@ -22,6 +20,7 @@ from ._errors import (
 )
 from ._experiment import BatchEffectResult, batch_effect, judge
 from ._pool import ClientPool, PoolStats
+from ._progress import Progress
 from ._ratelimit import RateLimit, RateLimiter
 from ._report import (
     ConfidenceInterval,
@@ -32,6 +31,7 @@ from ._report import (
 )
 from ._request import ChatMessage, ChatRequest, CompletionRequest
 from ._retry import RetryPolicy
+from ._runfile import RunContents, read_run
 from ._sample import Sample, SampleError, Usage
 from ._sampler import SampleSet, sample_many, sample_many_sync
 from ._transport import (
@@ -42,11 +42,7 @@ from ._transport import (
     Timeouts,
     Transport,
 )
-
-try:
-    __version__ = _metadata.version("llmvariance")
-except _metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0.0.0"
+from ._version import __version__
 
 __all__ = [
     "AiohttpTransport",
@@ -69,11 +65,13 @@ __all__ = [
     "MockTransport",
     "OutputCount",
     "PoolStats",
+    "Progress",
     "RateLimit",
     "RateLimiter",
     "RequestTimeout",
     "ResponseError",
     "RetryPolicy",
+    "RunContents",
     "Sample",
     "SampleError",
     "SampleSet",
@@ -87,6 +85,7 @@ __all__ = [
     "analyze",
     "batch_effect",
     "judge",
+    "read_run",
     "sample_many",
     "sample_many_sync",
 ]

@@ -12,12 +12,15 @@ from collections.abc import Sequence
 import anyio
 from pydantic import ValidationError
 
-from ._collect import analyze
+from ._collect import VarianceCollector, analyze
 from ._endpoint import Endpoint
 from ._errors import ConfigError
+from ._progress import ProgressBar
 from ._ratelimit import RateLimit
 from ._request import ChatRequest, CompletionRequest, Request
 from ._retry import RetryPolicy
+from ._runfile import read_run
+from ._sample import Sample
 from ._sampler import sample_many
 
 
@@ -45,8 +48,22 @@ def _parser() -> argparse.ArgumentParser:
                         help="tries per request, the first included (default 6)")
     sample.add_argument("--completion", action="store_true",
                         help="use the legacy /completions API instead of chat")
+    sample.add_argument("--out", metavar="FILE",
+                        help="JSONL run file: samples are appended as they finish, and "
+                             "running the same command again resumes")
     sample.add_argument("--json", action="store_true", help="print the report as JSON")
     sample.add_argument("--bootstrap", type=int, default=0, metavar="N",
+                        help="add bootstrap intervals from N resamples (seeded)")
+
+    report = commands.add_parser(
+        "report", help="the variance report of one or more run files",
+        description="Reports on JSONL run files written by `sample --out` or "
+                    "sample_many(output=...); several files are merged.")
+    report.add_argument("files", nargs="+", metavar="FILE")
+    report.add_argument("--json", action="store_true", help="print the report as JSON")
+    report.add_argument("--group-by", choices=["fingerprint", "endpoint", "condition"],
+                        help="also report each group separately")
+    report.add_argument("--bootstrap", type=int, default=0, metavar="N",
                         help="add bootstrap intervals from N resamples (seeded)")
 
     demo = commands.add_parser(
@@ -95,9 +112,11 @@ async def _sample(args: argparse.Namespace) -> int:
     rate_limit = None
     if args.rpm is not None or args.tpm is not None:
         rate_limit = RateLimit(requests_per_minute=args.rpm, tokens_per_minute=args.tpm)
-    result = await sample_many(_request(args), args.n, endpoint=endpoint,
-                               concurrency=args.concurrency, rate_limit=rate_limit,
-                               retry=RetryPolicy(max_attempts=args.max_attempts))
+    with ProgressBar() as bar:
+        result = await sample_many(_request(args), args.n, endpoint=endpoint,
+                                   concurrency=args.concurrency, rate_limit=rate_limit,
+                                   retry=RetryPolicy(max_attempts=args.max_attempts),
+                                   output=args.out, progress=bar)
     report = result.report
     if args.bootstrap:
         report = analyze(result.samples, bootstrap=args.bootstrap)
@@ -135,6 +154,36 @@ async def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _report(args: argparse.Namespace) -> int:
+    collector = VarianceCollector()
+    groups: dict[str, VarianceCollector] = {}
+    for path in args.files:
+        run = read_run(path)
+        collector.update(run.samples.values())
+        if args.group_by:
+            for sample in run.samples.values():
+                if args.group_by == "fingerprint" and sample.error is not None:
+                    continue  # a failure has no fingerprint
+                key = _group_key(sample, args.group_by)
+                groups.setdefault(key, VarianceCollector(grouped=False)).add(sample)
+    report = collector.report(bootstrap=args.bootstrap)
+    if args.group_by:
+        by = {key: c.report(bootstrap=args.bootstrap) for key, c in sorted(groups.items())}
+        report = report.model_copy(update={f"by_{args.group_by}": by})
+    if args.json:
+        print(report.model_dump_json(indent=2))
+    else:
+        print(f"{len(args.files)} run file(s)")
+        print(report.to_text())
+    return 0
+
+
+def _group_key(sample: Sample, dimension: str) -> str:
+    value = {"fingerprint": sample.system_fingerprint, "endpoint": sample.endpoint,
+             "condition": sample.condition}[dimension]
+    return value or "(none)"
+
+
 async def _demo(args: argparse.Namespace) -> int:
     from ._demo import run_demo
 
@@ -156,7 +205,8 @@ def _describe(exc: ValidationError) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    command = {"sample": _sample, "serve": _serve, "demo": _demo}[args.command]
+    command = {"sample": _sample, "serve": _serve, "demo": _demo, "report": _report}[
+        args.command]
     try:
         return anyio.run(command, args, backend="asyncio")
     except (ConfigError, ValidationError) as exc:

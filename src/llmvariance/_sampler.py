@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
+import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -14,12 +17,15 @@ from ._collect import VarianceCollector
 from ._endpoint import Endpoint
 from ._errors import ConfigError
 from ._pool import ClientPool, PreparedCall
+from ._progress import Progress
 from ._ratelimit import RateLimit
 from ._report import VarianceReport
 from ._request import ChatRequest, CompletionRequest, Request
 from ._retry import RetryPolicy
+from ._runfile import RunFile
 from ._sample import Sample
 from ._transport import Timeouts, Transport
+from ._version import __version__
 
 __all__ = ["SampleSet", "sample_many", "sample_many_sync"]
 
@@ -69,6 +75,8 @@ async def sample_many(
     retry: RetryPolicy | None = None,
     timeouts: Timeouts | None = None,
     transport: Transport | None = None,
+    output: str | os.PathLike[str] | None = None,
+    progress: Callable[[Progress], Any] | None = None,
     on_sample: Callable[[Sample], Any] | None = None,
     condition: str | None = None,
 ) -> SampleSet:
@@ -78,15 +86,20 @@ async def sample_many(
     ``concurrency`` slots (default 8), ``rate_limit``, ``retry`` policy and ``timeouts``
     is opened for this call and closed after it. With ``pool`` the caller's pool (and
     its limits) is used, and ``concurrency`` caps this run's share of its slots.
-    ``on_sample`` is called with each sample as it completes, in completion order;
+
+    ``output`` names a JSONL run file: each sample is appended as it completes, and
+    calling again with the same request and path resumes, sending only the indices that
+    are missing or failed (``n`` may grow). ``progress`` is called with a ``Progress``
+    after every sample; ``on_sample`` with each sample, in completion order.
     ``condition`` labels every sample (``Sample.condition``) for grouped reports.
-    Arguments are checked before anything is sent.
+    Arguments are checked, and a run file is validated, before anything is sent.
     """
     request = _check_request(request)
     n = _check_n(n)
     if concurrency is not None and (isinstance(concurrency, bool) or
                                     not isinstance(concurrency, int) or concurrency < 1):
         raise ConfigError("concurrency", f"must be an integer >= 1, got {concurrency!r}")
+    hooks = _Hooks(on_sample, progress)
     if pool is not None:
         own_settings = (endpoint, rate_limit, retry, timeouts, transport)
         if any(setting is not None for setting in own_settings):
@@ -94,7 +107,7 @@ async def sample_many(
                               "pass either pool or those, not both")
         call = pool.prepare(request, condition)
         workers = min(concurrency or pool.concurrency, pool.concurrency)
-        return await _run(pool, call, request, n, workers, on_sample)
+        return await _run(pool, call, request, n, workers, output, hooks)
     if endpoint is None:
         try:
             endpoint = Endpoint()
@@ -103,7 +116,13 @@ async def sample_many(
     async with ClientPool(endpoint, concurrency=concurrency or 8, rate_limit=rate_limit,
                           retry=retry, timeouts=timeouts, transport=transport) as own:
         call = own.prepare(request, condition)
-        return await _run(own, call, request, n, own.concurrency, on_sample)
+        return await _run(own, call, request, n, own.concurrency, output, hooks)
+
+
+@dataclass(frozen=True, slots=True)
+class _Hooks:
+    on_sample: Callable[[Sample], Any] | None
+    progress: Callable[[Progress], Any] | None
 
 
 async def _run(
@@ -112,24 +131,50 @@ async def _run(
     request: Request,
     n: int,
     workers: int,
-    on_sample: Callable[[Sample], Any] | None,
+    output: str | os.PathLike[str] | None,
+    hooks: _Hooks,
 ) -> SampleSet:
     slots: list[Sample | None] = [None] * n
     collector = VarianceCollector()
-    indices: Iterator[int] = iter(range(n))
+    run_file: RunFile | None = None
+    if output is not None:
+        run_file, existing = RunFile.open(output, request, n, pool.endpoint, __version__)
+        for index, sample in existing.items():
+            if index < n and sample.error is None:  # failures are sent again
+                slots[index] = sample
+                collector.add(sample)
+    resumed = sum(1 for s in slots if s is not None)
+    todo: Iterator[int] = (i for i in range(n) if slots[i] is None)
+    done, failed = resumed, 0
+    start = time.monotonic()
+    stats = pool.stats
 
     async def worker() -> None:
+        nonlocal done, failed
         # Workers share one iterator: next() never awaits, so each index goes to one worker.
-        for index in indices:
+        for index in todo:
             sample = await pool.send(call, index)
             slots[index] = sample
+            if run_file is not None:
+                run_file.write(sample)
             collector.add(sample)
-            if on_sample is not None:
-                on_sample(sample)
+            done += 1
+            failed += sample.error is not None
+            if hooks.on_sample is not None:
+                hooks.on_sample(sample)
+            if hooks.progress is not None:
+                hooks.progress(Progress(
+                    total=n, done=done, failed=failed, resumed=resumed,
+                    elapsed_s=time.monotonic() - start, rate_limited=stats.rate_limited,
+                    paused_s=pool.stats.paused_s))
 
-    async with anyio.create_task_group() as tg:
-        for _ in range(min(n, workers)):
-            tg.start_soon(worker)
+    try:
+        async with anyio.create_task_group() as tg:
+            for _ in range(min(n - resumed, workers)):
+                tg.start_soon(worker)
+    finally:
+        if run_file is not None:
+            run_file.close()
     samples = [s for s in slots if s is not None]
     assert len(samples) == n, "every index ends as a sample"
     return SampleSet(request=request, endpoint=pool.endpoint.label, samples=samples,

@@ -39,6 +39,8 @@ class ServerStats:
     in_flight: int = 0
     max_in_flight: int = 0
     rate_limited: int = 0
+    completed: int = 0
+    """Requests answered (any status)."""
     accepted_at: list[float] = field(default_factory=list)
     """Monotonic times at which requests passed the rate limit (for measured rates)."""
 
@@ -90,7 +92,7 @@ class SimServer:
         }
         self.stats = ServerStats()
         self.faults = FaultInjector(faults or Faults())
-        self._in_flight_changed = asyncio.Condition()
+        self._stats_changed = asyncio.Condition()
         self._host, self._port = host, port
         self._api_key = api_key
         self._runner: web.AppRunner | None = None
@@ -138,17 +140,23 @@ class SimServer:
 
     # -- HTTP -----------------------------------------------------------------------
 
+    async def wait_for(self, predicate: Callable[[ServerStats], bool]) -> None:
+        """Return once ``predicate(stats)`` holds; rechecked as requests start and end."""
+        async with self._stats_changed:
+            await self._stats_changed.wait_for(lambda: predicate(self.stats))
+
     async def wait_for_in_flight(self, count: int) -> None:
-        """Return once at least ``count`` requests are in flight (for tests)."""
-        async with self._in_flight_changed:
-            await self._in_flight_changed.wait_for(lambda: self.stats.in_flight >= count)
+        """Return once at least ``count`` requests are in flight at the same time."""
+        await self.wait_for(lambda stats: stats.in_flight >= count)
 
     async def _count_in_flight(self, delta: int) -> None:
         stats = self.stats
         stats.in_flight += delta
         stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
-        async with self._in_flight_changed:
-            self._in_flight_changed.notify_all()
+        if delta < 0:
+            stats.completed += 1
+        async with self._stats_changed:
+            self._stats_changed.notify_all()
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
