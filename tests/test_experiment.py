@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections import Counter
 
 import pytest
@@ -146,3 +147,20 @@ def test_verdict_notes_a_changing_backend_fingerprint() -> None:
     _, message = lv.judge({"sequential": report("a", "a", fingerprint="fp1"),
                            "burst": report("a", "b", fingerprint="fp2")})
     assert "the backend fingerprint changed during the run (2 values)" in message
+
+
+async def test_demo_prints_the_table_and_both_verdicts() -> None:
+    from llmvariance._demo import run_demo
+
+    text = await run_demo(("moe", "dense"), n=12, max_tokens=32)
+    lines = text.splitlines()
+    table = {line.split()[0]: line for line in lines
+             if line.split() and line.split()[0] in ("sequential", "burst", "loaded")}
+    assert set(table) == {"sequential", "burst", "loaded"}
+    counts = {name: re.findall(r"(\d+)/12", line) for name, line in table.items()}
+    assert counts["sequential"] == ["1", "1"]  # moe and dense agree one at a time
+    assert counts["burst"][1] == "1"  # dense never varies
+    assert int(counts["burst"][0]) > 1  # moe splits in a shared batch
+    assert any(line.startswith("moe: outputs vary only when requests share batches")
+               for line in lines)
+    assert any(line.startswith("dense: outputs never varied") for line in lines)

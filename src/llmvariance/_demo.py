@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from ._endpoint import Endpoint
 from ._experiment import BatchEffectResult, batch_effect
+from ._metrics import pair_prefix_length
 from ._report import VarianceReport
 from ._request import ChatRequest
 
@@ -45,10 +46,15 @@ def render(results: dict[str, BatchEffectResult]) -> str:
             continue
         condition, report = max(split, key=lambda item: item[1].unique_count)
         lines.append("")
-        lines.append(f"{name}, {condition}: the most common outputs (first divergence at "
-                     f"{report.tokenization} token {report.common_prefix_tokens})")
-        for output in report.top_outputs[:3]:
-            lines.append(f"  x{output.count:<3} {output.text[:90]!r}...")
+        lines.append(f"{name}, {condition}: the most common outputs, each from a little "
+                     "before it leaves the first ('|' marks the split)")
+        mode = report.top_outputs[0].text
+        lines.append(f"  x{report.top_outputs[0].count:<3} {mode[:80]!r}...")
+        for output in report.top_outputs[1:3]:
+            at = pair_prefix_length(output.text, mode)
+            start = max(0, at - 30)
+            snippet = output.text[start:at] + "|" + output.text[at:at + 50]
+            lines.append(f"  x{output.count:<3} char {at}: ...{snippet!r}...")
     return "\n".join(lines)
 
 
