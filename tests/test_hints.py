@@ -2,10 +2,17 @@ from datetime import UTC, datetime
 from email.utils import format_datetime
 
 import pytest
+from multidict import CIMultiDict
 
-from llmvariance._hints import ServerHints, parse_duration, parse_hints
+from llmvariance._hints import ServerHints, has_limit_state, parse_duration
+from llmvariance._hints import parse_hints as parse_raw
 
 NOW = 1_700_000_000.0
+
+
+def parse_hints(headers: dict[str, str], now: float) -> ServerHints:
+    # transports deliver case-insensitive headers
+    return parse_raw(CIMultiDict(headers), now)
 
 
 @pytest.mark.parametrize(
@@ -59,3 +66,8 @@ def test_nothing_exhausted_means_no_wait() -> None:
     assert hints.exhausted_for_s() is None
     assert parse_hints({}, NOW) == ServerHints()
     assert parse_hints({"retry-after": "garbage"}, NOW).retry_after_s is None
+
+
+def test_limit_state_is_detected_in_any_case() -> None:
+    assert has_limit_state(CIMultiDict({"X-RateLimit-Remaining-Requests": "4"}))
+    assert not has_limit_state(CIMultiDict({"Content-Type": "application/json"}))

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 
-__all__ = ["ServerHints", "parse_duration", "parse_hints"]
+__all__ = ["ServerHints", "has_limit_state", "parse_duration", "parse_hints"]
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|us|µs|ns|h|m|s)")
 _UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6,
@@ -81,11 +81,23 @@ class ServerHints:
         return max(known) if known else None
 
 
+_LIMIT_STATE = ("x-ratelimit-remaining-requests", "x-ratelimit-remaining-tokens",
+                "anthropic-ratelimit-requests-remaining", "anthropic-ratelimit-tokens-remaining")
+
+
+def has_limit_state(headers: Mapping[str, str]) -> bool:
+    """Whether a (case-insensitive) header mapping reports remaining limits at all."""
+    return any(name in headers for name in _LIMIT_STATE)
+
+
 def parse_hints(headers: Mapping[str, str], now_epoch: float) -> ServerHints:
-    """The ``ServerHints`` in ``headers`` (any case); ``now_epoch`` resolves dates."""
+    """The ``ServerHints`` in ``headers``; ``now_epoch`` resolves dates.
+
+    ``headers`` must look names up case-insensitively, as transports deliver them.
+    """
     if not headers:
         return ServerHints()
-    h = {k.lower(): v for k, v in headers.items()}
+    h = headers
 
     retry_after: float | None = None
     if "retry-after-ms" in h:

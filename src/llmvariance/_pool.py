@@ -21,7 +21,7 @@ import anyio
 
 from ._endpoint import Endpoint
 from ._errors import ConfigError, ConnectError, MalformedResponseError, RequestTimeout
-from ._hints import ServerHints, parse_hints
+from ._hints import ServerHints, has_limit_state, parse_hints
 from ._ratelimit import RateLimit, RateLimiter, estimate_tokens
 from ._request import Request
 from ._retry import RetryPolicy, is_retryable_status
@@ -185,8 +185,11 @@ class ClientPool:
 
     def _read(self, call: PreparedCall, index: int, response: HTTPResponse, latency: float,
               attempt: int) -> Sample | _Failure:
-        hints = parse_hints(response.headers, self._wall_clock()) if response.headers else None
         status = response.status
+        headers = response.headers
+        hints = None
+        if headers and (status >= 300 or has_limit_state(headers)):
+            hints = parse_hints(headers, self._wall_clock())
         if not 200 <= status < 300:
             if status == 429:
                 self._stats.rate_limited += 1

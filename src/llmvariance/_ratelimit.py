@@ -129,6 +129,11 @@ class RateLimiter:
 
     async def acquire(self, tokens: int = 0) -> None:
         """Wait until a request costing ``tokens`` may be sent, then account for it."""
+        if self._limit is None and not self._gap and not self._lock.locked():
+            now = self._clock()
+            if now >= self._paused_until:  # nothing to wait for: skip the lock
+                self._last_send = now
+                return
         async with self._lock:
             while True:
                 now = self._clock()

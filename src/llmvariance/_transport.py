@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Annotated
 
 import aiohttp
+from multidict import CIMultiDict, CIMultiDictProxy
 from pydantic import BaseModel, ConfigDict, Field
 
 from ._errors import ConnectError, RequestTimeout, TransportError
@@ -49,6 +50,8 @@ class HTTPRequest:
 
 @dataclass(frozen=True, slots=True)
 class HTTPResponse:
+    """A response; transports deliver ``headers`` with case-insensitive names."""
+
     status: int
     body: bytes = b""
     headers: Mapping[str, str] = field(default_factory=dict)
@@ -129,4 +132,6 @@ class MockTransport(Transport):
             result = await result
         if not isinstance(result, HTTPResponse):
             raise TransportError(f"mock handler returned {type(result).__name__}")
-        return result
+        # Header names are case-insensitive, as from a real server.
+        return HTTPResponse(result.status, result.body,
+                            CIMultiDictProxy(CIMultiDict(result.headers)))
