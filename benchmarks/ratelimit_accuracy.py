@@ -41,7 +41,7 @@ class Setting:
         if self.client is None:
             limit = self.server_rpm or self.server_tpm
             assert limit is not None
-            return ("rpm" if self.server_rpm else "tpm", limit)
+            return ("rpm" if self.server_rpm else "tpm", float(limit))
         if self.client.requests_per_minute is not None:
             return "rpm", self.client.requests_per_minute
         assert self.client.tokens_per_minute is not None

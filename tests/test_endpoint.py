@@ -43,3 +43,14 @@ def test_malformed_base_url_is_refused_naming_the_field(url: str) -> None:
 
 def test_name_overrides_the_label() -> None:
     assert lv.Endpoint(base_url="http://127.0.0.1:9/v1", name="local").label == "local"
+
+
+def test_validation_errors_do_not_echo_secret_values() -> None:
+    with pytest.raises(ValidationError) as info:
+        lv.Endpoint(base_url="http://127.0.0.1:9/v1", headers={"bad name": "sk-SECRET-hdr"},
+                    api_key=KEY)
+    assert "headers" in str(info.value)
+    assert "sk-SECRET-hdr" not in str(info.value) and KEY not in str(info.value)
+    with pytest.raises(ValidationError) as info:
+        lv.Endpoint(base_url="http://127.0.0.1:9/v1", api_key=12345)  # type: ignore[arg-type]
+    assert "12345" not in str(info.value)

@@ -22,6 +22,10 @@ def _env_api_key() -> SecretStr | None:
     return SecretStr(key) if key else None
 
 
+def _has_control(text: str) -> bool:
+    return any(ord(c) < 32 or ord(c) == 127 for c in text)
+
+
 class Endpoint(BaseModel):
     """An OpenAI-compatible API.
 
@@ -30,7 +34,9 @@ class Endpoint(BaseModel):
     JSON, in a log line or in an error message, only in the headers the transport sends.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+    # hide_input_in_errors: a ValidationError would otherwise print header values (secrets)
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True,
+                              hide_input_in_errors=True)
 
     base_url: str = Field(default_factory=_env_base_url)
     api_key: SecretStr | None = Field(default_factory=_env_api_key)
@@ -42,10 +48,11 @@ class Endpoint(BaseModel):
     @classmethod
     def _check_base_url(cls, value: str) -> str:
         parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"must be an http:// or https:// URL with a host, got {value!r}")
         if parts.username or parts.password:
             raise ValueError("must not embed credentials; pass api_key instead")
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host, got "
+                             f"scheme {parts.scheme!r} and host {parts.hostname!r}")
         if parts.query or parts.fragment:
             raise ValueError("must not have a query string or fragment")
         try:
@@ -57,9 +64,20 @@ class Endpoint(BaseModel):
     @field_validator("headers")
     @classmethod
     def _check_headers(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
-        for header in value:
+        for header, secret in value.items():
             if not header or any(c in header for c in " :\r\n"):
                 raise ValueError(f"header name {header!r} is not a valid HTTP token")
+            if _has_control(secret.get_secret_value()):
+                raise ValueError(f"the value of {header!r} contains a control character "
+                                 "(a stray newline?)")
+        return value
+
+    @field_validator("api_key")
+    @classmethod
+    def _check_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and _has_control(value.get_secret_value()):
+            raise ValueError("contains a control character (a trailing newline from a "
+                             "file or shell?); strip it")
         return value
 
     @property

@@ -124,10 +124,13 @@ async def batch_effect(
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 2:
         raise ConfigError("n", f"must be an integer >= 2 to compare outputs, got {n!r}")
-    if any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in sweep):
-        raise ConfigError("sweep", f"must be integers >= 1, got {list(sweep)!r}")
-    if background_concurrency < 1:
-        raise ConfigError("background_concurrency", f"must be >= 1, got {background_concurrency}")
+    if not isinstance(sweep, Sequence) or any(
+            isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in sweep):
+        raise ConfigError("sweep", f"must be a sequence of integers >= 1, got {sweep!r}")
+    if (isinstance(background_concurrency, bool) or not isinstance(background_concurrency, int)
+            or background_concurrency < 1):
+        raise ConfigError("background_concurrency",
+                          f"must be an integer >= 1, got {background_concurrency!r}")
     known = ["sequential", "burst", "loaded", *(f"concurrency={k}" for k in sweep if 1 < k < n)]
     chosen = list(conditions) if conditions is not None else known
     unknown = [c for c in chosen if c not in known]
@@ -165,7 +168,7 @@ async def _loaded(pool: ClientPool, request: Request, n: int, background: int
 
     async def keep_busy(call: PreparedCall) -> None:
         while True:
-            await pool.send(call, index=-1)
+            await pool.send(call, index=0)  # background samples are discarded
 
     async with anyio.create_task_group() as tg:
         for call in calls:

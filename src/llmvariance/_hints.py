@@ -11,6 +11,7 @@ time).
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,9 +29,11 @@ def parse_duration(value: str) -> float | None:
     """Seconds in a Go-style duration (``6m0s``, ``20ms``) or a bare number of seconds."""
     value = value.strip()
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
     parts = _DURATION_PART.findall(value)
     if not parts or "".join(n + u for n, u in parts) != value:
         return None
@@ -56,7 +59,7 @@ def _int(value: str | None) -> int | None:
         return None
     try:
         return int(float(value))
-    except ValueError:
+    except (ValueError, OverflowError):  # "inf", "nan", "1e400"
         return None
 
 

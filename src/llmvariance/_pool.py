@@ -18,9 +18,10 @@ from types import TracebackType
 from typing import Self
 
 import anyio
+from pydantic import ValidationError
 
 from ._endpoint import Endpoint
-from ._errors import ConfigError, ConnectError, MalformedResponseError, RequestTimeout
+from ._errors import ConfigError, MalformedResponseError, RequestTimeout, TransportError
 from ._hints import ServerHints, has_limit_state, parse_hints
 from ._ratelimit import RateLimit, RateLimiter, estimate_tokens
 from ._request import Request
@@ -30,6 +31,8 @@ from ._transport import AiohttpTransport, HTTPRequest, HTTPResponse, Timeouts, T
 from .providers import ProviderAdapter, adapter_for
 
 __all__ = ["ClientPool", "PoolStats", "PreparedCall"]
+
+_MAX_MESSAGE_CHARS = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,8 +78,8 @@ class ClientPool:
     """
 
     __slots__ = ("_clock", "_concurrency", "_endpoint", "_in_flight", "_limiter", "_owns_transport",
-                 "_redact", "_retry", "_rng", "_sleep", "_slots", "_stats", "_transport",
-                 "_wall_clock")
+                 "_redact", "_retry", "_rng", "_secrets", "_sleep", "_slots", "_stats",
+                 "_transport", "_wall_clock")
 
     def __init__(
         self,
@@ -114,7 +117,8 @@ class ClientPool:
         self._wall_clock = wall_clock
         self._rng = rng or random.Random()  # jitter, not cryptography
         self._stats = PoolStats()
-        self._redact = _redactor(endpoint)
+        self._secrets = _secrets(endpoint)
+        self._redact = _redactor(self._secrets)
 
     @property
     def endpoint(self) -> Endpoint:
@@ -164,10 +168,13 @@ class ClientPool:
                 start = self._clock()
                 try:
                     response = await self._transport.send(call.http)
-                except ConnectError as exc:
-                    outcome: Sample | _Failure = _Failure("connection", str(exc), None, True)
                 except RequestTimeout as exc:
-                    outcome = _Failure("timeout", str(exc), None, True)
+                    outcome: Sample | _Failure = _Failure("timeout", str(exc), None, True)
+                except TransportError as exc:
+                    outcome = _Failure("connection", str(exc), None, True)
+                except Exception as exc:  # a transport's bug must not sink the whole run
+                    outcome = _Failure("client_error", f"{type(exc).__name__}: {exc}", None,
+                                       False)
                 else:
                     outcome = self._read(call, index, response, self._clock() - start, attempt)
                 finally:
@@ -175,8 +182,8 @@ class ClientPool:
             if isinstance(outcome, Sample):
                 return outcome
             if not outcome.retryable or attempt >= policy.max_attempts:
-                error = SampleError(kind=outcome.kind, message=self._redact(outcome.message),
-                                    status=outcome.status)
+                message = self._redact(outcome.message)[:_MAX_MESSAGE_CHARS]
+                error = SampleError(kind=outcome.kind, message=message, status=outcome.status)
                 return Sample(index=index, endpoint=self._endpoint.label, attempts=attempt,
                               condition=call.condition, latency_s=self._clock() - start,
                               error=error)
@@ -199,16 +206,26 @@ class ClientPool:
             completion = call.adapter.decode(response.body)
         except MalformedResponseError as exc:
             return _Failure("malformed_response", str(exc), status, True, hints)
+        text = completion.get("text")
+        if self._secrets and text and any(secret in text for secret in self._secrets):
+            completion["text"] = self._redact(text)  # a server echoing the key
+        try:
+            sample = Sample(index=index, endpoint=self._endpoint.label, latency_s=latency,
+                            attempts=attempt, condition=call.condition, **completion)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            return _Failure("malformed_response", f"{where}: {first['msg']}", status, True,
+                            hints)
         self._limiter.succeeded()
-        usage = completion.get("usage")
-        if usage is not None and isinstance(usage.get("total_tokens"), int):
-            self._limiter.adjust_tokens(usage["total_tokens"] - call.tokens)
+        usage = sample.usage
+        if usage is not None and usage.total_tokens is not None:
+            self._limiter.adjust_tokens(usage.total_tokens - call.tokens)
         if hints is not None:
             wait = hints.exhausted_for_s(call.tokens)
             if wait is not None:  # the server's budget is spent: hold off before a 429
-                self._limiter.pause(wait)
-        return Sample(index=index, endpoint=self._endpoint.label, latency_s=latency,
-                      attempts=attempt, condition=call.condition, **completion)
+                self._limiter.pause(min(wait, self._retry.max_server_wait_s))
+        return sample
 
     async def _wait_before_retry(self, failure: _Failure, attempt: int, sent_at: float
                                  ) -> None:
@@ -218,6 +235,8 @@ class ClientPool:
             server_wait = hints.retry_after_s
             if server_wait is None and failure.status == 429:
                 server_wait = hints.exhausted_for_s()
+        if server_wait is not None:
+            server_wait = min(server_wait, self._retry.max_server_wait_s)
         if failure.status == 429:
             # The endpoint as a whole is over its limit: every worker waits, not just this one.
             if server_wait is None:
@@ -252,12 +271,16 @@ class ClientPool:
                 f"concurrency={self._concurrency} in_flight={self._in_flight}>")
 
 
-def _redactor(endpoint: Endpoint) -> Callable[[str], str]:
-    """Removes every secret of ``endpoint`` from a message a server or library produced."""
-    secrets = [s.get_secret_value() for s in endpoint.headers.values()]
+def _secrets(endpoint: Endpoint) -> tuple[str, ...]:
+    """The endpoint's key and header values, longest first (4+ characters)."""
+    values = [s.get_secret_value() for s in endpoint.headers.values()]
     if endpoint.api_key is not None:
-        secrets.append(endpoint.api_key.get_secret_value())
-    secrets = sorted((s for s in secrets if len(s) >= 4), key=len, reverse=True)
+        values.append(endpoint.api_key.get_secret_value())
+    return tuple(sorted((v for v in values if len(v) >= 4), key=len, reverse=True))
+
+
+def _redactor(secrets: tuple[str, ...]) -> Callable[[str], str]:
+    """Removes every secret from a message a server or library produced."""
 
     def redact(message: str) -> str:
         for secret in secrets:

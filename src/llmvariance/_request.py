@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = ["ChatMessage", "ChatRequest", "CompletionRequest", "Request"]
@@ -44,6 +45,10 @@ class _Common(BaseModel):
 
     @model_validator(mode="after")
     def _extra_does_not_shadow_fields(self) -> _Common:
+        try:
+            orjson.dumps(self.extra)
+        except TypeError as exc:
+            raise ValueError(f"extra: not JSON-serializable ({exc})") from None
         clash = sorted(set(self.extra) & (set(type(self).model_fields) - {"extra"}))
         if clash:
             raise ValueError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from typing import Annotated
 
@@ -27,8 +28,9 @@ class RetryPolicy(BaseModel):
 
     so ``jitter=0`` is the plain exponential schedule and ``jitter=1`` is "full jitter".
     A server hint (``retry-after``, ``retry-after-ms``, an exhausted limit's reset) replaces
-    ``wait_k``. Retried: 408, 409, 429, 5xx, connection errors, timeouts and malformed or
-    truncated bodies. ``max_attempts`` counts the first try (1 means never retry).
+    ``wait_k``, capped at ``max_server_wait_s``. Retried: 408, 409, 429, 5xx, connection
+    errors, timeouts and malformed or truncated bodies. ``max_attempts`` counts the first
+    try (1 means never retry).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -38,6 +40,8 @@ class RetryPolicy(BaseModel):
     max_backoff_s: Annotated[float, Field(gt=0)] = 30.0
     multiplier: Annotated[float, Field(ge=1.0)] = 2.0
     jitter: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5
+    max_server_wait_s: Annotated[float, Field(gt=0)] = 120.0
+    """The longest a server's ``retry-after`` or reset may hold the run, in seconds."""
 
     @model_validator(mode="after")
     def _cap_not_below_start(self) -> RetryPolicy:
@@ -47,6 +51,9 @@ class RetryPolicy(BaseModel):
 
     def backoff_s(self, failures: int, rng: random.Random) -> float:
         """The wait after ``failures`` failed attempts (``failures >= 1``), in seconds."""
-        base = min(self.max_backoff_s,
-                   self.initial_backoff_s * self.multiplier ** (failures - 1))
+        # in logs, so multiplier ** failures cannot overflow
+        exponent = (failures - 1) * math.log(self.multiplier)
+        cap = math.log(self.max_backoff_s / self.initial_backoff_s)
+        base = self.max_backoff_s if exponent >= cap else (
+            self.initial_backoff_s * math.exp(exponent))
         return base * (1.0 - self.jitter * rng.random())

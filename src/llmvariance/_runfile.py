@@ -70,6 +70,12 @@ class RunContents:
     def request(self) -> Request:
         return _request_from(self.header["request"])
 
+    @property
+    def n(self) -> int | None:
+        """The n the run was started with (resumes may have asked for more)."""
+        value = self.header.get("n")
+        return value if isinstance(value, int) else None
+
 
 def read_run(path: str | os.PathLike[str]) -> RunContents:
     """Read a run file, tolerating a cut last line; raises ``ConfigError`` otherwise."""
@@ -93,8 +99,10 @@ def read_run(path: str | os.PathLike[str]) -> RunContents:
                 return contents
             raise ConfigError("output", f"{path}:{number} is not a JSON record; "
                               "the file is damaged beyond a cut last line") from None
+        if not isinstance(record, dict):
+            raise ConfigError("output", f"{path}:{number} is not a JSON object record")
         if contents is None:
-            if not isinstance(record, dict) or record.get("record") != "header":
+            if record.get("record") != "header":
                 raise ConfigError("output", f"{path} is not an llmvariance run file "
                                   "(no header on line 1)")
             if record.get("format") != FORMAT:
@@ -112,6 +120,9 @@ def read_run(path: str | os.PathLike[str]) -> RunContents:
         offset = end
         contents.good_bytes = offset
     if contents is None:
+        if not lines and tail.startswith(b'{"record":"header"'):
+            # the first write was cut: a run that never got going (RunFile.open restarts it)
+            return RunContents(path, {}, cut_line=True)
         raise ConfigError("output", f"{path} is empty or holds no complete header")
     contents.cut_line = bool(tail)
     return contents
@@ -133,30 +144,37 @@ class RunFile:
 
         Returns the file and the samples already in it. A file written for another
         request is refused with ``ConfigError`` and left untouched; a cut last line is
-        truncated away first.
+        truncated away first. The file is locked before it is read or changed, so two
+        processes never interleave (the second is refused).
         """
         path = Path(path)
-        existing: dict[int, Sample] = {}
-        if path.exists() and path.stat().st_size > 0:
-            contents = read_run(path)
-            _check_same_request(path, contents, request)
-            existing = contents.samples
-            handle = cls._lock(path.open("r+b"), path)
-            handle.truncate(contents.good_bytes)  # drop a line cut by a crash
-            handle.seek(contents.good_bytes)
-            run = cls(path, handle)
-            run._write({"record": "resume", "at": _now(), "n": n, "have": len(existing)})
-            return run, existing
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle = cls._lock(path.open("wb"), path)
+        # O_CREAT without O_TRUNC: nothing is lost before the lock is ours.
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        handle = cls._lock(os.fdopen(fd, "r+b"), path)
+        try:
+            contents = read_run(path) if os.fstat(fd).st_size else None
+            if contents is not None and not contents.header:
+                contents = None  # only a header cut by a crash: nothing to keep
+            if contents is None:
+                handle.truncate(0)
+                run = cls(path, handle)
+                run._write({
+                    "record": "header", "format": FORMAT, "library_version": version,
+                    "started_at": _now(), "n": n, "request": _request_record(request),
+                    "endpoint": {"base_url": endpoint.base_url, "name": endpoint.label,
+                                 "header_names": sorted(endpoint.headers)},
+                })
+                return run, {}
+            _check_same_request(path, contents, request)
+        except BaseException:
+            handle.close()
+            raise
+        handle.truncate(contents.good_bytes)  # drop a line cut by a crash
+        handle.seek(contents.good_bytes)
         run = cls(path, handle)
-        run._write({
-            "record": "header", "format": FORMAT, "library_version": version,
-            "started_at": _now(), "n": n, "request": _request_record(request),
-            "endpoint": {"base_url": endpoint.base_url, "name": endpoint.label,
-                         "header_names": sorted(endpoint.headers)},
-        })
-        return run, existing
+        run._write({"record": "resume", "at": _now(), "n": n, "have": len(contents.samples)})
+        return run, contents.samples
 
     @staticmethod
     def _lock(handle: IO[bytes], path: Path) -> IO[bytes]:

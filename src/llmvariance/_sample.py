@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = ["ErrorKind", "Sample", "SampleError", "Usage"]
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
 
-ErrorKind = Literal["http_status", "connection", "timeout", "malformed_response"]
+ErrorKind = Literal["http_status", "connection", "timeout", "malformed_response",
+                    "client_error"]
 
 
 class Usage(BaseModel):
-    """Token counts as the provider reported them."""
+    """Token counts as the provider reported them (other usage details are dropped)."""
 
-    model_config = _FROZEN
+    model_config = ConfigDict(frozen=True, extra="ignore")
 
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
@@ -27,7 +28,9 @@ class SampleError(BaseModel):
     """Why a request produced no output.
 
     ``kind`` is ``http_status`` (the server said no: see ``status`` and ``message``, the
-    provider's own words), ``connection``, ``timeout`` or ``malformed_response``.
+    provider's own words), ``connection``, ``timeout``, ``malformed_response`` (a body
+    that is not what the API promises), or ``client_error`` (the transport itself failed
+    unexpectedly, e.g. a custom transport's bug; never retried).
     """
 
     model_config = _FROZEN
@@ -48,7 +51,7 @@ class Sample(BaseModel):
 
     model_config = _FROZEN
 
-    index: int
+    index: Annotated[int, Field(ge=0)]
     text: str | None = None
     tokens: list[str] | None = None
     token_logprobs: list[float | None] | None = None

@@ -56,6 +56,14 @@ def _check_n(n: object) -> int:
     return n
 
 
+def _check_types(**arguments: tuple[object, type | tuple[type, ...]]) -> None:
+    for name, (value, expected) in arguments.items():
+        if value is not None and not isinstance(value, expected):
+            wanted = " or ".join(t.__name__ for t in (
+                expected if isinstance(expected, tuple) else (expected,)))
+            raise ConfigError(name, f"must be {wanted}, got {type(value).__name__}")
+
+
 def _check_request(request: object) -> Request:
     if not isinstance(request, ChatRequest | CompletionRequest):
         raise ConfigError(
@@ -99,6 +107,13 @@ async def sample_many(
     if concurrency is not None and (isinstance(concurrency, bool) or
                                     not isinstance(concurrency, int) or concurrency < 1):
         raise ConfigError("concurrency", f"must be an integer >= 1, got {concurrency!r}")
+    _check_types(endpoint=(endpoint, Endpoint), pool=(pool, ClientPool),
+                 rate_limit=(rate_limit, RateLimit), retry=(retry, RetryPolicy),
+                 timeouts=(timeouts, Timeouts), transport=(transport, Transport),
+                 output=(output, (str, os.PathLike)), condition=(condition, str))
+    for name, hook in (("progress", progress), ("on_sample", on_sample)):
+        if hook is not None and not callable(hook):
+            raise ConfigError(name, f"must be callable, got {type(hook).__name__}")
     hooks = _Hooks(on_sample, progress)
     if pool is not None:
         own_settings = (endpoint, rate_limit, retry, timeouts, transport)

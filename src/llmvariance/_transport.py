@@ -18,7 +18,7 @@ import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
 from pydantic import BaseModel, ConfigDict, Field
 
-from ._errors import ConnectError, RequestTimeout, TransportError
+from ._errors import ConnectError, RequestTimeout
 
 __all__ = ["AiohttpTransport", "HTTPRequest", "HTTPResponse", "MockTransport", "Timeouts",
            "Transport"]
@@ -42,9 +42,11 @@ class Timeouts(BaseModel):
 
 @dataclass(frozen=True, slots=True)
 class HTTPRequest:
+    """A request; ``headers`` carry the key, so they stay out of the repr."""
+
     method: str
     url: str
-    headers: Mapping[str, str]
+    headers: Mapping[str, str] = field(repr=False)
     body: bytes | None = None
 
 
@@ -90,8 +92,10 @@ class AiohttpTransport(Transport):
     async def send(self, request: HTTPRequest) -> HTTPResponse:
         session = self._session or self._open()
         try:
+            # No redirects: following one would hand custom auth headers to another host.
             async with session.request(
-                request.method, request.url, data=request.body, headers=request.headers
+                request.method, request.url, data=request.body, headers=request.headers,
+                allow_redirects=False,
             ) as response:
                 body = await response.read()
                 return HTTPResponse(response.status, body, response.headers)
@@ -131,7 +135,7 @@ class MockTransport(Transport):
         if inspect.isawaitable(result):
             result = await result
         if not isinstance(result, HTTPResponse):
-            raise TransportError(f"mock handler returned {type(result).__name__}")
+            raise TypeError(f"mock handler returned {type(result).__name__}, not HTTPResponse")
         # Header names are case-insensitive, as from a real server.
         return HTTPResponse(result.status, result.body,
                             CIMultiDictProxy(CIMultiDict(result.headers)))

@@ -19,7 +19,9 @@ from ._base import Completion, ProviderAdapter
 
 __all__ = ["OpenAIChatAdapter", "OpenAICompletionAdapter"]
 
-_MAX_ERROR_CHARS = 500
+_PREVIEW_CHARS = 2000
+"""Adapters keep this much of a body in messages; the pool cuts to 500 *after* removing
+secrets, so a key straddling the cut is still found whole."""
 
 
 def _body_fields(request: Request) -> dict[str, Any]:
@@ -39,7 +41,7 @@ def _load(body: bytes) -> dict[str, Any]:
 
 
 def _preview(body: bytes) -> str:
-    text = body[:_MAX_ERROR_CHARS].decode("utf-8", "replace")
+    text = body[:_PREVIEW_CHARS].decode("utf-8", "replace")
     return repr(text) if text else "(empty)"
 
 
@@ -86,7 +88,7 @@ class _OpenAIAdapter(ProviderAdapter):
                 message = message.get("message", message)
         if not isinstance(message, str):
             message = orjson.dumps(message).decode()
-        return f"HTTP {status}: {message[:_MAX_ERROR_CHARS]}"
+        return f"HTTP {status}: {message[:_PREVIEW_CHARS]}"
 
 
 class OpenAIChatAdapter(_OpenAIAdapter):
