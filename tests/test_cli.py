@@ -151,3 +151,9 @@ def test_progress_bar_shows_failures_and_429s(capsys: pytest.CaptureFixture[str]
                         rate_limited=3, paused_s=2.0))
     err = capsys.readouterr().err
     assert "4/10" in err and "failed=1" in err and "429s=3" in err and "paused=2s" in err
+
+
+def test_serve_refuses_an_impossible_moe_naming_the_field() -> None:
+    out = run("serve", "--port", "0", "--experts", "4", "--top-k", "9")
+    assert out.returncode == 2
+    assert out.stderr.startswith("llmvariance serve: error: top_k: must be between 1 and")

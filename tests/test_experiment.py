@@ -164,3 +164,11 @@ async def test_demo_prints_the_table_and_both_verdicts() -> None:
     assert any(line.startswith("moe: outputs vary only when requests share batches")
                for line in lines)
     assert any(line.startswith("dense: outputs never varied") for line in lines)
+
+
+def test_a_custom_vocabulary_is_used_as_given() -> None:
+    model = MoEModel(vocab=["<eos>", " alpha", " beta", " gamma"], experts=4, top_k=1)
+    out = model.step([Context.for_prompt("x")] * 3)
+    assert [len(row) for row in out] == [4, 4, 4]
+    with pytest.raises(ValueError, match="top_k: must be between 1 and experts=4"):
+        MoEModel(experts=4, top_k=5)

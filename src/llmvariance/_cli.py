@@ -78,6 +78,13 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000, help="0 picks a free port")
     serve.add_argument("--step-time", type=float, default=0.0,
                        help="seconds per decode step (default 0)")
+    serve.add_argument("--max-batch", type=int, default=256,
+                       help="most sequences decoded per step (default 256)")
+    moe = serve.add_argument_group("the moe model")
+    moe.add_argument("--experts", type=int, default=8, help="E (default 8)")
+    moe.add_argument("--top-k", type=int, default=2, help="experts per token (default 2)")
+    moe.add_argument("--capacity-factor", type=float, default=1.0,
+                     help="expert capacity = ceil(factor * B * k / E) (default 1.0)")
     faults = serve.add_argument_group("fault injection")
     faults.add_argument("--rpm", type=float, help="requests per minute before 429")
     faults.add_argument("--tpm", type=float, help="tokens per minute before 429")
@@ -130,7 +137,7 @@ async def _sample(args: argparse.Namespace) -> int:
 
 
 async def _serve(args: argparse.Namespace) -> int:
-    from .testing import Faults, SimServer
+    from .testing import DenseModel, DenseNBIModel, Faults, MoEModel, SimServer
 
     faults = Faults(
         requests_per_minute=args.rpm, tokens_per_minute=args.tpm, window_s=args.window,
@@ -138,8 +145,14 @@ async def _serve(args: argparse.Namespace) -> int:
         p_502=args.p_502, p_503=args.p_503, p_drop=args.p_drop, p_malformed=args.p_malformed,
         p_cut=args.p_cut, latency_s=args.latency, seed=args.seed,
     )
+    try:
+        moe = MoEModel(experts=args.experts, top_k=args.top_k,
+                       capacity_factor=args.capacity_factor)
+    except ValueError as exc:
+        raise ConfigError("top_k", str(exc).removeprefix("top_k: ")) from None
     server = SimServer(host=args.host, port=args.port, step_time_s=args.step_time,
-                       faults=faults)
+                       max_batch=args.max_batch, faults=faults,
+                       models=[DenseModel(), moe, DenseNBIModel()])
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -77,7 +77,8 @@ class ClientPool:
     zero real time.
     """
 
-    __slots__ = ("_clock", "_concurrency", "_endpoint", "_in_flight", "_limiter", "_owns_transport",
+    __slots__ = ("_clock", "_concurrency", "_endpoint", "_headers", "_in_flight", "_limiter",
+                 "_owns_transport",
                  "_redact", "_retry", "_rng", "_secrets", "_sleep", "_slots", "_stats",
                  "_transport", "_wall_clock")
 
@@ -110,8 +111,9 @@ class ClientPool:
                                     sleep=sleep)
         self._retry = retry or RetryPolicy()
         self._owns_transport = transport is None
-        self._transport = transport or AiohttpTransport(max_connections=concurrency,
-                                                        timeouts=timeouts)
+        self._headers = endpoint.request_headers()
+        self._transport = transport or AiohttpTransport(
+            max_connections=concurrency, timeouts=timeouts, headers=self._headers)
         self._clock = clock
         self._sleep = sleep
         self._wall_clock = wall_clock
@@ -147,12 +149,8 @@ class ClientPool:
         except ValueError as exc:
             raise ConfigError("max_tokens", str(exc)) from None
         adapter = adapter_for(request, self._endpoint)
-        http = HTTPRequest(
-            "POST",
-            self._endpoint.base_url + adapter.path,
-            self._endpoint.request_headers(),
-            adapter.encode(request),
-        )
+        http = HTTPRequest("POST", self._endpoint.base_url + adapter.path, self._headers,
+                           adapter.encode(request))
         return PreparedCall(adapter, http, tokens, condition)
 
     async def send(self, call: PreparedCall, index: int) -> Sample:

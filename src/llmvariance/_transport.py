@@ -72,11 +72,14 @@ class Transport(ABC):
 class AiohttpTransport(Transport):
     """HTTP over one aiohttp session with at most ``max_connections`` sockets."""
 
-    __slots__ = ("_max_connections", "_session", "_timeout")
+    __slots__ = ("_headers", "_max_connections", "_session", "_timeout")
 
-    def __init__(self, *, max_connections: int, timeouts: Timeouts | None = None) -> None:
+    def __init__(self, *, max_connections: int, timeouts: Timeouts | None = None,
+                 headers: Mapping[str, str] | None = None) -> None:
         t = timeouts or Timeouts()
         self._max_connections = max_connections
+        # Headers every request carries are set once on the session, not merged per request.
+        self._headers = headers
         self._timeout = aiohttp.ClientTimeout(total=t.total_s, connect=t.connect_s,
                                               sock_read=t.read_s)
         self._session: aiohttp.ClientSession | None = None
@@ -85,7 +88,8 @@ class AiohttpTransport(Transport):
         # Created lazily so the session binds to the loop that sends, not the constructor's.
         connector = aiohttp.TCPConnector(limit=self._max_connections, limit_per_host=0)
         self._session = aiohttp.ClientSession(
-            connector=connector, timeout=self._timeout, raise_for_status=False
+            connector=connector, timeout=self._timeout, raise_for_status=False,
+            headers=self._headers,
         )
         return self._session
 
@@ -93,8 +97,9 @@ class AiohttpTransport(Transport):
         session = self._session or self._open()
         try:
             # No redirects: following one would hand custom auth headers to another host.
+            headers = None if request.headers is self._headers else request.headers
             async with session.request(
-                request.method, request.url, data=request.body, headers=request.headers,
+                request.method, request.url, data=request.body, headers=headers,
                 allow_redirects=False,
             ) as response:
                 body = await response.read()

@@ -69,15 +69,22 @@ class DenseModel(SimModel):
     ``eos_penalty`` (0 by default: outputs end now and then after a full stop).
     """
 
-    def __init__(self, name: str = "dense", *, eos_penalty: float = 0.0) -> None:
+    def __init__(self, name: str = "dense", *, eos_penalty: float = 0.0,
+                 vocab: Sequence[str] | None = None) -> None:
         self.name = name
         self.fingerprint = f"fp_sim_{name}"
         self._eos_penalty = eos_penalty
+        # A custom vocabulary (index 0 = end-of-text) has no grammar: plain draws.
+        self.vocab = VOCAB if vocab is None else tuple(vocab)
+        self._grammar = vocab is None
 
     def logits(self, context: Context) -> list[float]:
         rng = random.Random(context.key())
-        bonus = next_bonus(context.tokens[-1] if context.tokens else None)
-        values = [rng.gauss(0.0, 1.0) + b for b in bonus]
+        if self._grammar:
+            bonus = next_bonus(context.tokens[-1] if context.tokens else None)
+            values = [rng.gauss(0.0, 1.0) + b for b in bonus]
+        else:
+            values = [rng.gauss(0.0, 1.0) for _ in self.vocab]
         values[EOS] -= self._eos_penalty
         return values
 
@@ -91,8 +98,9 @@ class DenseNBIModel(DenseModel):
     deterministic; when B changes, only tokens within ~``noise_scale`` of a tie flip.
     """
 
-    def __init__(self, name: str = "dense-nbi", *, noise_scale: float = 0.01) -> None:
-        super().__init__(name)
+    def __init__(self, name: str = "dense-nbi", *, noise_scale: float = 0.01,
+                 vocab: Sequence[str] | None = None) -> None:
+        super().__init__(name, vocab=vocab)
         self._noise_scale = noise_scale
 
     def step(self, batch: Sequence[Context]) -> list[list[float]]:
@@ -130,8 +138,9 @@ class MoEModel(DenseModel):
         expert_scale: float = 0.1,
         hidden_dim: int = 16,
         seed: int = 0,
+        vocab: Sequence[str] | None = None,
     ) -> None:
-        super().__init__(name)
+        super().__init__(name, vocab=vocab)
         if not 1 <= top_k <= experts:
             raise ValueError(f"top_k: must be between 1 and experts={experts}, got {top_k}")
         self.experts, self.top_k = experts, top_k

@@ -229,6 +229,9 @@ class SimServer:
                 "prompt_tokens": prompt_count,
                 "completion_tokens": len(gen.choices),
                 "total_tokens": prompt_count + len(gen.choices),
+                # as OpenAI sends them, so clients meet the fields they must tolerate
+                "prompt_tokens_details": {"cached_tokens": 0},
+                "completion_tokens_details": {"reasoning_tokens": 0},
             },
         })
 
