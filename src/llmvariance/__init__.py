@@ -11,7 +11,6 @@ from ._endpoint import Endpoint
 from ._errors import (
     ConfigError,
     ConnectError,
-    HTTPStatusError,
     LLMVarianceError,
     MalformedResponseError,
     RequestTimeout,
@@ -58,7 +57,6 @@ __all__ = [
     "Endpoint",
     "HTTPRequest",
     "HTTPResponse",
-    "HTTPStatusError",
     "HistogramBin",
     "LLMVarianceError",
     "MalformedResponseError",

@@ -6,7 +6,6 @@
     │   ├── ConnectError                   could not connect, or the connection dropped
     │   └── RequestTimeout                 no complete response in time
     └── ResponseError                      an HTTP response the adapter cannot use
-        ├── HTTPStatusError                a non-2xx status
         └── MalformedResponseError         a 2xx body that is not the expected JSON
 
 Only ``ConfigError`` ever escapes ``sample_many``: every per-request error is caught and
@@ -20,7 +19,6 @@ from __future__ import annotations
 __all__ = [
     "ConfigError",
     "ConnectError",
-    "HTTPStatusError",
     "LLMVarianceError",
     "MalformedResponseError",
     "RequestTimeout",
@@ -59,10 +57,6 @@ class ResponseError(LLMVarianceError):
     def __init__(self, message: str, *, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
-
-
-class HTTPStatusError(ResponseError):
-    """The server answered with a non-2xx status; the message is the provider's."""
 
 
 class MalformedResponseError(ResponseError):
