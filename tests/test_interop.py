@@ -100,3 +100,13 @@ async def test_foreign_server_errors_are_recorded_with_its_message(
     assert {s.error.status for s in result.samples if s.error} == {503}
     assert all(s.error and s.error.message.startswith("HTTP 503: ") for s in result.samples)
     assert [s.attempts for s in result.samples] == [2, 2, 2]  # 503 is retried
+
+
+async def test_batch_effect_runs_against_a_foreign_server(third_party_url: str) -> None:
+    request = lv.ChatRequest(model="gpt-4.1:mock-echo",
+                             messages=[{"role": "user", "content": "same every time"}])
+    result = await lv.batch_effect(request, 6, endpoint=lv.Endpoint(base_url=third_party_url),
+                                   sweep=(2,), background_concurrency=2)
+    assert list(result.conditions) == ["sequential", "burst", "loaded", "concurrency=2"]
+    assert all(r.n_ok == 6 and r.all_agree for r in result.conditions.values())
+    assert result.verdict_kind == "deterministic"
