@@ -6,9 +6,11 @@ import os
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
-__all__ = ["Endpoint"]
+from ._errors import ConfigError
+
+__all__ = ["Endpoint", "endpoint_or_default"]
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
@@ -95,3 +97,14 @@ class Endpoint(BaseModel):
             headers["Authorization"] = f"Bearer {self.api_key.get_secret_value()}"
         headers.update((k, v.get_secret_value()) for k, v in self.headers.items())
         return headers
+
+
+def endpoint_or_default(endpoint: Endpoint | None) -> Endpoint:
+    """``endpoint``, or one from ``$OPENAI_BASE_URL``/``$OPENAI_API_KEY`` when None."""
+    if endpoint is not None:
+        ConfigError.check_type("endpoint", endpoint, Endpoint)
+        return endpoint
+    try:
+        return Endpoint()
+    except ValidationError as exc:
+        raise ConfigError("endpoint", f"from the environment: {exc}") from None

@@ -38,6 +38,20 @@ class ConfigError(LLMVarianceError, ValueError):
         super().__init__(f"{field}: {message}")
         self.field = field
 
+    @classmethod
+    def check_int(cls, field: str, value: object, minimum: int = 1, why: str = "") -> int:
+        """``value`` if it is an int (not a bool) of at least ``minimum``, else raise."""
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise cls(field, f"must be an integer >= {minimum}{why}, got {value!r}")
+        return value
+
+    @classmethod
+    def check_type(cls, field: str, value: object, *expected: type) -> None:
+        """Raise unless ``value`` is None or an instance of one of ``expected``."""
+        if value is not None and not isinstance(value, expected):
+            wanted = " or ".join(t.__name__ for t in expected)
+            raise cls(field, f"must be {wanted}, got {type(value).__name__}")
+
 
 class TransportError(LLMVarianceError):
     """The request did not produce an HTTP response."""

@@ -18,9 +18,9 @@ from collections.abc import Mapping, Sequence
 from typing import Literal
 
 import anyio
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
-from ._endpoint import Endpoint
+from ._endpoint import Endpoint, endpoint_or_default
 from ._errors import ConfigError
 from ._pool import ClientPool, PreparedCall
 from ._ratelimit import RateLimit
@@ -122,25 +122,18 @@ async def batch_effect(
     then ``concurrency=K`` for K in ``sweep`` below n). Against a paid API this sends
     about ``n * len(conditions)`` requests plus the background traffic of ``loaded``.
     """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
-        raise ConfigError("n", f"must be an integer >= 2 to compare outputs, got {n!r}")
-    if not isinstance(sweep, Sequence) or any(
-            isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in sweep):
+    ConfigError.check_int("n", n, 2, " to compare outputs")
+    if not isinstance(sweep, Sequence):
         raise ConfigError("sweep", f"must be a sequence of integers >= 1, got {sweep!r}")
-    if (isinstance(background_concurrency, bool) or not isinstance(background_concurrency, int)
-            or background_concurrency < 1):
-        raise ConfigError("background_concurrency",
-                          f"must be an integer >= 1, got {background_concurrency!r}")
+    for k in sweep:
+        ConfigError.check_int("sweep", k)
+    ConfigError.check_int("background_concurrency", background_concurrency)
     known = ["sequential", "burst", "loaded", *(f"concurrency={k}" for k in sweep if 1 < k < n)]
     chosen = list(conditions) if conditions is not None else known
     unknown = [c for c in chosen if c not in known]
     if unknown:
         raise ConfigError("conditions", f"unknown {unknown}; choose from {known}")
-    if endpoint is None:
-        try:
-            endpoint = Endpoint()
-        except ValidationError as exc:
-            raise ConfigError("endpoint", f"from the environment: {exc}") from None
+    endpoint = endpoint_or_default(endpoint)
     reports: dict[str, VarianceReport] = {}
     samples: dict[str, list[Sample]] = {}
     async with ClientPool(endpoint, concurrency=n + background_concurrency,

@@ -96,12 +96,12 @@ class ClientPool:
         wall_clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
     ) -> None:
-        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-            raise ConfigError("concurrency", f"must be an integer >= 1, got {concurrency!r}")
-        if rate_limit is not None and not isinstance(rate_limit, RateLimit):
-            raise ConfigError("rate_limit", f"must be a RateLimit, got {type(rate_limit).__name__}")
-        if retry is not None and not isinstance(retry, RetryPolicy):
-            raise ConfigError("retry", f"must be a RetryPolicy, got {type(retry).__name__}")
+        ConfigError.check_type("endpoint", endpoint, Endpoint)
+        ConfigError.check_int("concurrency", concurrency)
+        ConfigError.check_type("rate_limit", rate_limit, RateLimit)
+        ConfigError.check_type("retry", retry, RetryPolicy)
+        ConfigError.check_type("timeouts", timeouts, Timeouts)
+        ConfigError.check_type("transport", transport, Transport)
         self._endpoint = endpoint
         self._concurrency = concurrency
         # asyncio's semaphore: anyio's adds two scheduler round-trips per request.

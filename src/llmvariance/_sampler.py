@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 from ._collect import VarianceCollector
-from ._endpoint import Endpoint
+from ._endpoint import Endpoint, endpoint_or_default
 from ._errors import ConfigError
 from ._pool import ClientPool, PreparedCall
 from ._progress import Progress
@@ -48,20 +48,6 @@ class SampleSet(BaseModel):
     @property
     def failures(self) -> list[Sample]:
         return [s for s in self.samples if s.error is not None]
-
-
-def _check_n(n: object) -> int:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ConfigError("n", f"must be an integer >= 1, got {n!r}")
-    return n
-
-
-def _check_types(**arguments: tuple[object, type | tuple[type, ...]]) -> None:
-    for name, (value, expected) in arguments.items():
-        if value is not None and not isinstance(value, expected):
-            wanted = " or ".join(t.__name__ for t in (
-                expected if isinstance(expected, tuple) else (expected,)))
-            raise ConfigError(name, f"must be {wanted}, got {type(value).__name__}")
 
 
 def _check_request(request: object) -> Request:
@@ -103,14 +89,12 @@ async def sample_many(
     Arguments are checked, and a run file is validated, before anything is sent.
     """
     request = _check_request(request)
-    n = _check_n(n)
-    if concurrency is not None and (isinstance(concurrency, bool) or
-                                    not isinstance(concurrency, int) or concurrency < 1):
-        raise ConfigError("concurrency", f"must be an integer >= 1, got {concurrency!r}")
-    _check_types(endpoint=(endpoint, Endpoint), pool=(pool, ClientPool),
-                 rate_limit=(rate_limit, RateLimit), retry=(retry, RetryPolicy),
-                 timeouts=(timeouts, Timeouts), transport=(transport, Transport),
-                 output=(output, (str, os.PathLike)), condition=(condition, str))
+    n = ConfigError.check_int("n", n)
+    if concurrency is not None:
+        ConfigError.check_int("concurrency", concurrency)
+    ConfigError.check_type("pool", pool, ClientPool)
+    ConfigError.check_type("output", output, str, os.PathLike)
+    ConfigError.check_type("condition", condition, str)
     for name, hook in (("progress", progress), ("on_sample", on_sample)):
         if hook is not None and not callable(hook):
             raise ConfigError(name, f"must be callable, got {type(hook).__name__}")
@@ -123,13 +107,10 @@ async def sample_many(
         call = pool.prepare(request, condition)
         workers = min(concurrency or pool.concurrency, pool.concurrency)
         return await _run(pool, call, request, n, workers, output, hooks)
-    if endpoint is None:
-        try:
-            endpoint = Endpoint()
-        except ValidationError as exc:
-            raise ConfigError("endpoint", f"from the environment: {exc}") from None
-    async with ClientPool(endpoint, concurrency=concurrency or 8, rate_limit=rate_limit,
-                          retry=retry, timeouts=timeouts, transport=transport) as own:
+    # ClientPool checks the types of the rest before anything is sent
+    async with ClientPool(endpoint_or_default(endpoint), concurrency=concurrency or 8,
+                          rate_limit=rate_limit, retry=retry, timeouts=timeouts,
+                          transport=transport) as own:
         call = own.prepare(request, condition)
         return await _run(own, call, request, n, own.concurrency, output, hooks)
 
@@ -162,7 +143,6 @@ async def _run(
     todo: Iterator[int] = (i for i in range(n) if slots[i] is None)
     done, failed = resumed, 0
     start = time.monotonic()
-    stats = pool.stats
 
     async def worker() -> None:
         nonlocal done, failed
@@ -178,10 +158,11 @@ async def _run(
             if hooks.on_sample is not None:
                 hooks.on_sample(sample)
             if hooks.progress is not None:
+                stats = pool.stats
                 hooks.progress(Progress(
                     total=n, done=done, failed=failed, resumed=resumed,
                     elapsed_s=time.monotonic() - start, rate_limited=stats.rate_limited,
-                    paused_s=pool.stats.paused_s))
+                    paused_s=stats.paused_s))
 
     try:
         async with anyio.create_task_group() as tg:
