@@ -333,3 +333,11 @@ def test_logprob_metrics_do_not_depend_on_order(samples: list[lv.Sample],
         assert (x is None) == (y is None)
         if x is not None:
             assert x == pytest.approx(y, abs=1e-9)
+
+
+def test_group_by_reports_a_single_group_when_asked() -> None:
+    c = lv.VarianceCollector()
+    c.update([S(index=0, text="a", condition="burst"), S(index=1, text="b", condition="burst")])
+    assert c.report().by_condition == {}
+    by = c.report(group_by=["condition"]).by_condition
+    assert list(by) == ["burst"] and by["burst"].n_ok == 2

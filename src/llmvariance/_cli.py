@@ -20,7 +20,6 @@ from ._ratelimit import RateLimit
 from ._request import ChatRequest, CompletionRequest, Request
 from ._retry import RetryPolicy
 from ._runfile import read_run
-from ._sample import Sample
 from ._sampler import sample_many
 
 
@@ -169,32 +168,16 @@ async def _serve(args: argparse.Namespace) -> int:
 
 async def _report(args: argparse.Namespace) -> int:
     collector = VarianceCollector()
-    groups: dict[str, VarianceCollector] = {}
     for path in args.files:
-        run = read_run(path)
-        collector.update(run.samples.values())
-        if args.group_by:
-            for sample in run.samples.values():
-                if args.group_by == "fingerprint" and sample.error is not None:
-                    continue  # a failure has no fingerprint
-                key = _group_key(sample, args.group_by)
-                groups.setdefault(key, VarianceCollector(grouped=False)).add(sample)
-    report = collector.report(bootstrap=args.bootstrap)
-    if args.group_by:
-        by = {key: c.report(bootstrap=args.bootstrap) for key, c in sorted(groups.items())}
-        report = report.model_copy(update={f"by_{args.group_by}": by})
+        collector.update(read_run(path).samples.values())
+    report = collector.report(bootstrap=args.bootstrap,
+                              group_by=[args.group_by] if args.group_by else [])
     if args.json:
         print(report.model_dump_json(indent=2))
     else:
         print(f"{len(args.files)} run file(s)")
         print(report.to_text())
     return 0
-
-
-def _group_key(sample: Sample, dimension: str) -> str:
-    value = {"fingerprint": sample.system_fingerprint, "endpoint": sample.endpoint,
-             "condition": sample.condition}[dimension]
-    return value or "(none)"
 
 
 async def _demo(args: argparse.Namespace) -> int:

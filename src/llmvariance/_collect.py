@@ -311,16 +311,20 @@ class VarianceCollector:
 
     # -- reporting ----------------------------------------------------------------------
 
-    def report(self, *, bootstrap: int = 0, seed: int = 0, level: float = 0.95
-               ) -> VarianceReport:
+    def report(self, *, bootstrap: int = 0, seed: int = 0, level: float = 0.95,
+               group_by: Iterable[str] = ()) -> VarianceReport:
         """The report of everything added so far.
 
         ``bootstrap`` > 0 adds percentile-bootstrap intervals (at ``level``) for the
         entropy and the agreement rate from that many resamples, seeded by ``seed``.
+        Dimensions named in ``group_by`` get their per-group reports even when there is
+        only one group (otherwise a dimension needs two).
         """
+        keyed_by = {dimension: self._materialised(dimension)
+                    for dimension in {*self._groups, *group_by}}
         groups = {dimension: {key: c.report(bootstrap=bootstrap, seed=seed, level=level)
                               for key, c in sorted(keyed.items())}
-                  for dimension, keyed in self._groups.items()}
+                  for dimension, keyed in keyed_by.items()}
         return self._report(bootstrap, seed, level, groups)
 
     def _report(self, bootstrap: int, seed: int, level: float,
