@@ -8,8 +8,9 @@ text-davinci-003 3/2/4, davinci 1).
 
 Against ``--base-url`` (key from $OPENAI_API_KEY) it runs the protocol as is. By default
 it starts the built-in simulator and keeps it busy with background requests (other
-prompts, ``--background`` at a time), as a hosted API is busy with other users: the
-sequential requests still share batches with strangers.
+prompts to the same model, ``--background`` at a time, via ``lv.background_load``), as a
+hosted API is busy with other users: the sequential requests still share batches with
+strangers.
 
     python benchmarks/seed_experiment.py                      # simulator, moe/dense-nbi/dense
     python benchmarks/seed_experiment.py --base-url URL --models gpt-4o,gpt-4o-mini
@@ -21,7 +22,6 @@ import argparse
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
@@ -46,38 +46,13 @@ def request_for(model: str, api: str, max_tokens: int) -> lv.ChatRequest | lv.Co
                                 temperature=0.0, logit_bias=COMPLETION_EOS_BIAS)
 
 
-@contextlib.asynccontextmanager
-async def background_load(pool: lv.ClientPool, model: str, api: str, width: int
-                          ) -> AsyncIterator[None]:
-    """Other prompts to the same model, ``width`` in flight, for as long as the block runs."""
-    if width == 0:
-        yield
-        return
-
-    async def busy(i: int) -> None:
-        other = f"Background request {i}: describe a place you have never been."
-        if api == "chat":
-            req: lv.ChatRequest | lv.CompletionRequest = lv.ChatRequest(
-                model=model, messages=[{"role": "user", "content": other}], max_tokens=128)
-        else:
-            req = lv.CompletionRequest(model=model, prompt=other, max_tokens=128)
-        call = pool.prepare(req, "background")
-        while True:
-            await pool.send(call, index=-1)
-
-    async with anyio.create_task_group() as tg:
-        for i in range(width):
-            tg.start_soon(busy, i)
-        yield
-        tg.cancel_scope.cancel()
-
-
 async def run_model(pool: lv.ClientPool, model: str, api: str, args: argparse.Namespace
                     ) -> dict[str, Any]:
-    call = pool.prepare(request_for(model, api, args.max_tokens), f"seed:{api}")
+    request = request_for(model, api, args.max_tokens)
+    call = pool.prepare(request, f"seed:{api}")
     collector = lv.VarianceCollector()
     start = time.monotonic()
-    async with background_load(pool, model, api, args.background):
+    async with lv.background_load(pool, request, args.background):
         for i in range(args.n):
             if i:
                 await anyio.sleep(args.pause)

@@ -6,6 +6,7 @@ import asyncio
 import re
 from collections import Counter
 
+import anyio
 import pytest
 
 import llmvariance as lv
@@ -172,3 +173,14 @@ def test_a_custom_vocabulary_is_used_as_given() -> None:
     assert [len(row) for row in out] == [4, 4, 4]
     with pytest.raises(ValueError, match="top_k: must be between 1 and experts=4"):
         MoEModel(experts=4, top_k=5)
+
+
+async def test_background_load_keeps_requests_in_flight_and_stops_with_the_block() -> None:
+    server = SimServer(step_time_s=0.01)
+    async with server as url, lv.ClientPool(lv.Endpoint(base_url=url), concurrency=4) as pool:
+        async with lv.background_load(pool, chat("dense", max_tokens=200), 3):
+            assert pool.in_flight == 3  # the block starts once they are out
+            await server.wait_for_in_flight(3)
+        with anyio.fail_after(10):
+            await server.wait_for(lambda stats: stats.in_flight == 0)
+        assert pool.in_flight == 0

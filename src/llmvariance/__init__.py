@@ -17,7 +17,7 @@ from ._errors import (
     ResponseError,
     TransportError,
 )
-from ._experiment import BatchEffectResult, batch_effect, judge
+from ._experiment import BatchEffectResult, background_load, batch_effect, judge
 from ._pool import ClientPool, PoolStats
 from ._progress import Progress
 from ._ratelimit import RateLimit, RateLimiter
@@ -81,6 +81,7 @@ __all__ = [
     "VarianceReport",
     "__version__",
     "analyze",
+    "background_load",
     "batch_effect",
     "judge",
     "read_run",

@@ -14,7 +14,8 @@ not per sequence.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Literal
 
 import anyio
@@ -31,7 +32,7 @@ from ._sample import Sample
 from ._sampler import SampleSet, sample_many
 from ._transport import Timeouts, Transport
 
-__all__ = ["BatchEffectResult", "VerdictKind", "batch_effect", "judge"]
+__all__ = ["BatchEffectResult", "VerdictKind", "background_load", "batch_effect", "judge"]
 
 VerdictKind = Literal["batch_dependent", "varies_alone", "deterministic", "inconclusive"]
 
@@ -153,24 +154,36 @@ async def batch_effect(
                              samples=samples, verdict=verdict, verdict_kind=kind)
 
 
-async def _loaded(pool: ClientPool, request: Request, n: int, background: int
-                  ) -> SampleSet:
-    """The burst, sent once ``background`` requests with other prompts are in flight."""
-    calls = [pool.prepare(_background_request(request, i), "background")
-             for i in range(background)]
+@contextlib.asynccontextmanager
+async def background_load(pool: ClientPool, request: Request, width: int
+                          ) -> AsyncIterator[None]:
+    """Keep ``width`` requests with other prompts (same model and settings as ``request``)
+    in flight through ``pool`` for as long as the block runs, as other users would.
+
+    The block starts once they are in flight (or after 2 s, should a rate limit hold them
+    back); their samples are discarded.
+    """
+    if width == 0:
+        yield
+        return
+    calls = [pool.prepare(_background_request(request, i), "background") for i in range(width)]
 
     async def keep_busy(call: PreparedCall) -> None:
         while True:
-            await pool.send(call, index=0)  # background samples are discarded
+            await pool.send(call, index=0)
 
     async with anyio.create_task_group() as tg:
         for call in calls:
             tg.start_soon(keep_busy, call)
-        # Let the background requests reach the server before the burst (bounded wait:
-        # a rate limit may hold them back, and then the burst should not wait forever).
         with anyio.move_on_after(2.0):
-            while pool.in_flight < background:  # noqa: ASYNC110 - bounded poll of a counter
+            while pool.in_flight < width:  # noqa: ASYNC110 - bounded poll of a counter
                 await anyio.sleep(0.001)
-        result = await sample_many(request, n, pool=pool, concurrency=n, condition="loaded")
+        yield
         tg.cancel_scope.cancel()
-    return result
+
+
+async def _loaded(pool: ClientPool, request: Request, n: int, background: int
+                  ) -> SampleSet:
+    """The burst, sent while ``background`` requests with other prompts are in flight."""
+    async with background_load(pool, request, background):
+        return await sample_many(request, n, pool=pool, concurrency=n, condition="loaded")
