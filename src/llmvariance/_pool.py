@@ -78,8 +78,7 @@ class ClientPool:
     """
 
     __slots__ = ("_clock", "_concurrency", "_endpoint", "_headers", "_in_flight", "_limiter",
-                 "_owns_transport",
-                 "_redact", "_retry", "_rng", "_secrets", "_sleep", "_slots", "_stats",
+                 "_owns_transport", "_retry", "_rng", "_secrets", "_sleep", "_slots", "_stats",
                  "_transport", "_wall_clock")
 
     def __init__(
@@ -120,7 +119,6 @@ class ClientPool:
         self._rng = rng or random.Random()  # jitter, not cryptography
         self._stats = PoolStats()
         self._secrets = _secrets(endpoint)
-        self._redact = _redactor(self._secrets)
 
     @property
     def endpoint(self) -> Endpoint:
@@ -264,6 +262,12 @@ class ClientPool:
         with anyio.CancelScope(shield=True):
             await self.aclose()
 
+    def _redact(self, message: str) -> str:
+        """``message`` (from a server or a library) with every secret replaced by ***."""
+        for secret in self._secrets:
+            message = message.replace(secret, "***")
+        return message
+
     def __repr__(self) -> str:
         return (f"<ClientPool endpoint={self._endpoint.label!r} "
                 f"concurrency={self._concurrency} in_flight={self._in_flight}>")
@@ -276,13 +280,3 @@ def _secrets(endpoint: Endpoint) -> tuple[str, ...]:
         values.append(endpoint.api_key.get_secret_value())
     return tuple(sorted((v for v in values if len(v) >= 4), key=len, reverse=True))
 
-
-def _redactor(secrets: tuple[str, ...]) -> Callable[[str], str]:
-    """Removes every secret from a message a server or library produced."""
-
-    def redact(message: str) -> str:
-        for secret in secrets:
-            message = message.replace(secret, "***")
-        return message
-
-    return redact
