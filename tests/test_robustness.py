@@ -194,12 +194,18 @@ def test_extra_must_be_json() -> None:
                        extra={"x": {1}})
 
 
-async def test_a_header_cut_by_a_crash_starts_the_run_afresh(tmp_path: Path) -> None:
+async def test_a_file_that_only_starts_like_a_header_is_never_overwritten(
+        tmp_path: Path) -> None:
+    # The header goes out in one write, so only a full disk can cut it; a file like this is
+    # far more likely someone else's, and the user decides whether to delete it.
     path = tmp_path / "run.jsonl"
-    path.write_bytes(b'{"record":"header","format":"llmvariance.run/1","req')
-    result = await run(lambda r: lv.HTTPResponse(200, ok_body()), n=3, output=path)
-    assert len(result.samples) == 3
-    assert lv.read_run(path).samples.keys() == {0, 1, 2}
+    foreign = b'{"record":"header","format":"llmvariance.run/1","req'
+    path.write_bytes(foreign)
+    sent: list[int] = []
+    with pytest.raises(lv.ConfigError, match=r"not an llmvariance run file.*delete it"):
+        await run(lambda r: sent.append(1) or lv.HTTPResponse(200, ok_body()), n=3,
+                  output=path)
+    assert path.read_bytes() == foreign and sent == []
 
 
 async def test_odd_records_are_refused_by_line(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from ._errors import (
     MalformedResponseError,
     RequestTimeout,
     ResponseError,
+    ResponseTooLargeError,
     TransportError,
 )
 from ._experiment import BatchEffectResult, background_load, batch_effect, judge
@@ -68,6 +69,7 @@ __all__ = [
     "RateLimiter",
     "RequestTimeout",
     "ResponseError",
+    "ResponseTooLargeError",
     "RetryPolicy",
     "RunContents",
     "Sample",

@@ -50,6 +50,8 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument("--out", metavar="FILE",
                         help="JSONL run file: samples are appended as they finish, and "
                              "running the same command again resumes")
+    sample.add_argument("--allow-endpoint-change", action="store_true",
+                        help="resume a run file written against another base URL")
     sample.add_argument("--json", action="store_true", help="print the report as JSON")
     sample.add_argument("--bootstrap", type=int, default=0, metavar="N",
                         help="add bootstrap intervals from N resamples (seeded)")
@@ -122,7 +124,8 @@ async def _sample(args: argparse.Namespace) -> int:
         result = await sample_many(_request(args), args.n, endpoint=endpoint,
                                    concurrency=args.concurrency, rate_limit=rate_limit,
                                    retry=RetryPolicy(max_attempts=args.max_attempts),
-                                   output=args.out, progress=bar)
+                                   output=args.out, progress=bar,
+                                   allow_endpoint_change=args.allow_endpoint_change)
     report = result.report
     if args.bootstrap:
         report = analyze(result.samples, bootstrap=args.bootstrap)
@@ -169,7 +172,7 @@ async def _serve(args: argparse.Namespace) -> int:
 async def _report(args: argparse.Namespace) -> int:
     collector = VarianceCollector()
     for path in args.files:
-        collector.update(read_run(path).samples.values())
+        collector.update(read_run(path).iter_samples())
     report = collector.report(bootstrap=args.bootstrap,
                               group_by=[args.group_by] if args.group_by else [])
     if args.json:

@@ -24,6 +24,10 @@ def _env_api_key() -> SecretStr | None:
     return SecretStr(key) if key else None
 
 
+_API_PATHS = ("/chat/completions", "/completions", "/messages", "/responses")
+"""What a pasted request URL ends with; a base URL never does."""
+
+
 def _has_control(text: str) -> bool:
     return any(ord(c) < 32 or ord(c) == 127 for c in text)
 
@@ -49,6 +53,13 @@ class Endpoint(BaseModel):
     @field_validator("base_url")
     @classmethod
     def _check_base_url(cls, value: str) -> str:
+        # before urlsplit, which silently drops tabs and newlines
+        if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in value):
+            raise ValueError("contains whitespace or a control character (a stray space or "
+                             f"newline?): {value!r}")
+        if "?" in value or "#" in value:
+            raise ValueError("must not have a query string or fragment ('?' or '#'): the "
+                             "API path is appended to it")
         parts = urlsplit(value)
         if parts.username or parts.password:
             raise ValueError("must not embed credentials; pass api_key instead")
@@ -61,7 +72,12 @@ class Endpoint(BaseModel):
             parts.port  # noqa: B018 - raises ValueError on a bad port
         except ValueError as exc:
             raise ValueError(f"has an invalid port: {exc}") from None
-        return value.rstrip("/")
+        base = value.rstrip("/")
+        for api_path in _API_PATHS:
+            if base.endswith(api_path):
+                raise ValueError(f"ends with the API path {api_path!r}, which is appended "
+                                 f"per request; use {base.removesuffix(api_path)!r}")
+        return base
 
     @field_validator("headers")
     @classmethod

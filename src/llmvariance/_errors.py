@@ -6,10 +6,13 @@
     │   ├── ConnectError                   could not connect, or the connection dropped
     │   └── RequestTimeout                 no complete response in time
     └── ResponseError                      an HTTP response the adapter cannot use
-        └── MalformedResponseError         a 2xx body that is not the expected JSON
+        ├── MalformedResponseError         a 2xx body that is not the expected JSON
+        └── ResponseTooLargeError          a body past ``max_response_bytes``
 
-Only ``ConfigError`` ever escapes ``sample_many``: every per-request error is caught and
-recorded as ``Sample.error``. Messages carry context (endpoint name, status, request
+Every per-request error is caught and recorded as ``Sample.error``, never raised: what
+escapes ``sample_many`` is ``ConfigError`` (bad input, before anything is sent), an
+exception raised by the caller's own hooks (as itself), ``OSError`` when the run file
+cannot be written, and cancellation. Messages carry context (endpoint name, status, request
 index) and never an API key: the key lives only in a ``SecretStr`` and in the request
 headers handed to the transport.
 """
@@ -23,6 +26,7 @@ __all__ = [
     "MalformedResponseError",
     "RequestTimeout",
     "ResponseError",
+    "ResponseTooLargeError",
     "TransportError",
 ]
 
@@ -75,3 +79,12 @@ class ResponseError(LLMVarianceError):
 
 class MalformedResponseError(ResponseError):
     """A 2xx response whose body is not what the provider's API promises."""
+
+
+class ResponseTooLargeError(ResponseError):
+    """A response body (decompressed) larger than the transport accepts; read no further."""
+
+    def __init__(self, limit: int, status: int, detail: str) -> None:
+        super().__init__(f"response body over the {limit:,}-byte limit ({detail}); "
+                         "raise max_response_bytes if answers this large are expected",
+                         status=status)

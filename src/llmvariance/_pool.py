@@ -12,22 +12,36 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import anyio
 from pydantic import ValidationError
 
 from ._endpoint import Endpoint
-from ._errors import ConfigError, MalformedResponseError, RequestTimeout, TransportError
+from ._errors import (
+    ConfigError,
+    MalformedResponseError,
+    RequestTimeout,
+    ResponseTooLargeError,
+    TransportError,
+)
 from ._hints import ServerHints, has_limit_state, parse_hints
 from ._ratelimit import RateLimit, RateLimiter, estimate_tokens
+from ._redact import Redactor
 from ._request import Request
 from ._retry import RetryPolicy, is_retryable_status
 from ._sample import ErrorKind, Sample, SampleError
-from ._transport import AiohttpTransport, HTTPRequest, HTTPResponse, Timeouts, Transport
+from ._transport import (
+    DEFAULT_MAX_RESPONSE_BYTES,
+    AiohttpTransport,
+    HTTPRequest,
+    HTTPResponse,
+    Timeouts,
+    Transport,
+)
 from .providers import ProviderAdapter, adapter_for
 
 __all__ = ["ClientPool", "PoolStats", "PreparedCall"]
@@ -55,6 +69,8 @@ class PoolStats:
     retries: int = 0
     rate_limited: int = 0
     """Responses with status 429."""
+    timeouts: int = 0
+    """Attempts that got no complete response in time."""
     pauses: int = 0
     paused_s: float = 0.0
 
@@ -77,9 +93,9 @@ class ClientPool:
     zero real time.
     """
 
-    __slots__ = ("_clock", "_concurrency", "_endpoint", "_headers", "_in_flight", "_limiter",
-                 "_owns_transport", "_retry", "_rng", "_secrets", "_sleep", "_slots", "_stats",
-                 "_transport", "_wall_clock")
+    __slots__ = ("_clock", "_concurrency", "_endpoint", "_headers", "_limiter",
+                 "_owns_transport", "_redactor", "_retry", "_rng", "_sent_at", "_sleep",
+                 "_slots", "_stats", "_transport", "_wall_clock")
 
     def __init__(
         self,
@@ -90,6 +106,7 @@ class ClientPool:
         retry: RetryPolicy | None = None,
         timeouts: Timeouts | None = None,
         transport: Transport | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
         wall_clock: Callable[[], float] = time.time,
@@ -101,24 +118,27 @@ class ClientPool:
         ConfigError.check_type("retry", retry, RetryPolicy)
         ConfigError.check_type("timeouts", timeouts, Timeouts)
         ConfigError.check_type("transport", transport, Transport)
+        ConfigError.check_int("max_response_bytes", max_response_bytes)
         self._endpoint = endpoint
         self._concurrency = concurrency
         # asyncio's semaphore: anyio's adds two scheduler round-trips per request.
         self._slots = asyncio.Semaphore(concurrency)
-        self._in_flight = 0
+        self._sent_at: dict[int, float] = {}
+        """Start time of each attempt in flight, oldest first (dicts keep order)."""
         self._limiter = RateLimiter(rate_limit, concurrency=concurrency, clock=clock,
                                     sleep=sleep)
         self._retry = retry or RetryPolicy()
         self._owns_transport = transport is None
         self._headers = endpoint.request_headers()
         self._transport = transport or AiohttpTransport(
-            max_connections=concurrency, timeouts=timeouts, headers=self._headers)
+            max_connections=concurrency, timeouts=timeouts, headers=self._headers,
+            max_response_bytes=max_response_bytes)
         self._clock = clock
         self._sleep = sleep
         self._wall_clock = wall_clock
         self._rng = rng or random.Random()  # jitter, not cryptography
         self._stats = PoolStats()
-        self._secrets = _secrets(endpoint)
+        self._redactor = Redactor.for_endpoint(endpoint)
 
     @property
     def endpoint(self) -> Endpoint:
@@ -131,7 +151,14 @@ class ClientPool:
     @property
     def in_flight(self) -> int:
         """Requests sent and not yet answered, right now."""
-        return self._in_flight
+        return len(self._sent_at)
+
+    @property
+    def oldest_in_flight_s(self) -> float:
+        """How long the oldest request still in flight has waited (0 when none is)."""
+        for sent_at in self._sent_at.values():
+            return self._clock() - sent_at
+        return 0.0
 
     @property
     def stats(self) -> PoolStats:
@@ -160,12 +187,15 @@ class ClientPool:
             async with self._slots:
                 await self._limiter.acquire(call.tokens)
                 self._stats.attempts += 1
-                self._in_flight += 1
-                start = self._clock()
+                key = self._stats.attempts
+                self._sent_at[key] = start = self._clock()
                 try:
                     response = await self._transport.send(call.http)
                 except RequestTimeout as exc:
+                    self._stats.timeouts += 1
                     outcome: Sample | _Failure = _Failure("timeout", str(exc), None, True)
+                except ResponseTooLargeError as exc:  # retrying would read it all again
+                    outcome = _Failure("response_too_large", str(exc), exc.status, False)
                 except TransportError as exc:
                     outcome = _Failure("connection", str(exc), None, True)
                 except Exception as exc:  # a transport's bug must not sink the whole run
@@ -174,11 +204,11 @@ class ClientPool:
                 else:
                     outcome = self._read(call, index, response, self._clock() - start, attempt)
                 finally:
-                    self._in_flight -= 1
+                    del self._sent_at[key]
             if isinstance(outcome, Sample):
                 return outcome
             if not outcome.retryable or attempt >= policy.max_attempts:
-                message = self._redact(outcome.message)[:_MAX_MESSAGE_CHARS]
+                message = self._redactor.text(outcome.message)[:_MAX_MESSAGE_CHARS]
                 error = SampleError(kind=outcome.kind, message=message, status=outcome.status)
                 return Sample(index=index, endpoint=self._endpoint.label, attempts=attempt,
                               condition=call.condition, latency_s=self._clock() - start,
@@ -202,12 +232,12 @@ class ClientPool:
             completion = call.adapter.decode(response.body)
         except MalformedResponseError as exc:
             return _Failure("malformed_response", str(exc), status, True, hints)
-        text = completion.get("text")
-        if self._secrets and text and any(secret in text for secret in self._secrets):
-            completion["text"] = self._redact(text)  # a server echoing the key
+        fields: Mapping[str, Any] = completion
+        if self._redactor.may_leak(response.body):  # a server echoing the key, anywhere
+            fields = self._redactor.response(completion)
         try:
             sample = Sample(index=index, endpoint=self._endpoint.label, latency_s=latency,
-                            attempts=attempt, condition=call.condition, **completion)
+                            attempts=attempt, condition=call.condition, **fields)
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
@@ -262,21 +292,7 @@ class ClientPool:
         with anyio.CancelScope(shield=True):
             await self.aclose()
 
-    def _redact(self, message: str) -> str:
-        """``message`` (from a server or a library) with every secret replaced by ***."""
-        for secret in self._secrets:
-            message = message.replace(secret, "***")
-        return message
-
     def __repr__(self) -> str:
         return (f"<ClientPool endpoint={self._endpoint.label!r} "
-                f"concurrency={self._concurrency} in_flight={self._in_flight}>")
-
-
-def _secrets(endpoint: Endpoint) -> tuple[str, ...]:
-    """The endpoint's key and header values, longest first (4+ characters)."""
-    values = [s.get_secret_value() for s in endpoint.headers.values()]
-    if endpoint.api_key is not None:
-        values.append(endpoint.api_key.get_secret_value())
-    return tuple(sorted((v for v in values if len(v) >= 4), key=len, reverse=True))
+                f"concurrency={self._concurrency} in_flight={self.in_flight}>")
 

@@ -28,6 +28,13 @@ class Progress:
     """429 responses so far."""
     paused_s: float
     """Time every worker spent paused by the server's rate limits."""
+    retries: int = 0
+    """Attempts that failed and were tried again."""
+    timeouts: int = 0
+    """Attempts that got no complete response in time."""
+    in_flight: int = 0
+    oldest_in_flight_s: float = 0.0
+    """How long the oldest request still in flight has waited: a silent server shows here."""
 
     @property
     def rate_per_s(self) -> float:
@@ -53,8 +60,7 @@ class ProgressBar:
                        delay=self._delay_s, dynamic_ncols=True, file=sys.stderr)
             self._bar = bar
         bar.n = progress.done
-        bar.set_postfix({"failed": progress.failed, "429s": progress.rate_limited,
-                         "paused": f"{progress.paused_s:.0f}s"}, refresh=False)
+        bar.set_postfix(_postfix(progress), refresh=False)
         bar.update(0)
 
     def close(self) -> None:
@@ -67,3 +73,23 @@ class ProgressBar:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
+
+
+_SLOW_S = 10.0
+"""A request waiting longer than this is shown on the bar."""
+
+
+def _postfix(progress: Progress) -> dict[str, object]:
+    """What the bar shows beside the count: failures, and every kind of waiting."""
+    shown: dict[str, object] = {"failed": progress.failed}
+    if progress.retries:
+        shown["retries"] = progress.retries
+    if progress.timeouts:
+        shown["timeouts"] = progress.timeouts
+    if progress.rate_limited:
+        shown["429s"] = progress.rate_limited
+    if progress.paused_s >= 0.5:
+        shown["paused"] = f"{progress.paused_s:.0f}s"
+    if progress.oldest_in_flight_s >= _SLOW_S:
+        shown["waiting"] = f"{progress.oldest_in_flight_s:.0f}s"
+    return shown

@@ -15,11 +15,14 @@ superseded by its new record.
 from __future__ import annotations
 
 import os
+import re
 import time
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
+import numpy.typing as npt
 import orjson
 from pydantic import ValidationError
 
@@ -54,17 +57,26 @@ def _request_from(record: dict[str, Any]) -> Request:
     return model.model_validate(fields)
 
 
-@dataclass
 class RunContents:
-    """What a run file holds: its header and the latest sample for every index."""
+    """What a run file holds: its header and where the latest record of each index is.
 
-    path: Path
-    header: dict[str, Any]
-    samples: dict[int, Sample] = field(default_factory=dict)
-    good_bytes: int = 0
-    """Length of the file up to the end of its last complete line."""
-    cut_line: bool = False
-    """True when the last line was incomplete (a crash while writing)."""
+    Reading it costs memory per index (8 bytes), not per sample: ``iter_samples()``
+    streams the samples from the file one at a time; ``samples`` loads them all.
+    """
+
+    __slots__ = ("_last", "cut_line", "good_bytes", "header", "max_n", "path")
+
+    def __init__(self, path: Path, header: dict[str, Any], last: _LastRecords,
+                 good_bytes: int, cut_line: bool, max_n: int) -> None:
+        self.path = path
+        self.header = header
+        self._last = last
+        self.good_bytes = good_bytes
+        """Length of the file up to the end of its last complete line."""
+        self.cut_line = cut_line
+        """True when the last line was incomplete (a crash while writing)."""
+        self.max_n = max_n
+        """The largest n the run was started or resumed with."""
 
     @property
     def request(self) -> Request:
@@ -76,56 +88,135 @@ class RunContents:
         value = self.header.get("n")
         return value if isinstance(value, int) else None
 
+    @property
+    def endpoint_url(self) -> str | None:
+        endpoint = self.header.get("endpoint")
+        url = endpoint.get("base_url") if isinstance(endpoint, dict) else None
+        return url if isinstance(url, str) else None
+
+    def __len__(self) -> int:
+        """Indices with a sample, ok or failed."""
+        return self._last.count()
+
+    def ok_indices(self) -> set[int]:
+        """Indices whose latest sample is ok (not failed)."""
+        return self._last.ok_indices()
+
+    def iter_samples(self) -> Iterator[Sample]:
+        """The latest sample of every index, in file order, read one line at a time."""
+        wanted = self._last.offsets()
+        if not wanted.size:
+            return
+        position = -1
+        with self.path.open("rb") as handle:
+            for number, offset in enumerate(wanted.tolist()):
+                if position != offset:  # skip superseded records
+                    handle.seek(offset)
+                line = handle.readline()
+                position = offset + len(line)
+                try:
+                    yield Sample.model_validate_json(_SAMPLE_FIELDS.sub(b"{", line, count=1))
+                except ValidationError as exc:
+                    raise ConfigError("output", f"{self.path}: sample record {number + 1} "
+                                      f"(byte {offset}) is damaged: "
+                                      f"{exc.errors()[0]['msg']}") from None
+
+    @property
+    def samples(self) -> dict[int, Sample]:
+        """Every index's latest sample, loaded into memory (``iter_samples`` streams)."""
+        return {sample.index: sample for sample in self.iter_samples()}
+
+
+class _LastRecords:
+    """Per index, the byte offset of its latest record and whether it was ok.
+
+    A growable int64 array indexed by sample index: ``2 * offset + ok``, or -1 for none.
+    """
+
+    __slots__ = ("_codes",)
+
+    def __init__(self) -> None:
+        self._codes = np.full(1024, -1, dtype=np.int64)
+
+    def record(self, index: int, offset: int, ok: bool) -> None:
+        if index >= self._codes.size:
+            grown = np.full(max(2 * self._codes.size, index + 1), -1, dtype=np.int64)
+            grown[:self._codes.size] = self._codes
+            self._codes = grown
+        self._codes[index] = 2 * offset + ok
+
+    def count(self) -> int:
+        return int(np.count_nonzero(self._codes >= 0))
+
+    def ok_indices(self) -> set[int]:
+        return set(np.flatnonzero((self._codes >= 0) & (self._codes % 2 == 1)).tolist())
+
+    def offsets(self) -> npt.NDArray[np.int64]:
+        codes = self._codes[self._codes >= 0]
+        return np.sort(codes // 2)
+
+
+_SAMPLE_FIELDS = re.compile(rb'^\{"record":"sample",?')
+"""The record tag a sample line starts with; what follows are the Sample's fields."""
+
+
+def _record_header(record: object, path: Path, number: int) -> dict[str, Any]:
+    if not isinstance(record, dict):
+        raise ConfigError("output", f"{path}:{number} is not a JSON object record")
+    return record
+
 
 def read_run(path: str | os.PathLike[str]) -> RunContents:
-    """Read a run file, tolerating a cut last line; raises ``ConfigError`` otherwise."""
+    """Index a run file, tolerating a cut last line; raises ``ConfigError`` otherwise.
+
+    One pass over the file, one line at a time; the samples stay on disk until
+    ``iter_samples()`` (or ``samples``) reads them.
+    """
     path = Path(path)
     try:
-        data = path.read_bytes()
+        handle = path.open("rb")
     except OSError as exc:
         raise ConfigError("output", f"cannot read {path}: {exc.strerror}") from None
-    lines = data.split(b"\n")
-    # Everything after the last newline is an unfinished line (empty when all is well).
-    tail = lines.pop()
-    contents: RunContents | None = None
-    offset = 0
-    for number, line in enumerate(lines, 1):
-        end = offset + len(line) + 1
+    with handle:
+        first = handle.readline()
+        if not first.endswith(b"\n"):
+            raise ConfigError("output", f"{path} is not an llmvariance run file (no complete "
+                              "header line); choose another path or delete it")
         try:
-            record = orjson.loads(line)
+            header = _record_header(orjson.loads(first), path, 1)
         except orjson.JSONDecodeError:
-            if number == len(lines) and not tail and contents is not None:
-                contents.cut_line = True  # a cut record that a stray newline completed
-                return contents
-            raise ConfigError("output", f"{path}:{number} is not a JSON record; "
-                              "the file is damaged beyond a cut last line") from None
-        if not isinstance(record, dict):
-            raise ConfigError("output", f"{path}:{number} is not a JSON object record")
-        if contents is None:
-            if record.get("record") != "header":
-                raise ConfigError("output", f"{path} is not an llmvariance run file "
-                                  "(no header on line 1)")
-            if record.get("format") != FORMAT:
-                raise ConfigError("output", f"{path} has format {record.get('format')!r}; "
-                                  f"this version reads {FORMAT!r}")
-            contents = RunContents(path, record)
-        elif record.get("record") == "sample":
-            fields = {k: v for k, v in record.items() if k != "record"}
+            header = {}
+        if header.get("record") != "header":
+            raise ConfigError("output", f"{path} is not an llmvariance run file "
+                              "(no header on line 1)")
+        if header.get("format") != FORMAT:
+            raise ConfigError("output", f"{path} has format {header.get('format')!r}; "
+                              f"this version reads {FORMAT!r}")
+        last = _LastRecords()
+        first_n = header.get("n")
+        max_n = first_n if isinstance(first_n, int) else 0
+        offset = len(first)
+        for number, line in enumerate(handle, 2):
+            if not line.endswith(b"\n"):  # cut by a crash while writing
+                return RunContents(path, header, last, offset, True, max_n)
             try:
-                sample = Sample.model_validate(fields)
-            except ValidationError as exc:
-                raise ConfigError("output", f"{path}:{number}: bad sample record: "
-                                  f"{exc.errors()[0]['msg']}") from None
-            contents.samples[sample.index] = sample
-        offset = end
-        contents.good_bytes = offset
-    if contents is None:
-        if not lines and tail.startswith(b'{"record":"header"'):
-            # the first write was cut: a run that never got going (RunFile.open restarts it)
-            return RunContents(path, {}, cut_line=True)
-        raise ConfigError("output", f"{path} is empty or holds no complete header")
-    contents.cut_line = bool(tail)
-    return contents
+                record = _record_header(orjson.loads(line), path, number)
+            except orjson.JSONDecodeError:
+                if handle.read(1):
+                    raise ConfigError("output", f"{path}:{number} is not a JSON record; the "
+                                      "file is damaged beyond a cut last line") from None
+                # the last line: a cut record that a stray newline completed
+                return RunContents(path, header, last, offset, True, max_n)
+            kind = record.get("record")
+            if kind == "sample":
+                index = record.get("index")
+                if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+                    raise ConfigError("output", f"{path}:{number}: bad sample index {index!r}")
+                last.record(index, offset, record.get("error") is None)
+            elif kind == "resume" and isinstance(record.get("n"), int):
+                max_n = max(max_n, record["n"])
+            offset += len(line)
+    return RunContents(path, header, last, offset, False, max_n)
 
 
 class RunFile:
@@ -139,25 +230,29 @@ class RunFile:
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], request: Request, n: int, endpoint: Endpoint,
-             version: str) -> tuple[RunFile, dict[int, Sample]]:
+             version: str, *, allow_endpoint_change: bool = False,
+             ) -> tuple[RunFile, RunContents | None]:
         """Open ``path`` for ``request``: create it, or resume it.
 
-        Returns the file and the samples already in it. A file written for another
-        request is refused with ``ConfigError`` and left untouched; a cut last line is
-        truncated away first. The file is locked before it is read or changed, so two
-        processes never interleave (the second is refused).
+        Returns the file and, when resuming, what it already holds. Only an empty or
+        missing file is written from the start; anything else must be a run file of this
+        request sent to this endpoint's URL (unless ``allow_endpoint_change``), or it is
+        refused with ``ConfigError`` and left untouched. A cut last line is truncated
+        away first. The file is locked before it is read or changed, so two processes
+        never interleave (the second is refused).
         """
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # O_CREAT without O_TRUNC: nothing is lost before the lock is ours.
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # O_CREAT without O_TRUNC: nothing is lost before the lock is ours.
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise ConfigError("output", f"cannot write the run file {path}: "
+                              f"{exc.strerror or exc}") from None
         handle = cls._lock(os.fdopen(fd, "r+b"), path)
         try:
             contents = read_run(path) if os.fstat(fd).st_size else None
-            if contents is not None and not contents.header:
-                contents = None  # only a header cut by a crash: nothing to keep
             if contents is None:
-                handle.truncate(0)
                 run = cls(path, handle)
                 run._write({
                     "record": "header", "format": FORMAT, "library_version": version,
@@ -165,16 +260,22 @@ class RunFile:
                     "endpoint": {"base_url": endpoint.base_url, "name": endpoint.label,
                                  "header_names": sorted(endpoint.headers)},
                 })
-                return run, {}
+                return run, None
             _check_same_request(path, contents, request)
+            if contents.endpoint_url != endpoint.base_url and not allow_endpoint_change:
+                raise ConfigError("output", f"{path} holds samples from "
+                                  f"{contents.endpoint_url}, not {endpoint.base_url}; mixing "
+                                  "two servers' outputs in one run is refused (pass "
+                                  "allow_endpoint_change=True if that is intended)")
         except BaseException:
             handle.close()
             raise
         handle.truncate(contents.good_bytes)  # drop a line cut by a crash
         handle.seek(contents.good_bytes)
         run = cls(path, handle)
-        run._write({"record": "resume", "at": _now(), "n": n, "have": len(contents.samples)})
-        return run, contents.samples
+        run._write({"record": "resume", "at": _now(), "n": n, "have": len(contents),
+                    "base_url": endpoint.base_url})
+        return run, contents
 
     @staticmethod
     def _lock(handle: IO[bytes], path: Path) -> IO[bytes]:

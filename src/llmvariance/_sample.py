@@ -11,7 +11,7 @@ __all__ = ["ErrorKind", "Sample", "SampleError", "Usage"]
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
 
 ErrorKind = Literal["http_status", "connection", "timeout", "malformed_response",
-                    "client_error"]
+                    "response_too_large", "client_error"]
 
 
 class Usage(BaseModel):
@@ -29,8 +29,9 @@ class SampleError(BaseModel):
 
     ``kind`` is ``http_status`` (the server said no: see ``status`` and ``message``, the
     provider's own words), ``connection``, ``timeout``, ``malformed_response`` (a body
-    that is not what the API promises), or ``client_error`` (the transport itself failed
-    unexpectedly, e.g. a custom transport's bug; never retried).
+    that is not what the API promises), ``response_too_large`` (a body past the pool's
+    ``max_response_bytes``, read no further and not retried), or ``client_error`` (the
+    transport itself failed unexpectedly, e.g. a custom transport's bug; never retried).
     """
 
     model_config = _FROZEN

@@ -22,9 +22,9 @@ from ._ratelimit import RateLimit
 from ._report import VarianceReport
 from ._request import ChatRequest, CompletionRequest, Request
 from ._retry import RetryPolicy
-from ._runfile import RunFile
+from ._runfile import RunContents, RunFile
 from ._sample import Sample
-from ._transport import Timeouts, Transport
+from ._transport import DEFAULT_MAX_RESPONSE_BYTES, Timeouts, Transport
 from ._version import __version__
 
 __all__ = ["SampleSet", "sample_many", "sample_many_sync"]
@@ -69,7 +69,9 @@ async def sample_many(
     retry: RetryPolicy | None = None,
     timeouts: Timeouts | None = None,
     transport: Transport | None = None,
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     output: str | os.PathLike[str] | None = None,
+    allow_endpoint_change: bool = False,
     progress: Callable[[Progress], Any] | None = None,
     on_sample: Callable[[Sample], Any] | None = None,
     condition: str | None = None,
@@ -77,16 +79,24 @@ async def sample_many(
     """Send ``request`` ``n`` times and return every sample with the variance report.
 
     With ``endpoint`` (default: from ``$OPENAI_BASE_URL``/``$OPENAI_API_KEY``) a pool with
-    ``concurrency`` slots (default 8), ``rate_limit``, ``retry`` policy and ``timeouts``
-    is opened for this call and closed after it. With ``pool`` the caller's pool (and
-    its limits) is used, and ``concurrency`` caps this run's share of its slots.
+    ``concurrency`` slots (default 8), ``rate_limit``, ``retry`` policy, ``timeouts`` and
+    ``max_response_bytes`` is opened for this call and closed after it. With ``pool`` the
+    caller's pool (and its limits) is used, and ``concurrency`` caps this run's share of
+    its slots.
 
     ``output`` names a JSONL run file: each sample is appended as it completes, and
     calling again with the same request and path resumes, sending only the indices that
-    are missing or failed (``n`` may grow). ``progress`` is called with a ``Progress``
-    after every sample; ``on_sample`` with each sample, in completion order.
-    ``condition`` labels every sample (``Sample.condition``) for grouped reports.
-    Arguments are checked, and a run file is validated, before anything is sent.
+    are missing or failed (``n`` may grow). A run file written against another base URL
+    is refused unless ``allow_endpoint_change``. ``progress`` is called with a
+    ``Progress`` after every sample and at least once a second while requests wait;
+    ``on_sample`` with each sample, in completion order. ``condition`` labels every
+    sample (``Sample.condition``) for grouped reports.
+
+    Arguments are checked, and a run file is validated, before anything is sent
+    (``ConfigError`` names the field). Failed requests are samples, never exceptions.
+    An exception raised by ``progress`` or ``on_sample`` stops the run and propagates as
+    itself, after the run file is flushed and closed; ``OSError`` means the run file
+    could not be written.
     """
     request = _check_request(request)
     n = ConfigError.check_int("n", n)
@@ -95,10 +105,11 @@ async def sample_many(
     ConfigError.check_type("pool", pool, ClientPool)
     ConfigError.check_type("output", output, str, os.PathLike)
     ConfigError.check_type("condition", condition, str)
+    ConfigError.check_type("allow_endpoint_change", allow_endpoint_change, bool)
     for name, hook in (("progress", progress), ("on_sample", on_sample)):
         if hook is not None and not callable(hook):
             raise ConfigError(name, f"must be callable, got {type(hook).__name__}")
-    hooks = _Hooks(on_sample, progress)
+    options = _Options(output, allow_endpoint_change, on_sample, progress)
     if pool is not None:
         own_settings = (endpoint, rate_limit, retry, timeouts, transport)
         if any(setting is not None for setting in own_settings):
@@ -106,19 +117,25 @@ async def sample_many(
                               "pass either pool or those, not both")
         call = pool.prepare(request, condition)
         workers = min(concurrency or pool.concurrency, pool.concurrency)
-        return await _run(pool, call, request, n, workers, output, hooks)
+        return await _run(pool, call, request, n, workers, options)
     # ClientPool checks the types of the rest before anything is sent
     async with ClientPool(endpoint_or_default(endpoint), concurrency=concurrency or 8,
                           rate_limit=rate_limit, retry=retry, timeouts=timeouts,
-                          transport=transport) as own:
+                          transport=transport, max_response_bytes=max_response_bytes) as own:
         call = own.prepare(request, condition)
-        return await _run(own, call, request, n, own.concurrency, output, hooks)
+        return await _run(own, call, request, n, own.concurrency, options)
 
 
 @dataclass(frozen=True, slots=True)
-class _Hooks:
+class _Options:
+    output: str | os.PathLike[str] | None
+    allow_endpoint_change: bool
     on_sample: Callable[[Sample], Any] | None
     progress: Callable[[Progress], Any] | None
+
+
+_TICK_S = 1.0
+"""How often ``progress`` hears from a run that is waiting, in seconds."""
 
 
 async def _run(
@@ -127,54 +144,110 @@ async def _run(
     request: Request,
     n: int,
     workers: int,
-    output: str | os.PathLike[str] | None,
-    hooks: _Hooks,
+    options: _Options,
 ) -> SampleSet:
-    slots: list[Sample | None] = [None] * n
+    # Memory grows with the samples that arrive, never with n: pending work is a range.
+    results: dict[int, Sample] = {}
     collector = VarianceCollector()
     run_file: RunFile | None = None
-    if output is not None:
-        run_file, existing = RunFile.open(output, request, n, pool.endpoint, __version__)
-        for index, sample in existing.items():
-            if index < n and sample.error is None:  # failures are sent again
-                slots[index] = sample
-                collector.add(sample)
-    resumed = sum(1 for s in slots if s is not None)
-    todo: Iterator[int] = (i for i in range(n) if slots[i] is None)
+    if options.output is not None:
+        run_file, existing = RunFile.open(options.output, request, n, pool.endpoint,
+                                          __version__,
+                                          allow_endpoint_change=options.allow_endpoint_change)
+        try:
+            if existing is not None:
+                _resume(existing, n, results, collector)
+        except BaseException:
+            run_file.close()
+            raise
+    resumed = len(results)
+    todo: Iterator[int] = (i for i in range(n) if i not in results)
     done, failed = resumed, 0
     start = time.monotonic()
+    error: BaseException | None = None  # the first one a hook or the run file raised
+
+    def report_progress() -> None:
+        if options.progress is not None:
+            stats = pool.stats
+            options.progress(Progress(
+                total=n, done=done, failed=failed, resumed=resumed,
+                elapsed_s=time.monotonic() - start, rate_limited=stats.rate_limited,
+                paused_s=stats.paused_s, retries=stats.retries, timeouts=stats.timeouts,
+                in_flight=pool.in_flight, oldest_in_flight_s=pool.oldest_in_flight_s))
+
+    def stop(exc: BaseException) -> None:
+        # Kept and re-raised as itself: a task group would wrap it in an ExceptionGroup.
+        nonlocal error
+        error = error or exc
+        outer.cancel_scope.cancel()
 
     async def worker() -> None:
         nonlocal done, failed
         # Workers share one iterator: next() never awaits, so each index goes to one worker.
         for index in todo:
+            # A transport that answers without awaiting (a mock) would never let a
+            # cancellation in; this costs no scheduler round-trip.
+            await anyio.lowlevel.checkpoint_if_cancelled()
             sample = await pool.send(call, index)
-            slots[index] = sample
-            if run_file is not None:
-                run_file.write(sample)
-            collector.add(sample)
+            results[index] = sample
             done += 1
             failed += sample.error is not None
-            if hooks.on_sample is not None:
-                hooks.on_sample(sample)
-            if hooks.progress is not None:
-                stats = pool.stats
-                hooks.progress(Progress(
-                    total=n, done=done, failed=failed, resumed=resumed,
-                    elapsed_s=time.monotonic() - start, rate_limited=stats.rate_limited,
-                    paused_s=stats.paused_s))
+            try:
+                if run_file is not None:
+                    run_file.write(sample)
+                collector.add(sample)
+                if options.on_sample is not None:
+                    options.on_sample(sample)
+                report_progress()
+            except Exception as exc:
+                stop(exc)
+                return
+
+    async def ticker(finished: anyio.Event) -> None:
+        while True:
+            with anyio.move_on_after(_TICK_S):
+                await finished.wait()
+                return
+            try:
+                report_progress()
+            except Exception as exc:
+                stop(exc)
+                return
 
     try:
-        async with anyio.create_task_group() as tg:
-            for _ in range(min(n - resumed, workers)):
-                tg.start_soon(worker)
+        async with anyio.create_task_group() as outer:
+            finished = anyio.Event()
+            if options.progress is not None:
+                outer.start_soon(ticker, finished)
+            async with anyio.create_task_group() as tg:
+                for _ in range(min(n - resumed, workers)):
+                    tg.start_soon(worker)
+            finished.set()
     finally:
         if run_file is not None:
-            run_file.close()
-    samples = [s for s in slots if s is not None]
-    assert len(samples) == n, "every index ends as a sample"
+            try:
+                run_file.close()
+            except OSError as close_error:
+                if error is None:
+                    raise
+                error.add_note(f"closing the run file failed too: {close_error}")
+    if error is not None:
+        raise error
+    samples = [results[i] for i in range(n)]
     return SampleSet(request=request, endpoint=pool.endpoint.label, samples=samples,
                      report=collector.report())
+
+
+def _resume(existing: RunContents, n: int, results: dict[int, Sample],
+            collector: VarianceCollector) -> None:
+    """Take the ok samples of indices below ``n`` from a run file; failures are resent."""
+    keep = {i for i in existing.ok_indices() if i < n}
+    if not keep:
+        return
+    for sample in existing.iter_samples():
+        if sample.index in keep:
+            results[sample.index] = sample
+            collector.add(sample)
 
 
 @functools.wraps(sample_many)

@@ -18,10 +18,13 @@ import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
 from pydantic import BaseModel, ConfigDict, Field
 
-from ._errors import ConnectError, RequestTimeout
+from ._errors import ConnectError, RequestTimeout, ResponseTooLargeError
 
-__all__ = ["AiohttpTransport", "HTTPRequest", "HTTPResponse", "MockTransport", "Timeouts",
-           "Transport"]
+__all__ = ["DEFAULT_MAX_RESPONSE_BYTES", "AiohttpTransport", "HTTPRequest", "HTTPResponse",
+           "MockTransport", "Timeouts", "Transport"]
+
+DEFAULT_MAX_RESPONSE_BYTES = 32 * 2**20
+"""32 MiB decompressed: a 4,000-token answer with 20 alternatives per token is ~5 MiB."""
 
 Seconds = Annotated[float, Field(gt=0)] | None
 
@@ -30,14 +33,17 @@ class Timeouts(BaseModel):
     """Per-attempt time limits in seconds; None disables one.
 
     ``connect_s`` covers getting a connection, ``read_s`` the longest silence while
-    reading, ``total_s`` the whole attempt. Long generations need a generous ``total_s``.
+    reading, ``total_s`` the whole attempt. The defaults fit answers of a few hundred
+    tokens from a responsive server: without streaming a server is silent until its
+    answer is complete, so long generations on a slow server need a larger ``read_s``
+    and ``total_s``. A stuck server costs at most ``total_s`` per attempt.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    connect_s: Seconds = 30.0
-    read_s: Seconds = 300.0
-    total_s: Seconds = 600.0
+    connect_s: Seconds = 10.0
+    read_s: Seconds = 90.0
+    total_s: Seconds = 120.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,12 +78,16 @@ class Transport(ABC):
 class AiohttpTransport(Transport):
     """HTTP over one aiohttp session with at most ``max_connections`` sockets."""
 
-    __slots__ = ("_headers", "_max_connections", "_session", "_timeout")
+    __slots__ = ("_headers", "_max_body", "_max_connections", "_session", "_timeout",
+                 "_timeouts")
 
     def __init__(self, *, max_connections: int, timeouts: Timeouts | None = None,
-                 headers: Mapping[str, str] | None = None) -> None:
+                 headers: Mapping[str, str] | None = None,
+                 max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES) -> None:
         t = timeouts or Timeouts()
+        self._timeouts = t
         self._max_connections = max_connections
+        self._max_body = max_response_bytes
         # Headers every request carries are set once on the session, not merged per request.
         self._headers = headers
         self._timeout = aiohttp.ClientTimeout(total=t.total_s, connect=t.connect_s,
@@ -102,14 +112,35 @@ class AiohttpTransport(Transport):
                 request.method, request.url, data=request.body, headers=headers,
                 allow_redirects=False,
             ) as response:
-                body = await response.read()
+                body = await self._read_body(response)
                 return HTTPResponse(response.status, body, response.headers)
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            raise RequestTimeout(f"no response within the timeout ({type(exc).__name__})") from None
+            t = self._timeouts
+            raise RequestTimeout(
+                f"no complete response in time ({type(exc).__name__}; limits: connect "
+                f"{t.connect_s} s, silence {t.read_s} s, total {t.total_s} s — raise "
+                "Timeouts(read_s=..., total_s=...) for long generations)") from None
         except aiohttp.ClientPayloadError as exc:
             raise ConnectError(f"response body cut short: {exc}") from None
         except aiohttp.ClientError as exc:
             raise ConnectError(f"{type(exc).__name__}: {exc}") from None
+
+    async def _read_body(self, response: aiohttp.ClientResponse) -> bytes:
+        """The decompressed body, refused once it passes ``max_response_bytes``."""
+        limit = self._max_body
+        length = response.content_length
+        if length is not None and length > limit:
+            raise ResponseTooLargeError(limit, response.status, f"{length:,} bytes announced")
+        if length is not None and "Content-Encoding" not in response.headers:
+            return await response.read()  # the common case: one read, nothing to inflate
+        # aiohttp inflates gzip in bounded steps as it is read, so stopping here bounds memory
+        chunks, size = [], 0
+        async for chunk in response.content.iter_any():
+            size += len(chunk)
+            if size > limit:
+                raise ResponseTooLargeError(limit, response.status, "inflated past it")
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     async def aclose(self) -> None:
         if self._session is not None:
