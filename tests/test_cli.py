@@ -157,3 +157,37 @@ def test_serve_refuses_an_impossible_moe_naming_the_field() -> None:
     out = run("serve", "--port", "0", "--experts", "4", "--top-k", "9")
     assert out.returncode == 2
     assert out.stderr.startswith("llmvariance serve: error: top_k: must be between 1 and")
+
+
+def test_batch_effect_from_the_command_line(served_url: str) -> None:
+    base = ["batch-effect", "--base-url", served_url, "--prompt", "Tell me a story",
+            "-n", "12", "--max-tokens", "24", "--conditions", "sequential,burst"]
+    moe = run(*base, "--model", "moe", "--json")
+    assert moe.returncode == 0, moe.stderr
+    result = json.loads(moe.stdout)
+    assert result["verdict_kind"] == "batch_dependent"
+    assert result["conditions"]["sequential"]["unique_count"] == 1
+    assert result["conditions"]["burst"]["unique_count"] > 1
+    dense = run(*base, "--model", "dense")
+    assert dense.returncode == 0, dense.stderr
+    assert "dense: outputs never varied" in dense.stdout
+
+
+def test_batch_effect_names_an_unknown_condition(served_url: str) -> None:
+    out = run("batch-effect", "--base-url", served_url, "--model", "dense", "--prompt", "p",
+              "--conditions", "sequential,sometimes")
+    assert out.returncode == 2
+    assert out.stderr.startswith("llmvariance batch-effect: error: conditions: unknown")
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["--model", "/nowhere/m.gguf", "--config", "parallel=1"], "model: model file"),
+    (["--model", __file__, "--config", "parallel=1", "--binary", "/nowhere/llama-server"],
+     "binary: llama-server binary '/nowhere/llama-server'"),
+    (["--model", __file__, "--config", "8"], "config: '8'"),
+])
+def test_matrix_refuses_bad_paths_and_configs_in_one_line(args: list[str], says: str) -> None:
+    out = run("matrix", *args)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.startswith(f"llmvariance matrix: error: {says}")
+    assert out.stderr.count("\n") == 1

@@ -6,11 +6,13 @@
     print(result.report)
 """
 
+from . import engines
 from ._collect import VarianceCollector, analyze
 from ._endpoint import Endpoint
 from ._errors import (
     ConfigError,
     ConnectError,
+    EngineError,
     LLMVarianceError,
     MalformedResponseError,
     RequestTimeout,
@@ -19,6 +21,7 @@ from ._errors import (
     TransportError,
 )
 from ._experiment import BatchEffectResult, background_load, batch_effect, judge
+from ._matrix import MatrixResult, MatrixRow, server_matrix
 from ._pool import ClientPool, PoolStats
 from ._progress import Progress
 from ._ratelimit import RateLimit, RateLimiter
@@ -56,11 +59,14 @@ __all__ = [
     "ConnectError",
     "DivergenceStats",
     "Endpoint",
+    "EngineError",
     "HTTPRequest",
     "HTTPResponse",
     "HistogramBin",
     "LLMVarianceError",
     "MalformedResponseError",
+    "MatrixResult",
+    "MatrixRow",
     "MockTransport",
     "OutputCount",
     "PoolStats",
@@ -85,8 +91,10 @@ __all__ = [
     "analyze",
     "background_load",
     "batch_effect",
+    "engines",
     "judge",
     "read_run",
     "sample_many",
     "sample_many_sync",
+    "server_matrix",
 ]

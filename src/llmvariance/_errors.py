@@ -2,6 +2,7 @@
 
     LLMVarianceError
     ├── ConfigError (also ValueError)      bad input, raised before any request is sent
+    ├── EngineError                        an inference server we launched failed
     ├── TransportError                     the request got no HTTP response
     │   ├── ConnectError                   could not connect, or the connection dropped
     │   └── RequestTimeout                 no complete response in time
@@ -22,6 +23,7 @@ from __future__ import annotations
 __all__ = [
     "ConfigError",
     "ConnectError",
+    "EngineError",
     "LLMVarianceError",
     "MalformedResponseError",
     "RequestTimeout",
@@ -88,3 +90,8 @@ class ResponseTooLargeError(ResponseError):
         super().__init__(f"response body over the {limit:,}-byte limit ({detail}); "
                          "raise max_response_bytes if answers this large are expected",
                          status=status)
+
+
+class EngineError(LLMVarianceError):
+    """An inference server started by ``llmvariance.engines`` failed to start or died; the
+    message ends with the last lines of its log."""

@@ -1,0 +1,143 @@
+"""The batch effect on a real engine: llama.cpp's llama-server on two real GGUF models.
+
+For each model: the server-configuration matrix (each configuration started, the same
+temperature-0 request sent N times one at a time, all at once, and all at once under
+background load, the server stopped), then the 2023 seed protocol
+(benchmarks/seed_experiment.py --base-url, that model's end-of-text token blocked)
+against a llama-server with 8 slots sharing one KV cache, with and without background load.
+
+    python3 dev.py engines                      # once: build llama-server, fetch the models
+    .venv/bin/python benchmarks/real_engines.py [--n 30] [--models smollm2,gemma3]
+
+Prints the tables and writes benchmarks/results/real_engines.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import functools
+import json
+import os
+import platform
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import llmvariance as lv
+from llmvariance.engines import LlamaCppServer, model_path
+from llmvariance.engines._setup import cache_dir
+
+from _common import table, write_json
+
+HERE = Path(__file__).resolve().parent
+PROMPT = ("Write a unique, surprising, extremely randomized story with highly unpredictable "
+          "changes of events.")
+CONFIGS = ["parallel=1", "parallel=8", "parallel=8,kv_unified"]
+# api: SmolLM2 is an instruction model (chat); this Gemma 3 270M file is the base model with
+# no chat template, so it is asked for a completion. eos: the token that ends its turn.
+MODELS = {
+    "smollm2": {"file": "smollm2-135m-instruct-q4_1", "api": "chat", "eos": 2},
+    "gemma3": {"file": "gemma3-270m-q4_k_m", "api": "completion", "eos": 1},
+}
+
+
+def request(name: str, max_tokens: int) -> lv.ChatRequest | lv.CompletionRequest:
+    if MODELS[name]["api"] == "chat":
+        return lv.ChatRequest(model=name, messages=[{"role": "user", "content": PROMPT}],
+                              max_tokens=max_tokens, temperature=0.0)
+    return lv.CompletionRequest(model=name, prompt=PROMPT, max_tokens=max_tokens,
+                                temperature=0.0)
+
+
+async def matrix(name: str, args: argparse.Namespace) -> lv.MatrixResult:
+    server = functools.partial(LlamaCppServer, model_path(str(MODELS[name]["file"])),
+                               ctx_size=args.ctx_size)
+    return await lv.server_matrix(
+        request(name, args.max_tokens), args.n, CONFIGS, server=server,
+        output=args.scratch / f"matrix-{name}.json",
+        on_row=lambda row: print(f"  {name} {row.config}: " + ", ".join(
+            f"{c} {r.unique_count}/{r.n_ok}" for c, r in row.conditions.items()), flush=True))
+
+
+async def seed_protocol(name: str, args: argparse.Namespace, background: int
+                        ) -> dict[str, Any]:
+    spec = MODELS[name]
+    out = args.scratch / f"seed-{name}-{background}.json"
+    async with LlamaCppServer(model_path(str(spec["file"])), parallel=8, kv_unified=True,
+                              ctx_size=args.ctx_size) as url:
+        flag = "--models" if spec["api"] == "chat" else "--completion-models"
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, str(HERE / "seed_experiment.py"), "--base-url", url, flag, name,
+            "--n", str(args.n), "--eos-token-id", str(spec["eos"]),
+            "--background", str(background), "--json-out", str(out))
+        if await process.wait() != 0:
+            raise SystemExit(f"seed_experiment.py failed for {name}")
+    figures: dict[str, Any] = json.loads(out.read_text())
+    return figures
+
+
+def engine_version() -> str:
+    record = json.loads((cache_dir() / "engine.json").read_text())
+    return str(record.get("version", "unknown")).removeprefix("version: ")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n", type=int, default=30)
+    parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--ctx-size", type=int, default=8192)
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--json-out", type=Path)
+    args = parser.parse_args()
+    names = [m.strip() for m in args.models.split(",") if m.strip()]
+    with tempfile.TemporaryDirectory() as scratch:
+        args.scratch = Path(scratch)
+        results: dict[str, Any] = {}
+        for name in names:
+            print(f"{name}: configuration matrix", flush=True)
+            grid = asyncio.run(matrix(name, args))
+            print(f"{name}: seed protocol", flush=True)
+            seeds = {bg: asyncio.run(seed_protocol(name, args, bg)) for bg in (0, 8)}
+            results[name] = {"matrix": grid, "seed": seeds}
+
+    print()
+    print(f"llama.cpp {engine_version()}, {platform.machine()}, n={args.n}, "
+          f"{args.max_tokens} tokens, temperature 0")
+    rows = []
+    for name, result in results.items():
+        for row in result["matrix"].rows:
+            rows.append([MODELS[name]["file"], row.config,
+                         *(f"{r.unique_count}/{r.n_ok}" for r in row.conditions.values()),
+                         row.verdict_kind])
+    print(table(["model", "server flags", "one at a time", "all at once", "under load",
+                 "verdict"], rows))
+    print()
+    seed_rows = []
+    for name, result in results.items():
+        for background, figures in result["seed"].items():
+            report = figures["models"][0]["report"]
+            first = report["common_prefix_tokens"]
+            seed_rows.append([MODELS[name]["file"], MODELS[name]["api"], MODELS[name]["eos"],
+                              background, f"{report['unique_count']}/{report['n_ok']}",
+                              report["mode_count"], "-" if first is None else first])
+    print("seed protocol (30 sequential requests, 1 s apart) on --parallel 8 --kv-unified")
+    print(table(["model", "api", "blocked eos", "background", "distinct", "mode",
+                 "first divergence (word)"], seed_rows))
+    path = write_json("real_engines", {
+        "engine": engine_version(), "n": args.n, "max_tokens": args.max_tokens,
+        "ctx_size": args.ctx_size, "prompt": PROMPT,
+        "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+        "models": {name: {
+            "file": MODELS[name]["file"], "api": MODELS[name]["api"],
+            "eos_token_id": MODELS[name]["eos"],
+            "matrix": result["matrix"].model_dump(mode="json"),
+            "seed": {str(bg): figures for bg, figures in result["seed"].items()}}
+            for name, result in results.items()},
+    }, args.json_out)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+"""The ``llmvariance`` command: one module per subcommand, each ``add_parser`` + ``run``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+import anyio
+from pydantic import ValidationError
+
+from .._errors import ConfigError, EngineError
+from . import batch_effect, demo, matrix, report, sample, serve
+from ._common import describe
+
+__all__ = ["main"]
+
+COMMANDS = {"sample": sample, "batch-effect": batch_effect, "matrix": matrix,
+            "report": report, "demo": demo, "serve": serve}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="llmvariance",
+        description="Measure how much a model's output varies across identical requests.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    for module in COMMANDS.values():
+        module.add_parser(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        code: int = anyio.run(COMMANDS[args.command].run, args, backend="asyncio")
+    except (ConfigError, ValidationError, EngineError) as exc:
+        message = describe(exc) if isinstance(exc, ValidationError) else str(exc)
+        print(f"llmvariance {args.command}: error: {message}", file=sys.stderr)
+        return 2 if not isinstance(exc, EngineError) else 1
+    except KeyboardInterrupt:
+        return 130
+    return code

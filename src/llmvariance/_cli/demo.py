@@ -1,0 +1,28 @@
+"""``llmvariance demo``: the batch effect on the built-in simulator (no API key needed)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from .._errors import ConfigError
+
+
+def add_parser(commands: Any) -> None:
+    demo = commands.add_parser(
+        "demo", help="show the batch effect on the built-in simulator (no API key needed)")
+    demo.add_argument("-n", type=int, default=30, help="requests per condition (default 30)")
+    demo.add_argument("--max-tokens", type=int, default=48)
+    demo.add_argument("--models", default="moe,dense",
+                      help="simulated models, comma-separated (moe, dense, dense-nbi)")
+
+
+async def run(args: argparse.Namespace) -> int:
+    from .._demo import run_demo
+
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = sorted(set(models) - {"moe", "dense", "dense-nbi"})
+    if unknown:
+        raise ConfigError("models", f"unknown simulated models {unknown}")
+    print(await run_demo(models, n=args.n, max_tokens=args.max_tokens))
+    return 0
