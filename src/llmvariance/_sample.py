@@ -65,6 +65,15 @@ class Sample(BaseModel):
     condition: str | None = None
     """The experiment condition the sample was taken under (e.g. ``burst``), if any."""
     latency_s: float = 0.0
+    """Seconds from sending the (last) attempt to having its whole response."""
+    ttft_s: float | None = None
+    """Streamed responses: seconds from sending to the first content token."""
+    itl_mean_s: float | None = None
+    """Streamed responses: mean gap between successive content events, seconds."""
+    itl_max_s: float | None = None
+    """Streamed responses: the longest gap between successive content events, seconds."""
+    response_id: str | None = None
+    """The provider's id of the response, when it sent one."""
     attempts: int = 1
     error: SampleError | None = None
 
