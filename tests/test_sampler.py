@@ -153,7 +153,7 @@ async def test_bad_arguments_send_nothing_and_name_the_field(kwargs: dict, field
 
 
 async def test_a_dict_instead_of_a_request_is_refused() -> None:
-    with pytest.raises(lv.ConfigError, match=r"^request: must be a ChatRequest"):
+    with pytest.raises(lv.ConfigError, match=r"^request: must be one of ChatRequest, .*; got dict"):
         await lv.sample_many({"model": "m"}, 3, endpoint=EP)  # type: ignore[arg-type]
 
 

@@ -13,6 +13,7 @@ from ._errors import ConfigError
 __all__ = ["Endpoint", "endpoint_or_default"]
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
+ANTHROPIC_BASE_URL = "https://api.anthropic.com"
 
 
 def _env_base_url() -> str:
@@ -98,6 +99,23 @@ class Endpoint(BaseModel):
                              "file or shell?); strip it")
         return value
 
+    @classmethod
+    def openai(cls, **overrides: object) -> Endpoint:
+        """OpenAI's API: ``$OPENAI_BASE_URL`` or OpenAI's URL, key from ``$OPENAI_API_KEY``."""
+        return cls.model_validate({"name": "openai", **overrides})
+
+    @classmethod
+    def anthropic(cls, **overrides: object) -> Endpoint:
+        """Anthropic's API: ``$ANTHROPIC_BASE_URL`` (with ``/v1`` added when it lacks it, as
+        the SDK does) or Anthropic's URL, key from ``$ANTHROPIC_API_KEY``."""
+        base = (os.environ.get("ANTHROPIC_BASE_URL") or ANTHROPIC_BASE_URL).rstrip("/")
+        if not base.endswith("/v1"):
+            base += "/v1"
+        key = os.environ.get("ANTHROPIC_API_KEY")
+        fields: dict[str, object] = {"base_url": base, "api_key": key or None,
+                                     "name": "anthropic"}
+        return cls.model_validate({**fields, **overrides})
+
     @property
     def label(self) -> str:
         """The name used in reports: ``name`` if set, else ``host:port``."""
@@ -106,11 +124,16 @@ class Endpoint(BaseModel):
         parts = urlsplit(self.base_url)
         return parts.netloc
 
-    def request_headers(self) -> dict[str, str]:
-        """The headers to send, secrets revealed; for the transport, never for display."""
+    def request_headers(self, *, key_header: str = "Authorization") -> dict[str, str]:
+        """The headers to send, secrets revealed; for the transport, never for display.
+
+        The key goes in ``Authorization: Bearer KEY``, or as the value of ``key_header``
+        (Anthropic's ``x-api-key``).
+        """
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if self.api_key is not None:
-            headers["Authorization"] = f"Bearer {self.api_key.get_secret_value()}"
+            key = self.api_key.get_secret_value()
+            headers[key_header] = f"Bearer {key}" if key_header == "Authorization" else key
         headers.update((k, v.get_secret_value()) for k, v in self.headers.items())
         return headers
 

@@ -8,6 +8,8 @@
     │   └── RequestTimeout                 no complete response in time
     └── ResponseError                      an HTTP response the adapter cannot use
         ├── MalformedResponseError         a 2xx body that is not the expected JSON
+        │                                  (or a stream that ends before its last event)
+        ├── StreamError                    an error event in the middle of a stream
         └── ResponseTooLargeError          a body past ``max_response_bytes``
 
 Every per-request error is caught and recorded as ``Sample.error``, never raised: what
@@ -29,6 +31,7 @@ __all__ = [
     "RequestTimeout",
     "ResponseError",
     "ResponseTooLargeError",
+    "StreamError",
     "TransportError",
 ]
 
@@ -95,3 +98,7 @@ class ResponseTooLargeError(ResponseError):
 class EngineError(LLMVarianceError):
     """An inference server started by ``llmvariance.engines`` failed to start or died; the
     message ends with the last lines of its log."""
+
+
+class StreamError(ResponseError):
+    """The server sent an error event in the middle of a stream; the message is its own."""

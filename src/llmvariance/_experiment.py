@@ -26,7 +26,14 @@ from ._errors import ConfigError
 from ._pool import ClientPool, PreparedCall
 from ._ratelimit import RateLimit
 from ._report import VarianceReport
-from ._request import ChatMessage, ChatRequest, CompletionRequest, Request
+from ._request import (
+    ChatMessage,
+    ChatRequest,
+    Message,
+    MessagesRequest,
+    Request,
+    ResponsesRequest,
+)
 from ._retry import RetryPolicy
 from ._sample import Sample
 from ._sampler import SampleSet, sample_many
@@ -46,7 +53,7 @@ class BatchEffectResult(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    request: ChatRequest | CompletionRequest
+    request: Request
     endpoint: str
     conditions: dict[str, VarianceReport]
     """Each condition's report, in the order the conditions ran."""
@@ -101,6 +108,10 @@ def _background_request(request: Request, i: int) -> Request:
     if isinstance(request, ChatRequest):
         return request.model_copy(
             update={"messages": [ChatMessage(role="user", content=text)]})
+    if isinstance(request, MessagesRequest):
+        return request.model_copy(update={"messages": [Message(role="user", content=text)]})
+    if isinstance(request, ResponsesRequest):
+        return request.model_copy(update={"input": text})
     return request.model_copy(update={"prompt": text})
 
 

@@ -22,7 +22,7 @@ from ._endpoint import Endpoint
 from ._errors import ConfigError
 from ._experiment import VerdictKind, batch_effect
 from ._report import VarianceReport
-from ._request import ChatRequest, CompletionRequest, Request
+from ._request import Request
 from ._retry import RetryPolicy
 from ._transport import Timeouts
 
@@ -49,7 +49,7 @@ class MatrixResult(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    request: ChatRequest | CompletionRequest
+    request: Request
     n: int
     conditions: list[str]
     rows: list[MatrixRow]

@@ -26,6 +26,7 @@ from ._errors import (
     MalformedResponseError,
     RequestTimeout,
     ResponseTooLargeError,
+    StreamError,
     TransportError,
 )
 from ._hints import ServerHints, has_limit_state, parse_hints
@@ -42,7 +43,7 @@ from ._transport import (
     Timeouts,
     Transport,
 )
-from .providers import ProviderAdapter, adapter_for
+from .providers import ProviderAdapter, adapter_for, iter_sse, stream_timing
 
 __all__ = ["ClientPool", "PoolStats", "PreparedCall"]
 
@@ -174,8 +175,11 @@ class ClientPool:
         except ValueError as exc:
             raise ConfigError("max_tokens", str(exc)) from None
         adapter = adapter_for(request, self._endpoint)
-        http = HTTPRequest("POST", self._endpoint.base_url + adapter.path, self._headers,
-                           adapter.encode(request))
+        headers = adapter.headers(self._endpoint)
+        if headers == self._headers:
+            headers = self._headers  # the session's own: the transport adds nothing per request
+        http = HTTPRequest("POST", self._endpoint.base_url + adapter.path, headers,
+                           adapter.encode(request), stream=request.stream)
         return PreparedCall(adapter, http, tokens, condition)
 
     async def send(self, call: PreparedCall, index: int) -> Sample:
@@ -196,6 +200,8 @@ class ClientPool:
                     outcome: Sample | _Failure = _Failure("timeout", str(exc), None, True)
                 except ResponseTooLargeError as exc:  # retrying would read it all again
                     outcome = _Failure("response_too_large", str(exc), exc.status, False)
+                except MalformedResponseError as exc:  # a stream cut short
+                    outcome = _Failure("malformed_response", str(exc), None, True)
                 except TransportError as exc:
                     outcome = _Failure("connection", str(exc), None, True)
                 except Exception as exc:  # a transport's bug must not sink the whole run
@@ -228,8 +234,15 @@ class ClientPool:
                 self._stats.rate_limited += 1
             message = call.adapter.error_message(status, response.body)
             return _Failure("http_status", message, status, is_retryable_status(status), hints)
+        timing: dict[str, float | None] = {}
         try:
-            completion = call.adapter.decode(response.body)
+            if response.chunks is not None:
+                completion, content_at = call.adapter.decode_stream(iter_sse(response.chunks))
+                timing = stream_timing(content_at)
+            else:
+                completion = call.adapter.decode(response.body)
+        except StreamError as exc:
+            return _Failure("stream_error", str(exc), status, True, hints)
         except MalformedResponseError as exc:
             return _Failure("malformed_response", str(exc), status, True, hints)
         fields: Mapping[str, Any] = completion
@@ -237,7 +250,7 @@ class ClientPool:
             fields = self._redactor.response(completion)
         try:
             sample = Sample(index=index, endpoint=self._endpoint.label, latency_s=latency,
-                            attempts=attempt, condition=call.condition, **fields)
+                            attempts=attempt, condition=call.condition, **fields, **timing)
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"])

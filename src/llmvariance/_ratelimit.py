@@ -26,7 +26,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ._request import ChatRequest, Request
+from ._request import ChatRequest, CompletionRequest, MessagesRequest, Request, TextBlock
 
 __all__ = ["RateLimit", "RateLimiter", "estimate_tokens"]
 
@@ -58,12 +58,27 @@ class RateLimit(BaseModel):
 
 def estimate_tokens(request: Request) -> int:
     """What a request may cost against a token limit: ~4 characters a prompt token,
-    plus the completion's ``max_tokens`` (or 256 when unset)."""
+    plus the completion's token limit (or 256 when unset)."""
     if isinstance(request, ChatRequest):
         chars = sum(len(m.content) + len(m.role) + 4 for m in request.messages)
+        limit = request.max_tokens
+    elif isinstance(request, CompletionRequest):
+        chars, limit = len(request.prompt), request.max_tokens
+    elif isinstance(request, MessagesRequest):
+        chars = _chars(request.system) + sum(_chars(m.content) + 8 for m in request.messages)
+        limit = request.max_tokens
     else:
-        chars = len(request.prompt)
-    return math.ceil(chars / 4) + (request.max_tokens or DEFAULT_COMPLETION_ALLOWANCE)
+        chars = len(request.instructions or "") + (
+            len(request.input) if isinstance(request.input, str)
+            else sum(len(m.content) + 8 for m in request.input))
+        limit = request.max_output_tokens
+    return math.ceil(chars / 4) + (limit or DEFAULT_COMPLETION_ALLOWANCE)
+
+
+def _chars(content: str | list[TextBlock] | None) -> int:
+    if content is None:
+        return 0
+    return len(content) if isinstance(content, str) else sum(len(b.text) for b in content)
 
 
 Sleep = Callable[[float], Awaitable[object]]

@@ -1,7 +1,9 @@
 """What is sent: the request a user wants repeated N times.
 
-Both request types are frozen pydantic models validated once, at construction; the
-provider adapter turns them into wire bytes once per run, not once per sample.
+One type per API — OpenAI chat and legacy completions, Anthropic Messages, OpenAI
+Responses — each a frozen pydantic model validated once, at construction; the provider
+adapter turns it into wire bytes once per run, not once per sample. ``stream=True`` asks
+for the answer as server-sent events (and gives each sample its time to first token).
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ from typing import Annotated, Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["ChatMessage", "ChatRequest", "CompletionRequest", "Request"]
+__all__ = ["ChatMessage", "ChatRequest", "CompletionRequest", "InputMessage", "Message",
+           "MessagesRequest", "Request", "ResponsesRequest", "TextBlock"]
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
 
@@ -19,6 +22,17 @@ Temperature = Annotated[float, Field(ge=0.0, le=2.0)]
 TopP = Annotated[float, Field(gt=0.0, le=1.0)]
 MaxTokens = Annotated[int, Field(ge=1)]
 LogitBias = dict[str, Annotated[float, Field(ge=-100.0, le=100.0)]]
+
+
+def _check_extra(request: BaseModel) -> None:
+    extra: dict[str, Any] = getattr(request, "extra")  # noqa: B009 - every request has it
+    try:
+        orjson.dumps(extra)
+    except TypeError as exc:
+        raise ValueError(f"extra: not JSON-serializable ({exc})") from None
+    clash = sorted(set(extra) & (set(type(request).model_fields) - {"extra"}))
+    if clash:
+        raise ValueError(f"extra: {', '.join(clash)} must be set through its own field, not extra")
 
 
 class ChatMessage(BaseModel):
@@ -40,20 +54,13 @@ class _Common(BaseModel):
     seed: int | None = None
     stop: str | Annotated[list[str], Field(min_length=1, max_length=4)] | None = None
     logit_bias: LogitBias | None = None
+    stream: bool = False
     extra: dict[str, Any] = Field(default_factory=dict)
     """Provider options with no field here, merged into the request body as given."""
 
     @model_validator(mode="after")
     def _extra_does_not_shadow_fields(self) -> _Common:
-        try:
-            orjson.dumps(self.extra)
-        except TypeError as exc:
-            raise ValueError(f"extra: not JSON-serializable ({exc})") from None
-        clash = sorted(set(self.extra) & (set(type(self).model_fields) - {"extra"}))
-        if clash:
-            raise ValueError(
-                f"extra: {', '.join(clash)} must be set through its own field, not extra"
-            )
+        _check_extra(self)
         if self.logit_bias is not None:
             for key in self.logit_bias:
                 if not key.isdigit():
@@ -86,4 +93,81 @@ class CompletionRequest(_Common):
     logprobs: Annotated[int, Field(ge=0, le=5)] | None = None
 
 
-Request = ChatRequest | CompletionRequest
+class TextBlock(BaseModel):
+    """An Anthropic text content block."""
+
+    model_config = _FROZEN
+
+    type: Literal["text"] = "text"
+    text: str
+
+
+class Message(BaseModel):
+    """One Anthropic message: text, or text content blocks."""
+
+    model_config = _FROZEN
+
+    role: Literal["user", "assistant"]
+    content: str | Annotated[list[TextBlock], Field(min_length=1)]
+
+
+class MessagesRequest(BaseModel):
+    """An Anthropic ``/v1/messages`` request; ``max_tokens`` is required by the API."""
+
+    model_config = _FROZEN
+
+    model: Annotated[str, Field(min_length=1)]
+    messages: Annotated[list[Message], Field(min_length=1)]
+    max_tokens: MaxTokens
+    system: str | list[TextBlock] | None = None
+    temperature: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
+    top_p: TopP | None = None
+    top_k: Annotated[int, Field(ge=1)] | None = None
+    stop_sequences: list[str] | None = None
+    stream: bool = False
+    extra: dict[str, Any] = Field(default_factory=dict)
+    """Provider options with no field here, merged into the request body as given."""
+
+    @model_validator(mode="after")
+    def _extra_is_json(self) -> MessagesRequest:
+        _check_extra(self)
+        return self
+
+
+class InputMessage(BaseModel):
+    """One message of a Responses ``input`` list."""
+
+    model_config = _FROZEN
+
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str
+
+
+class ResponsesRequest(BaseModel):
+    """An OpenAI ``/v1/responses`` request.
+
+    ``top_logprobs`` (0-20) asks for the chosen token's log-probability and that many
+    alternatives at every position (sent with ``include=["message.output_text.logprobs"]``).
+    """
+
+    model_config = _FROZEN
+
+    model: Annotated[str, Field(min_length=1)]
+    input: str | Annotated[list[InputMessage], Field(min_length=1)]
+    instructions: str | None = None
+    max_output_tokens: MaxTokens | None = None
+    temperature: Temperature = 0.0
+    top_p: TopP | None = None
+    top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
+    stream: bool = False
+    extra: dict[str, Any] = Field(default_factory=dict)
+    """Provider options with no field here, merged into the request body as given."""
+
+    @model_validator(mode="after")
+    def _extra_is_json(self) -> ResponsesRequest:
+        _check_extra(self)
+        return self
+
+
+Request = ChatRequest | CompletionRequest | MessagesRequest | ResponsesRequest
+REQUEST_TYPES = (ChatRequest, CompletionRequest, MessagesRequest, ResponsesRequest)

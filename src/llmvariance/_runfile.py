@@ -28,7 +28,7 @@ from pydantic import ValidationError
 
 from ._endpoint import Endpoint
 from ._errors import ConfigError
-from ._request import ChatRequest, CompletionRequest, Request
+from ._request import ChatRequest, CompletionRequest, MessagesRequest, Request, ResponsesRequest
 from ._sample import Sample
 
 try:
@@ -45,15 +45,18 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
+_KINDS: dict[str, type[Request]] = {"chat": ChatRequest, "completion": CompletionRequest,
+                                    "messages": MessagesRequest, "responses": ResponsesRequest}
+
+
 def _request_record(request: Request) -> dict[str, Any]:
-    kind = "chat" if isinstance(request, ChatRequest) else "completion"
+    kind = next(k for k, t in _KINDS.items() if isinstance(request, t))
     return {"kind": kind, **request.model_dump(mode="json")}
 
 
 def _request_from(record: dict[str, Any]) -> Request:
     fields = dict(record)
-    kind = fields.pop("kind", None)
-    model = ChatRequest if kind == "chat" else CompletionRequest
+    model = _KINDS.get(fields.pop("kind", None), CompletionRequest)
     return model.model_validate(fields)
 
 

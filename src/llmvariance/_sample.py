@@ -11,7 +11,7 @@ __all__ = ["ErrorKind", "Sample", "SampleError", "Usage"]
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
 
 ErrorKind = Literal["http_status", "connection", "timeout", "malformed_response",
-                    "response_too_large", "client_error"]
+                    "stream_error", "response_too_large", "client_error"]
 
 
 class Usage(BaseModel):
@@ -20,8 +20,13 @@ class Usage(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     prompt_tokens: int | None = None
+    """Input tokens, cached ones included."""
     completion_tokens: int | None = None
     total_tokens: int | None = None
+    cache_read_tokens: int | None = None
+    """Input tokens read from the provider's prompt cache (Anthropic, Responses)."""
+    cache_write_tokens: int | None = None
+    """Input tokens written to the provider's prompt cache (Anthropic)."""
 
 
 class SampleError(BaseModel):
@@ -29,7 +34,9 @@ class SampleError(BaseModel):
 
     ``kind`` is ``http_status`` (the server said no: see ``status`` and ``message``, the
     provider's own words), ``connection``, ``timeout``, ``malformed_response`` (a body
-    that is not what the API promises), ``response_too_large`` (a body past the pool's
+    that is not what the API promises, or a stream cut before its end),
+    ``stream_error`` (an error event in the middle of a stream, the provider's words; retried),
+    ``response_too_large`` (a body past the pool's
     ``max_response_bytes``, read no further and not retried), or ``client_error`` (the
     transport itself failed unexpectedly, e.g. a custom transport's bug; never retried).
     """

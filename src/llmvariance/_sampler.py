@@ -20,7 +20,7 @@ from ._pool import ClientPool, PreparedCall
 from ._progress import Progress
 from ._ratelimit import RateLimit
 from ._report import VarianceReport
-from ._request import ChatRequest, CompletionRequest, Request
+from ._request import REQUEST_TYPES, Request
 from ._retry import RetryPolicy
 from ._runfile import RunContents, RunFile
 from ._sample import Sample
@@ -35,7 +35,7 @@ class SampleSet(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    request: ChatRequest | CompletionRequest
+    request: Request
     endpoint: str
     samples: list[Sample]
     report: VarianceReport
@@ -51,10 +51,9 @@ class SampleSet(BaseModel):
 
 
 def _check_request(request: object) -> Request:
-    if not isinstance(request, ChatRequest | CompletionRequest):
-        raise ConfigError(
-            "request", f"must be a ChatRequest or CompletionRequest, got {type(request).__name__}"
-        )
+    if not isinstance(request, REQUEST_TYPES):
+        names = ", ".join(t.__name__ for t in REQUEST_TYPES)
+        raise ConfigError("request", f"must be one of {names}; got {type(request).__name__}")
     return request
 
 

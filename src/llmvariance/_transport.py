@@ -9,8 +9,9 @@ of everything above this seam run without a socket.
 from __future__ import annotations
 
 import inspect
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated
 
@@ -18,7 +19,12 @@ import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
 from pydantic import BaseModel, ConfigDict, Field
 
-from ._errors import ConnectError, RequestTimeout, ResponseTooLargeError
+from ._errors import (
+    ConnectError,
+    MalformedResponseError,
+    RequestTimeout,
+    ResponseTooLargeError,
+)
 
 __all__ = ["DEFAULT_MAX_RESPONSE_BYTES", "AiohttpTransport", "HTTPRequest", "HTTPResponse",
            "MockTransport", "Timeouts", "Transport"]
@@ -48,21 +54,28 @@ class Timeouts(BaseModel):
 
 @dataclass(frozen=True, slots=True)
 class HTTPRequest:
-    """A request; ``headers`` carry the key, so they stay out of the repr."""
+    """A request; ``headers`` carry the key, so they stay out of the repr. ``stream``: the
+    body comes as server-sent events, so the response keeps each chunk's arrival time."""
 
     method: str
     url: str
     headers: Mapping[str, str] = field(repr=False)
     body: bytes | None = None
+    stream: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class HTTPResponse:
-    """A response; transports deliver ``headers`` with case-insensitive names."""
+    """A response; transports deliver ``headers`` with case-insensitive names.
+
+    For a streamed request, ``chunks`` holds the body as it arrived: ``(seconds since the
+    request was sent, bytes)`` pairs (``body`` is their concatenation).
+    """
 
     status: int
     body: bytes = b""
     headers: Mapping[str, str] = field(default_factory=dict)
+    chunks: Sequence[tuple[float, bytes]] | None = None
 
 
 class Transport(ABC):
@@ -105,6 +118,7 @@ class AiohttpTransport(Transport):
 
     async def send(self, request: HTTPRequest) -> HTTPResponse:
         session = self._session or self._open()
+        sent = time.monotonic()
         try:
             # No redirects: following one would hand custom auth headers to another host.
             headers = None if request.headers is self._headers else request.headers
@@ -112,6 +126,10 @@ class AiohttpTransport(Transport):
                 request.method, request.url, data=request.body, headers=headers,
                 allow_redirects=False,
             ) as response:
+                if request.stream and response.status < 300:
+                    chunks = await self._read_chunks(response, sent)
+                    return HTTPResponse(response.status, b"".join(c for _, c in chunks),
+                                        response.headers, chunks)
                 body = await self._read_body(response)
                 return HTTPResponse(response.status, body, response.headers)
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
@@ -121,6 +139,9 @@ class AiohttpTransport(Transport):
                 f"{t.connect_s} s, silence {t.read_s} s, total {t.total_s} s — raise "
                 "Timeouts(read_s=..., total_s=...) for long generations)") from None
         except aiohttp.ClientPayloadError as exc:
+            if request.stream:  # what was streamed so far must never pass for the answer
+                raise MalformedResponseError(f"the stream was cut before its end: {exc}"
+                                             ) from None
             raise ConnectError(f"response body cut short: {exc}") from None
         except aiohttp.ClientError as exc:
             raise ConnectError(f"{type(exc).__name__}: {exc}") from None
@@ -141,6 +162,18 @@ class AiohttpTransport(Transport):
                 raise ResponseTooLargeError(limit, response.status, "inflated past it")
             chunks.append(chunk)
         return b"".join(chunks)
+
+    async def _read_chunks(self, response: aiohttp.ClientResponse, sent: float
+                           ) -> list[tuple[float, bytes]]:
+        """The streamed body as it arrives, each chunk with its time since ``sent``."""
+        chunks: list[tuple[float, bytes]] = []
+        size, limit = 0, self._max_body
+        async for chunk in response.content.iter_any():
+            size += len(chunk)
+            if size > limit:
+                raise ResponseTooLargeError(limit, response.status, "streamed past it")
+            chunks.append((time.monotonic() - sent, chunk))
+        return chunks
 
     async def aclose(self) -> None:
         if self._session is not None:
@@ -172,6 +205,10 @@ class MockTransport(Transport):
             result = await result
         if not isinstance(result, HTTPResponse):
             raise TypeError(f"mock handler returned {type(result).__name__}, not HTTPResponse")
+        chunks = result.chunks
+        if request.stream and chunks is None and result.status < 300:
+            chunks = [(0.0, result.body)]  # a stream that arrived all at once
         # Header names are case-insensitive, as from a real server.
         return HTTPResponse(result.status, result.body,
-                            CIMultiDictProxy(CIMultiDict(result.headers)))
+                            CIMultiDictProxy(CIMultiDict(result.headers)),
+                            chunks if request.stream else None)

@@ -1,13 +1,64 @@
-"""The provider abstraction: encode a request once, decode each response."""
+"""The provider abstraction: encode a request once, decode each response, streamed or not."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from typing import Any, ClassVar, TypedDict
 
-from .._request import Request
+import orjson
 
-__all__ = ["Completion", "ProviderAdapter"]
+from .._endpoint import Endpoint
+from .._errors import MalformedResponseError
+from .._request import Request
+from ._sse import SSEEvent
+
+__all__ = ["Completion", "ProviderAdapter", "StreamResult", "error_message", "load_json",
+           "preview"]
+
+PREVIEW_CHARS = 2000
+"""Adapters keep this much of a body in messages; the pool cuts to 500 *after* removing
+secrets, so a key straddling the cut is still found whole."""
+
+
+def load_json(body: bytes | str, what: str = "body") -> dict[str, Any]:
+    """A JSON object, or ``MalformedResponseError`` saying what it was instead."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raw = body.encode() if isinstance(body, str) else body
+        raise MalformedResponseError(f"{what} is not JSON: {preview(raw)}") from None
+    if not isinstance(data, dict):
+        raise MalformedResponseError(f"{what} is JSON {type(data).__name__}, not an object")
+    return data
+
+
+def preview(body: bytes) -> str:
+    text = body[:PREVIEW_CHARS].decode("utf-8", "replace")
+    return repr(text) if text else "(empty)"
+
+
+def error_message(status: int, body: bytes) -> str:
+    """``HTTP 529: overloaded_error: Overloaded``: the status and the provider's words.
+
+    Reads OpenAI's ``{"error": {"message"}}``, Anthropic's ``{"type": "error", "error":
+    {"type", "message"}}``, and the ``detail`` / ``message`` of other servers.
+    """
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return f"HTTP {status}: {preview(body)}"
+    message: Any = data
+    if isinstance(data, dict):
+        message = data.get("error", data.get("detail", data.get("message", data)))
+        if isinstance(message, dict):
+            kind = message.get("type") if data.get("type") == "error" else None
+            message = message.get("message", message)
+            if kind and isinstance(message, str):
+                message = f"{kind}: {message}"
+    if not isinstance(message, str):
+        message = orjson.dumps(message).decode()
+    return f"HTTP {status}: {message[:PREVIEW_CHARS]}"
 
 
 class Completion(TypedDict, total=False):
@@ -21,14 +72,23 @@ class Completion(TypedDict, total=False):
     system_fingerprint: str | None
     model: str | None
     usage: dict[str, Any] | None
+    response_id: str | None
+
+
+StreamResult = tuple[Completion, list[float]]
+"""A streamed response's fields, and the arrival times of the events that carried text."""
 
 
 class ProviderAdapter(ABC):
-    """Speaks one API: where to POST, what bytes to send, how to read the answer."""
+    """Speaks one API: where to POST, what to send, how to read the answer."""
 
     path: ClassVar[str]
     """Appended to the endpoint's base URL."""
     supports_logprobs: ClassVar[bool] = True
+
+    def headers(self, endpoint: Endpoint) -> dict[str, str]:
+        """The request headers, the key among them (``Authorization: Bearer`` by default)."""
+        return endpoint.request_headers()
 
     @abstractmethod
     def encode(self, request: Request) -> bytes:
@@ -39,5 +99,13 @@ class ProviderAdapter(ABC):
         """The fields of a 2xx body; raises ``MalformedResponseError`` if unusable."""
 
     @abstractmethod
+    def decode_stream(self, events: Iterable[SSEEvent]) -> StreamResult:
+        """The fields of a 2xx event stream, assembled to equal the non-streamed ones.
+
+        Raises ``StreamError`` for an error event, ``MalformedResponseError`` for a stream
+        that ends before its final event (never a silently short text).
+        """
+
     def error_message(self, status: int, body: bytes) -> str:
         """The provider's own explanation of a non-2xx response, for ``SampleError``."""
+        return error_message(status, body)

@@ -1,48 +1,37 @@
-"""OpenAI's ``/chat/completions`` and legacy ``/completions`` wire formats.
+"""OpenAI's ``/chat/completions`` and legacy ``/completions`` wire formats, streamed or not.
 
 Also spoken by vLLM, SGLang, llama.cpp, Ollama, TGI and most hosted APIs. Logprobs come
 in two shapes: chat puts a list of ``{token, logprob, top_logprobs: [{token, logprob}]}``
 under ``choices[0].logprobs.content``; completions puts parallel lists ``tokens``,
 ``token_logprobs`` and ``top_logprobs`` (a ``{token: logprob}`` dict per position) under
 ``choices[0].logprobs``. Both become ``Sample.tokens``/``token_logprobs``/``top_logprobs``.
+Streams are unnamed events of chunks with the same shapes (``delta`` instead of
+``message``), usage in a last chunk with no choices (``stream_options.include_usage``),
+and ``data: [DONE]`` at the end; an ``{"error": ...}`` chunk is an error mid-stream.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, ClassVar
 
 import orjson
 
-from .._errors import MalformedResponseError
+from .._errors import MalformedResponseError, StreamError
 from .._request import ChatRequest, CompletionRequest, Request
-from ._base import Completion, ProviderAdapter
+from ._base import Completion, ProviderAdapter, StreamResult, load_json
+from ._sse import SSEEvent
 
 __all__ = ["OpenAIChatAdapter", "OpenAICompletionAdapter"]
 
-_PREVIEW_CHARS = 2000
-"""Adapters keep this much of a body in messages; the pool cuts to 500 *after* removing
-secrets, so a key straddling the cut is still found whole."""
 
-
-def _body_fields(request: Request) -> dict[str, Any]:
-    body = request.model_dump(exclude_none=True, exclude={"extra"})
+def _body_fields(request: ChatRequest | CompletionRequest) -> dict[str, Any]:
+    body = request.model_dump(exclude_none=True, exclude={"extra", "stream"})
+    if request.stream:
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
     body.update(request.extra)
     return body
-
-
-def _load(body: bytes) -> dict[str, Any]:
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise MalformedResponseError(f"body is not JSON: {_preview(body)}") from None
-    if not isinstance(data, dict):
-        raise MalformedResponseError(f"body is JSON {type(data).__name__}, not an object")
-    return data
-
-
-def _preview(body: bytes) -> str:
-    text = body[:_PREVIEW_CHARS].decode("utf-8", "replace")
-    return repr(text) if text else "(empty)"
 
 
 def _first_choice(data: dict[str, Any]) -> dict[str, Any]:
@@ -65,6 +54,7 @@ def _common(data: dict[str, Any], choice: dict[str, Any], text: Any) -> Completi
         system_fingerprint=data.get("system_fingerprint"),
         model=data.get("model"),
         usage=usage if isinstance(usage, dict) else None,
+        response_id=data.get("id") if isinstance(data.get("id"), str) else None,
     )
 
 
@@ -72,26 +62,82 @@ def _none_if_all_empty(top: list[dict[str, float]]) -> list[dict[str, float]] | 
     return top if any(top) else None
 
 
-class _OpenAIAdapter(ProviderAdapter):
-    def encode(self, request: Request) -> bytes:
-        return orjson.dumps(_body_fields(request))
-
-    def error_message(self, status: int, body: bytes) -> str:
-        try:
-            data = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            return f"HTTP {status}: {_preview(body)}"
-        message: Any = data
-        if isinstance(data, dict):
-            message = data.get("error", data.get("detail", data.get("message", data)))
-            if isinstance(message, dict):
-                message = message.get("message", message)
-        if not isinstance(message, str):
-            message = orjson.dumps(message).decode()
-        return f"HTTP {status}: {message[:_PREVIEW_CHARS]}"
+def _chat_logprobs(entries: Any, tokens: list[str], logprobs: list[float | None],
+                   top: list[dict[str, float]]) -> None:
+    """Append ``logprobs.content`` entries to the three per-token lists."""
+    try:
+        for e in entries:
+            tokens.append(e["token"])
+            logprobs.append(e["logprob"])
+            top.append({t["token"]: t["logprob"] for t in e.get("top_logprobs") or ()})
+    except (KeyError, TypeError) as exc:
+        raise MalformedResponseError(f"logprobs.content is malformed: {exc!r}") from None
 
 
-class OpenAIChatAdapter(_OpenAIAdapter):
+def _events(events: Iterable[SSEEvent]) -> Iterable[tuple[dict[str, Any], float]]:
+    """The JSON chunks of an OpenAI-style stream up to ``[DONE]``; error chunks raise."""
+    for event in events:
+        if event.data == "[DONE]":
+            return
+        chunk = load_json(event.data, "a stream chunk")
+        error = chunk.get("error")
+        if error is not None:
+            message = error.get("message", error) if isinstance(error, dict) else error
+            raise StreamError(f"error event mid-stream: {message}")
+        yield chunk, event.at
+    raise MalformedResponseError("the stream ended before data: [DONE] (cut short)")
+
+
+class _StreamState:
+    """What the chunks of one stream add up to."""
+
+    __slots__ = ("content_at", "finish", "last", "logprobs", "parts", "tokens", "top", "usage")
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.tokens: list[str] = []
+        self.logprobs: list[float | None] = []
+        self.top: list[dict[str, float]] = []
+        self.content_at: list[float] = []
+        self.finish: Any = None
+        self.usage: Any = None
+        self.last: dict[str, Any] = {}
+
+    def chunk(self, chunk: dict[str, Any]) -> dict[str, Any] | None:
+        """Note the chunk's envelope and usage; return its first choice, if any."""
+        self.last = chunk
+        if isinstance(chunk.get("usage"), dict):
+            self.usage = chunk["usage"]
+        choices = chunk.get("choices")
+        if not choices:
+            return None
+        choice = choices[0]
+        if not isinstance(choice, dict):
+            raise MalformedResponseError("a stream chunk's choices[0] is not an object")
+        if choice.get("finish_reason") is not None:
+            self.finish = choice["finish_reason"]
+        return choice
+
+    def text(self, piece: Any, at: float) -> None:
+        if piece is None:
+            return
+        if not isinstance(piece, str):
+            raise MalformedResponseError(f"a streamed text is {type(piece).__name__}")
+        if piece:
+            self.parts.append(piece)
+            self.content_at.append(at)
+
+    def result(self) -> StreamResult:
+        completion = _common(self.last, {"finish_reason": self.finish}, "".join(self.parts))
+        completion["usage"] = self.usage
+        if self.tokens:
+            completion["tokens"] = self.tokens
+            completion["token_logprobs"] = self.logprobs
+            completion["top_logprobs"] = _none_if_all_empty(self.top)
+        return completion, self.content_at
+
+
+class OpenAIChatAdapter(ProviderAdapter):
     path: ClassVar[str] = "/chat/completions"
 
     def encode(self, request: Request) -> bytes:
@@ -102,7 +148,7 @@ class OpenAIChatAdapter(_OpenAIAdapter):
         return orjson.dumps(body)
 
     def decode(self, body: bytes) -> Completion:
-        data = _load(body)
+        data = load_json(body)
         choice = _first_choice(data)
         message = choice.get("message")
         if not isinstance(message, dict):
@@ -112,19 +158,31 @@ class OpenAIChatAdapter(_OpenAIAdapter):
         logprobs = choice.get("logprobs")
         entries = logprobs.get("content") if isinstance(logprobs, dict) else None
         if entries:
-            try:
-                completion["tokens"] = [e["token"] for e in entries]
-                completion["token_logprobs"] = [e["logprob"] for e in entries]
-                completion["top_logprobs"] = _none_if_all_empty(
-                    [{t["token"]: t["logprob"] for t in e.get("top_logprobs") or ()}
-                     for e in entries]
-                )
-            except (KeyError, TypeError) as exc:
-                raise MalformedResponseError(f"logprobs.content is malformed: {exc!r}") from None
+            tokens: list[str] = []
+            values: list[float | None] = []
+            top: list[dict[str, float]] = []
+            _chat_logprobs(entries, tokens, values, top)
+            completion["tokens"] = tokens
+            completion["token_logprobs"] = values
+            completion["top_logprobs"] = _none_if_all_empty(top)
         return completion
 
+    def decode_stream(self, events: Iterable[SSEEvent]) -> StreamResult:
+        state = _StreamState()
+        for chunk, at in _events(events):
+            choice = state.chunk(chunk)
+            if choice is None:
+                continue
+            delta = choice.get("delta")
+            if isinstance(delta, dict):
+                state.text(delta.get("content"), at)
+            logprobs = choice.get("logprobs")
+            if isinstance(logprobs, dict) and logprobs.get("content"):
+                _chat_logprobs(logprobs["content"], state.tokens, state.logprobs, state.top)
+        return state.result()
 
-class OpenAICompletionAdapter(_OpenAIAdapter):
+
+class OpenAICompletionAdapter(ProviderAdapter):
     path: ClassVar[str] = "/completions"
 
     def encode(self, request: Request) -> bytes:
@@ -132,7 +190,7 @@ class OpenAICompletionAdapter(_OpenAIAdapter):
         return orjson.dumps(_body_fields(request))
 
     def decode(self, body: bytes) -> Completion:
-        data = _load(body)
+        data = load_json(body)
         choice = _first_choice(data)
         completion = _common(data, choice, choice.get("text"))
         logprobs = choice.get("logprobs")
@@ -147,3 +205,17 @@ class OpenAICompletionAdapter(_OpenAIAdapter):
             if isinstance(top, list):
                 completion["top_logprobs"] = _none_if_all_empty([t or {} for t in top])
         return completion
+
+    def decode_stream(self, events: Iterable[SSEEvent]) -> StreamResult:
+        state = _StreamState()
+        for chunk, at in _events(events):
+            choice = state.chunk(chunk)
+            if choice is None:
+                continue
+            state.text(choice.get("text"), at)
+            logprobs = choice.get("logprobs")
+            if isinstance(logprobs, dict) and isinstance(logprobs.get("tokens"), list):
+                state.tokens.extend(logprobs["tokens"])
+                state.logprobs.extend(logprobs.get("token_logprobs") or ())
+                state.top.extend(t or {} for t in logprobs.get("top_logprobs") or ())
+        return state.result()
