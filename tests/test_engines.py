@@ -292,3 +292,32 @@ async def test_llama_server_with_one_slot_is_deterministic() -> None:
     assert [r.unique_count for r in result.conditions.values()] == [1, 1, 1]
     assert result.verdict_kind == "deterministic"
 
+
+
+API_REQUESTS = {
+    "chat": lv.ChatRequest(model="m", messages=[{"role": "user", "content": "Tell a story."}],
+                           max_tokens=24),
+    "completions": lv.CompletionRequest(model="m", prompt="Once upon a time", max_tokens=24),
+    "messages": lv.MessagesRequest(model="m", max_tokens=24,
+                                   messages=[{"role": "user", "content": "Tell a story."}]),
+    "responses": lv.ResponsesRequest(model="m", input="Tell a story.", max_output_tokens=24),
+}
+
+
+@pytest.mark.real
+@real
+@pytest.mark.parametrize("api", list(API_REQUESTS))
+async def test_every_api_streamed_and_not_agrees_on_llama_server(api: str) -> None:
+    plain_request = API_REQUESTS[api]
+    async with LlamaCppServer(SMOLLM2, parallel=1, ctx_size=2048) as url:
+        endpoint = lv.Endpoint(base_url=url)
+        plain = await lv.sample_many(plain_request, 2, endpoint=endpoint, concurrency=1)
+        streamed = await lv.sample_many(plain_request.model_copy(update={"stream": True}), 2,
+                                        endpoint=endpoint, concurrency=1)
+    samples = plain.samples + streamed.samples
+    assert all(s.ok for s in samples), [s.error for s in samples]
+    assert len({s.text for s in samples}) == 1 and samples[0].text
+    assert {s.finish_reason for s in samples} <= {"length", "max_tokens", "completed", "stop"}
+    assert all(s.usage is not None and s.usage.completion_tokens for s in samples)
+    assert all(s.ttft_s is None for s in plain.samples)
+    assert all(s.ttft_s is not None and 0 < s.ttft_s < s.latency_s for s in streamed.samples)

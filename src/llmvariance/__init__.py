@@ -18,6 +18,7 @@ from ._errors import (
     RequestTimeout,
     ResponseError,
     ResponseTooLargeError,
+    StreamError,
     TransportError,
 )
 from ._experiment import BatchEffectResult, background_load, batch_effect, judge
@@ -32,7 +33,16 @@ from ._report import (
     OutputCount,
     VarianceReport,
 )
-from ._request import ChatMessage, ChatRequest, CompletionRequest
+from ._request import (
+    ChatMessage,
+    ChatRequest,
+    CompletionRequest,
+    InputMessage,
+    Message,
+    MessagesRequest,
+    ResponsesRequest,
+    TextBlock,
+)
 from ._retry import RetryPolicy
 from ._runfile import RunContents, read_run
 from ._sample import Sample, SampleError, Usage
@@ -63,10 +73,13 @@ __all__ = [
     "HTTPRequest",
     "HTTPResponse",
     "HistogramBin",
+    "InputMessage",
     "LLMVarianceError",
     "MalformedResponseError",
     "MatrixResult",
     "MatrixRow",
+    "Message",
+    "MessagesRequest",
     "MockTransport",
     "OutputCount",
     "PoolStats",
@@ -76,11 +89,14 @@ __all__ = [
     "RequestTimeout",
     "ResponseError",
     "ResponseTooLargeError",
+    "ResponsesRequest",
     "RetryPolicy",
     "RunContents",
     "Sample",
     "SampleError",
     "SampleSet",
+    "StreamError",
+    "TextBlock",
     "Timeouts",
     "Transport",
     "TransportError",

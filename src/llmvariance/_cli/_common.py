@@ -8,7 +8,13 @@ from pydantic import ValidationError
 
 from .._endpoint import Endpoint
 from .._ratelimit import RateLimit
-from .._request import ChatRequest, CompletionRequest, Request
+from .._request import (
+    ChatRequest,
+    CompletionRequest,
+    MessagesRequest,
+    Request,
+    ResponsesRequest,
+)
 from .._retry import RetryPolicy
 
 __all__ = ["add_endpoint_flags", "add_request_flags", "describe", "endpoint", "rate_limit",
@@ -23,17 +29,30 @@ def add_endpoint_flags(parser: argparse.ArgumentParser) -> None:
                         help="tries per request, the first included (default 6)")
 
 
-def add_request_flags(parser: argparse.ArgumentParser, *, model_required: bool = True) -> None:
-    parser.add_argument("--model", required=model_required)
-    parser.add_argument("--prompt", required=True)
+def add_request_flags(parser: argparse.ArgumentParser, *, model: bool = True,
+                      prompt_required: bool = True) -> None:
+    """``--model`` (unless ``model=False``), ``--prompt``, limits, ``--api``, ``--stream``."""
+    if model:
+        parser.add_argument("--model", required=True)
+    parser.add_argument("--prompt", required=prompt_required)
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--temperature", type=float, default=0.0)
-    parser.add_argument("--completion", action="store_true",
-                        help="use the legacy /completions API instead of chat")
+    parser.add_argument("--api", choices=["chat", "completions", "messages", "responses"],
+                        default="chat",
+                        help="OpenAI chat (default), legacy completions, Anthropic messages "
+                             "(key from $ANTHROPIC_API_KEY) or OpenAI responses")
+    parser.add_argument("--completion", action="store_const", dest="api",
+                        const="completions", help="the same as --api completions")
+    parser.add_argument("--stream", action="store_true",
+                        help="stream the answers (adds time to first token)")
 
 
 def endpoint(args: argparse.Namespace) -> Endpoint:
-    """The endpoint of ``--base-url``; the key comes from $OPENAI_API_KEY, never argv."""
+    """The endpoint of ``--base-url``; the key comes from the environment, never argv:
+    ``$ANTHROPIC_API_KEY`` for ``--api messages``, else ``$OPENAI_API_KEY``."""
+    if getattr(args, "api", "chat") == "messages":
+        overrides = {"base_url": args.base_url} if args.base_url else {}
+        return Endpoint.anthropic(**overrides)
     return Endpoint(base_url=args.base_url) if args.base_url else Endpoint()
 
 
@@ -48,12 +67,17 @@ def retry(args: argparse.Namespace) -> RetryPolicy:
 
 
 def request(args: argparse.Namespace, model: str | None = None) -> Request:
+    """The request the flags describe, for the API of ``--api``."""
     model = model or args.model
-    if args.completion:
-        return CompletionRequest(model=model, prompt=args.prompt,
-                                 max_tokens=args.max_tokens, temperature=args.temperature)
-    return ChatRequest(model=model, messages=[{"role": "user", "content": args.prompt}],
-                       max_tokens=args.max_tokens, temperature=args.temperature)
+    common = {"model": model, "temperature": args.temperature, "stream": args.stream}
+    user = [{"role": "user", "content": args.prompt}]
+    if args.api == "completions":
+        return CompletionRequest(prompt=args.prompt, max_tokens=args.max_tokens, **common)
+    if args.api == "messages":
+        return MessagesRequest(messages=user, max_tokens=args.max_tokens, **common)
+    if args.api == "responses":
+        return ResponsesRequest(input=args.prompt, max_output_tokens=args.max_tokens, **common)
+    return ChatRequest(messages=user, max_tokens=args.max_tokens, **common)
 
 
 def describe(exc: ValidationError) -> str:

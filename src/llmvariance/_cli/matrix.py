@@ -25,7 +25,7 @@ def add_parser(commands: Any) -> None:
                     "smollm2-135m-instruct-q4_1 --config parallel=1 --config "
                     "parallel=8,kv_unified -n 30")
     parser.add_argument("--engine", choices=["llama.cpp"], default="llama.cpp")
-    parser.add_argument("--model", required=True,
+    parser.add_argument("--model", dest="gguf", required=True,
                         help="a GGUF file, or a model cached by `python3 dev.py engines`")
     parser.add_argument("--config", action="append", required=True, metavar="SETTINGS",
                         help="engine settings, e.g. parallel=8,kv_unified,ctx_size=4096 "
@@ -36,11 +36,8 @@ def add_parser(commands: Any) -> None:
                         help="context size unless a configuration sets ctx_size (default 8192)")
     parser.add_argument("--extra-args", default="",
                         help="more llama-server arguments, as one shell-quoted string")
-    parser.add_argument("--prompt", default=PROMPT)
-    parser.add_argument("--max-tokens", type=int, default=128)
-    parser.add_argument("--temperature", type=float, default=0.0)
-    parser.add_argument("--completion", action="store_true",
-                        help="use the /completions API instead of chat")
+    _common.add_request_flags(parser, model=False, prompt_required=False)
+    parser.set_defaults(prompt=PROMPT)
     parser.add_argument("-n", type=int, default=30, help="requests per condition (default 30)")
     parser.add_argument("--conditions", default="sequential,burst,loaded")
     parser.add_argument("--out", metavar="FILE.json",
@@ -49,7 +46,7 @@ def add_parser(commands: Any) -> None:
 
 
 async def run(args: argparse.Namespace) -> int:
-    model = resolve_model(args.model)
+    model = resolve_model(args.gguf)
     server = functools.partial(_server, model, args)
     for config in args.config:  # every path and setting is checked before anything starts
         server(**parse_config(config))
