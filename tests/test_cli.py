@@ -191,3 +191,14 @@ def test_matrix_refuses_bad_paths_and_configs_in_one_line(args: list[str], says:
     assert out.returncode == 2, out.stderr
     assert out.stderr.startswith(f"llmvariance matrix: error: {says}")
     assert out.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("api", ["chat", "completions"])
+def test_sample_streams_through_the_chosen_api(served_url: str, api: str) -> None:
+    args = ["sample", "--base-url", served_url, "--model", "dense", "--prompt", "hi",
+            "-n", "3", "--max-tokens", "6", "--api", api, "--json"]
+    plain, streamed = run(*args), run(*args, "--stream")
+    assert plain.returncode == 0 and streamed.returncode == 0, plain.stderr + streamed.stderr
+    a, b = json.loads(plain.stdout), json.loads(streamed.stdout)
+    assert a["n_ok"] == b["n_ok"] == 3
+    assert a["top_outputs"][0]["text"] == b["top_outputs"][0]["text"]

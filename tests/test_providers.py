@@ -6,6 +6,8 @@ define them; tests/test_simserver_apis.py and the `real` tests cover live server
 
 from __future__ import annotations
 
+import itertools
+
 import orjson
 import pytest
 from hypothesis import given
@@ -64,8 +66,7 @@ STREAM = (b"event: a\r\ndata: one\r\ndata: two\r\n\r\n: a comment\n\ndata:x\n\n"
 @given(st.lists(st.integers(0, len(STREAM)), max_size=8))
 def test_events_are_the_same_however_the_bytes_are_cut(cuts: list[int]) -> None:
     points = sorted({0, len(STREAM), *cuts})
-    chunks = [(float(i), STREAM[a:b]) for i, (a, b) in enumerate(zip(points, points[1:],
-                                                                      strict=False))]
+    chunks = [(float(i), STREAM[a:b]) for i, (a, b) in enumerate(itertools.pairwise(points))]
     events = [(e.event, e.data) for e in iter_sse(chunks)]
     assert events == [("a", "one\ntwo"), (None, "x"), ("b", '{"k": "é"}')]
 
@@ -292,6 +293,7 @@ async def test_a_chat_stream_without_done_is_retried_not_accepted() -> None:
                              lv.HTTPResponse(200, chat_stream(["Hi", " you"])),
                              retry=lv.RetryPolicy(max_attempts=2, initial_backoff_s=0.001))
     assert result.samples[0].text == "Hi you" and result.samples[0].attempts == 2
+    assert len(sent) == 2
 
 
 async def test_a_streamed_completion_equals_the_plain_one() -> None:
@@ -315,6 +317,46 @@ async def test_every_request_type_resumes_from_its_run_file(tmp_path: object) ->
     path = Path(str(tmp_path)) / "run.jsonl"
     await run(MESSAGES, lv.HTTPResponse(200, orjson.dumps(MESSAGE)), n=2, output=path)
     assert lv.read_run(path).request == MESSAGES
-    again, sent = await run(MESSAGES, lv.HTTPResponse(200, orjson.dumps(MESSAGE)), n=3,
-                            output=path)
-    assert len(sent) == 1 and [s.text for s in again.samples] == ["Hello there"] * 3
+    again, resent = await run(MESSAGES, lv.HTTPResponse(200, orjson.dumps(MESSAGE)), n=3,
+                              output=path)
+    assert len(resent) == 1 and [s.text for s in again.samples] == ["Hello there"] * 3
+
+
+# -- against the simulator, with faulty streams ----------------------------------------------
+
+PROMPT = "Tell me a story"
+ALL_APIS = {
+    "chat": lv.ChatRequest(model="dense", messages=[{"role": "user", "content": PROMPT}],
+                           max_tokens=12, logprobs=True, top_logprobs=2),
+    "completions": lv.CompletionRequest(model="dense", prompt=PROMPT, max_tokens=12,
+                                        logprobs=2),
+    "messages": lv.MessagesRequest(model="dense", max_tokens=12,
+                                   messages=[{"role": "user", "content": PROMPT}]),
+    "responses": lv.ResponsesRequest(model="dense", input=PROMPT, max_output_tokens=12,
+                                     top_logprobs=2),
+}
+
+
+@pytest.mark.parametrize("api", list(ALL_APIS))
+async def test_faulty_streams_still_give_every_sample_once_and_whole(api: str) -> None:
+    from llmvariance.testing import Faults, SimServer
+
+    request = ALL_APIS[api]
+    faults = Faults(p_stream_cut=0.15, p_stream_error=0.05, seed=3)
+    async with SimServer(faults=faults, step_time_s=0.001) as url:
+        endpoint = lv.Endpoint(base_url=url, api_key=KEY)
+        plain = await lv.sample_many(request, 1, endpoint=endpoint)
+        seen: list[int] = []
+        streamed = await lv.sample_many(
+            request.model_copy(update={"stream": True}), 60, endpoint=endpoint,
+            concurrency=8, on_sample=lambda s: seen.append(s.index),
+            retry=lv.RetryPolicy(max_attempts=12, initial_backoff_s=0.001))
+    assert sorted(seen) == list(range(60))
+    assert all(s.ok for s in streamed.samples), [s.error for s in streamed.samples if s.error]
+    want = plain.samples[0]
+    for sample in streamed.samples:
+        assert (sample.text, sample.tokens, sample.finish_reason) == (
+            want.text, want.tokens, want.finish_reason)
+        assert sample.ttft_s is not None and sample.usage == want.usage
+    retried = sum(s.attempts - 1 for s in streamed.samples)
+    assert retried >= 5  # the faults really fired, and every one was retried

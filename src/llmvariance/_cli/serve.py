@@ -41,6 +41,10 @@ def add_parser(commands: Any) -> None:
                         help="probability of a 200 whose body is not valid JSON")
     faults.add_argument("--p-cut", type=float, default=0.0,
                         help="probability of a 200 whose body stops halfway")
+    faults.add_argument("--p-stream-cut", type=float, default=0.0,
+                        help="probability that a stream's connection drops halfway")
+    faults.add_argument("--p-stream-error", type=float, default=0.0,
+                        help="probability of an error event halfway through a stream")
     faults.add_argument("--latency", type=float, default=0.0, help="seconds added per request")
     faults.add_argument("--seed", type=int, help="seed for the fault dice")
 
@@ -52,7 +56,8 @@ async def run(args: argparse.Namespace) -> int:
         requests_per_minute=args.rpm, tokens_per_minute=args.tpm, window_s=args.window,
         rate_limit_headers=not args.no_rate_limit_headers, p_500=args.p_500,
         p_502=args.p_502, p_503=args.p_503, p_drop=args.p_drop, p_malformed=args.p_malformed,
-        p_cut=args.p_cut, latency_s=args.latency, seed=args.seed,
+        p_cut=args.p_cut, p_stream_cut=args.p_stream_cut,
+        p_stream_error=args.p_stream_error, latency_s=args.latency, seed=args.seed,
     )
     try:
         moe = MoEModel(experts=args.experts, top_k=args.top_k,

@@ -3,6 +3,12 @@
 Requests that arrive while others decode join the running batch at the next step, as in
 vLLM or SGLang, so how many requests a client has in flight decides what the model is
 batched with. A step takes ``step_time_s`` of real time.
+
+``generate`` answers with the whole ``Generation`` at the end; ``stream`` yields one
+``Delta`` per decoded token as the step that made it ends. Both run the same decode, so
+the deltas' text joins to exactly the ``Generation``'s. Text that could be the start of a
+stop sequence is held back until the next token shows it is not (as vLLM does), so a
+stream never sends text that the stop sequence then removes.
 """
 
 from __future__ import annotations
@@ -10,13 +16,13 @@ from __future__ import annotations
 import asyncio
 import math
 import random
-from collections.abc import Mapping
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ._models import Context, SimModel
 from ._vocab import EOS, EOS_ALIASES
 
-__all__ = ["Engine", "Generation", "Job", "TokenChoice"]
+__all__ = ["Delta", "Engine", "Generation", "Job", "TokenChoice"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +40,8 @@ class Job:
     max_tokens: int
     temperature: float = 0.0
     top_p: float = 1.0
+    top_k: int = 0
+    """Sample from the ``top_k`` most likely tokens only (0: all)."""
     seed: int | None = None
     logit_bias: Mapping[str, float] = field(default_factory=dict)
     top_logprobs: int = 0
@@ -45,6 +53,26 @@ class Generation:
     choices: list[TokenChoice]
     text: str
     finish_reason: str
+    """``stop`` (end-of-text or a stop sequence) or ``length`` (``max_tokens`` reached)."""
+    stop_sequence: str | None = None
+    """The stop sequence that ended the text, if one did."""
+
+
+@dataclass(frozen=True, slots=True)
+class Delta:
+    """What one decode step added to a streamed sequence.
+
+    ``choice`` is the token decoded (None only for the last delta of a sequence that
+    ended with end-of-text, which releases held-back text). ``text`` is what became
+    visible: usually ``choice.token``, but "" while text is held back for a possible
+    stop sequence, and more or less than the token once that is decided. The last delta
+    has ``finish_reason`` (and ``stop_sequence``) set.
+    """
+
+    text: str
+    choice: TokenChoice | None
+    finish_reason: str | None = None
+    stop_sequence: str | None = None
 
 
 @dataclass(slots=True)
@@ -53,8 +81,24 @@ class _Running:
     future: asyncio.Future[Generation]
     rng: random.Random
     bias: dict[int, float]
+    deltas: asyncio.Queue[Delta | None] | None = None
+    """Set when streaming; None is put there if the sequence is aborted."""
     choices: list[TokenChoice] = field(default_factory=list)
     text: str = ""
+    sent: int = 0
+    """Characters of ``text`` already streamed."""
+    stop_sequence: str | None = None
+
+
+def _held_back(text: str, stops: Sequence[str]) -> int:
+    """Length of the longest end of ``text`` that begins some stop sequence."""
+    best = 0
+    for stop in stops:
+        for k in range(min(len(stop) - 1, len(text)), best, -1):
+            if text.endswith(stop[:k]):
+                best = k
+                break
+    return best
 
 
 def _log_softmax(logits: list[float]) -> list[float]:
@@ -85,15 +129,40 @@ class Engine:
                 bias[int(key)] = value
         return bias
 
-    async def generate(self, job: Job) -> Generation:
+    def _submit(self, job: Job, deltas: asyncio.Queue[Delta | None] | None) -> _Running:
         future: asyncio.Future[Generation] = asyncio.get_running_loop().create_future()
-        rng = random.Random(job.seed)
-        self._waiting.append(_Running(job, future, rng, self._bias(job.logit_bias)))
+        running = _Running(job, future, random.Random(job.seed), self._bias(job.logit_bias),
+                           deltas)
+        self._waiting.append(running)
         self._wake.set()
+        return running
+
+    async def generate(self, job: Job) -> Generation:
+        future = self._submit(job, None).future
         try:
             return await future
         finally:
             if not future.done():  # the client went away: free the batch slot
+                future.cancel()
+
+    async def stream(self, job: Job) -> AsyncGenerator[Delta]:
+        """The sequence's deltas as they are decoded; the last has ``finish_reason``.
+
+        Raises ``CancelledError`` if the engine aborts the sequence. Close the iterator
+        (``contextlib.aclosing``) to give up early and free the batch slot.
+        """
+        deltas: asyncio.Queue[Delta | None] = asyncio.Queue()
+        future = self._submit(job, deltas).future
+        try:
+            while True:
+                delta = await deltas.get()
+                if delta is None:
+                    raise asyncio.CancelledError("the engine stopped")
+                yield delta
+                if delta.finish_reason is not None:
+                    return
+        finally:
+            if not future.done():
                 future.cancel()
 
     async def run(self) -> None:
@@ -113,6 +182,8 @@ class Engine:
         for running in (*self._waiting, *self._running):
             if not running.future.done():
                 running.future.cancel()
+                if running.deltas is not None:
+                    running.deltas.put_nowait(None)
         self._waiting.clear()
         self._running.clear()
 
@@ -129,12 +200,27 @@ class Engine:
         all_logits = self.model.step([r.job.context for r in batch])
         still: list[_Running] = []
         for running, logits in zip(batch, all_logits, strict=True):
+            count = len(running.choices)
             finish = self._advance(running, logits)
+            if running.deltas is not None:
+                self._send(running, running.choices[count] if len(running.choices) > count
+                           else None, finish)
             if finish is None:
                 still.append(running)
             elif not running.future.done():
-                running.future.set_result(Generation(running.choices, running.text, finish))
+                running.future.set_result(Generation(running.choices, running.text, finish,
+                                                     running.stop_sequence))
         self._running = still
+
+    @staticmethod
+    def _send(running: _Running, choice: TokenChoice | None, finish: str | None) -> None:
+        assert running.deltas is not None
+        text = running.text
+        end = len(text) if finish is not None else len(text) - _held_back(text,
+                                                                          running.job.stop)
+        delta = Delta(text[running.sent:end], choice, finish, running.stop_sequence)
+        running.sent = max(running.sent, end)
+        running.deltas.put_nowait(delta)
 
     def _advance(self, running: _Running, logits: list[float]) -> str | None:
         """Pick and record the next token; the finish reason once the sequence is done."""
@@ -145,7 +231,7 @@ class Engine:
         if job.temperature == 0.0:
             chosen = max(range(len(logits)), key=logits.__getitem__)
         else:
-            chosen = self._sample(logits, job.temperature, job.top_p, running.rng)
+            chosen = self._sample(logits, job.temperature, job.top_p, job.top_k, running.rng)
         if chosen == EOS:
             return "stop"
         vocab = self.model.vocab
@@ -160,15 +246,19 @@ class Engine:
             cut = running.text.find(stop)
             if cut >= 0:
                 running.text = running.text[:cut]
+                running.stop_sequence = stop
                 return "stop"
         if len(running.choices) >= job.max_tokens:
             return "length"
         return None
 
     @staticmethod
-    def _sample(logits: list[float], temperature: float, top_p: float, rng: random.Random) -> int:
+    def _sample(logits: list[float], temperature: float, top_p: float, top_k: int,
+                rng: random.Random) -> int:
         scaled = _log_softmax([x / temperature for x in logits])
         order = sorted(range(len(scaled)), key=scaled.__getitem__, reverse=True)
+        if top_k:
+            order = order[:top_k]
         kept: list[int] = []
         mass = 0.0
         for i in order:

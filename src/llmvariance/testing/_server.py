@@ -1,19 +1,23 @@
-"""``SimServer``: an OpenAI-compatible HTTP server over the simulated models.
+"""``SimServer``: an HTTP server over the simulated models, speaking OpenAI's and Anthropic's APIs.
 
     async with SimServer() as base_url:          # "http://127.0.0.1:PORT/v1"
         ...
 
-Serves ``POST /v1/chat/completions``, ``POST /v1/completions`` and ``GET /v1/models``
-with logprobs, usage and ``system_fingerprint``. ``stats`` counts requests and the most
-that were ever in flight at once, so tests can check a client's concurrency.
+Serves, under ``/v1``: ``POST /chat/completions`` and ``POST /completions`` (OpenAI, with
+logprobs, usage and ``system_fingerprint``), ``POST /responses`` (OpenAI Responses),
+``POST /messages`` (Anthropic Messages) and ``GET /models``. Every POST route streams
+server-sent events, one per decoded token as the engine makes it, when the body has
+``"stream": true``; the ``_apis`` package has each API's bodies and events. ``stats``
+counts requests and the most that were ever in flight at once, so tests can check a
+client's concurrency.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
-import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -22,15 +26,15 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from ._engine import Engine, Generation, Job
-from ._faults import FaultInjector, Faults
-from ._models import Context, SimModel, default_models
-from ._vocab import prompt_tokens
+from ._apis import APIS, Api, BadRequest, Call, openai_error
+from ._engine import Engine, Generation, TokenChoice
+from ._faults import Fault, FaultInjector, Faults
+from ._models import SimModel, default_models
 
 __all__ = ["ServerStats", "SimServer"]
 
-_DEFAULT_CHAT_MAX_TOKENS = 256
-_DEFAULT_COMPLETION_MAX_TOKENS = 16  # OpenAI's default for /completions
+_SERVER_ERROR = "The server had an error while processing your request."
+_STREAM_FAULTS = frozenset({"cut", "stream_cut", "stream_error"})
 
 
 @dataclass(slots=True)
@@ -43,26 +47,6 @@ class ServerStats:
     """Requests answered (any status)."""
     accepted_at: list[float] = field(default_factory=list)
     """Monotonic times at which requests passed the rate limit (for measured rates)."""
-
-
-class _BadRequest(Exception):
-    def __init__(self, status: int, message: str, param: str | None = None,
-                 code: str | None = None) -> None:
-        super().__init__(message)
-        self.status, self.param, self.code = status, param, code
-
-
-def _error(status: int, message: str, param: str | None = None, code: str | None = None,
-           headers: Mapping[str, str] | None = None) -> web.Response:
-    kind = ("invalid_request_error" if status < 500 else "server_error") if status != 429 \
-        else "requests"
-    body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
-    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json",
-                        headers=headers)
-
-
-def _json(payload: Any) -> web.Response:
-    return web.Response(body=orjson.dumps(payload), content_type="application/json")
 
 
 class SimServer:
@@ -101,8 +85,8 @@ class SimServer:
 
     def _app(self) -> web.Application:
         app = web.Application(middlewares=[self._middleware])
-        app.router.add_post("/v1/chat/completions", self._chat)
-        app.router.add_post("/v1/completions", self._completions)
+        for api in APIS:
+            app.router.add_post(api.path, functools.partial(self._handle, api))
         app.router.add_get("/v1/models", self._models)
         return app
 
@@ -163,102 +147,81 @@ class SimServer:
         self.stats.requests += 1
         await self._count_in_flight(+1)
         try:
-            if self._api_key is not None and (
-                request.headers.get("Authorization") != f"Bearer {self._api_key}"
-            ):
-                return _error(401, "Incorrect API key provided.", code="invalid_api_key")
-            try:
-                response: web.StreamResponse = await handler(request)
-            except _BadRequest as exc:
-                return _error(exc.status, str(exc), exc.param, exc.code)
+            response: web.StreamResponse = await handler(request)
             return response
         finally:
             await self._count_in_flight(-1)
 
+    def _refused(self, request: web.Request, api: Api | None) -> web.Response | None:
+        """The 401 for a request without the server's key, if it has one."""
+        key = self._api_key
+        if key is None:
+            return None
+        if api is None:
+            if request.headers.get("Authorization") == f"Bearer {key}":
+                return None
+            return _error(openai_error(401, "Incorrect API key provided.",
+                                       code="invalid_api_key"))
+        if api.authorized(request.headers, key):
+            return None
+        return _error(api.error(401, "Incorrect API key provided.", code="invalid_api_key"))
+
     async def _models(self, request: web.Request) -> web.Response:
+        refused = self._refused(request, None)
+        if refused is not None:
+            return refused
         data = [{"id": name, "object": "model", "created": 0, "owned_by": "llmvariance"}
                 for name in self.engines]
         return _json({"object": "list", "data": data})
 
-    async def _body(self, request: web.Request) -> tuple[dict[str, Any], Engine]:
+    async def _handle(self, api: Api, request: web.Request) -> web.StreamResponse:
+        refused = self._refused(request, api)
+        if refused is not None:
+            return refused
         try:
-            body = orjson.loads(await request.read())
+            call, engine = self._parse(api, await request.read())
+        except BadRequest as exc:
+            return _error(api.error(exc.status, str(exc), exc.param, exc.code))
+        return await self._serve(request, api, engine, call)
+
+    def _parse(self, api: Api, raw: bytes) -> tuple[Call, Engine]:
+        try:
+            body = orjson.loads(raw)
         except orjson.JSONDecodeError:
-            raise _BadRequest(400, "request body is not valid JSON") from None
+            raise BadRequest(400, "request body is not valid JSON") from None
         if not isinstance(body, dict):
-            raise _BadRequest(400, "request body must be a JSON object")
+            raise BadRequest(400, "request body must be a JSON object")
         name = body.get("model")
         engine = self.engines.get(name) if isinstance(name, str) else None
         if engine is None:
-            raise _BadRequest(404, f"The model `{name}` does not exist.", "model",
-                              "model_not_found")
-        if body.get("stream"):
-            raise _BadRequest(400, "stream=true is not supported by this server yet", "stream")
-        if body.get("n", 1) != 1:
-            raise _BadRequest(400, "only n=1 is supported", "n")
-        return body, engine
+            raise BadRequest(404, f"The model `{name}` does not exist.", "model",
+                             "model_not_found")
+        return api.parse(body, engine.model), engine
 
-    @staticmethod
-    def _job(body: Mapping[str, Any], prompt: str, default_max: int, top: int) -> Job:
-        stop = body.get("stop") or ()
-        try:
-            return Job(
-                context=Context.for_prompt(prompt),
-                max_tokens=int(body.get("max_tokens") or default_max),
-                temperature=float(body.get("temperature", 1.0)),
-                top_p=float(body.get("top_p", 1.0)),
-                seed=body.get("seed"),
-                logit_bias=dict(body.get("logit_bias") or {}),
-                top_logprobs=top,
-                stop=(stop,) if isinstance(stop, str) else tuple(stop),
-            )
-        except (TypeError, ValueError) as exc:
-            raise _BadRequest(400, f"invalid parameter: {exc}") from None
-
-    def _envelope(self, kind: str, engine: Engine, prompt: str, gen: Generation,
-                  choice: dict[str, Any]) -> bytes:
-        prompt_count = prompt_tokens(prompt)
-        return orjson.dumps({
-            "id": f"{kind[:4]}-{uuid.uuid4().hex[:24]}",
-            "object": kind,
-            "created": int(time.time()),
-            "model": engine.model.name,
-            "system_fingerprint": engine.model.fingerprint,
-            "choices": [choice],
-            "usage": {
-                "prompt_tokens": prompt_count,
-                "completion_tokens": len(gen.choices),
-                "total_tokens": prompt_count + len(gen.choices),
-                # as OpenAI sends them, so clients meet the fields they must tolerate
-                "prompt_tokens_details": {"cached_tokens": 0},
-                "completion_tokens_details": {"reasoning_tokens": 0},
-            },
-        })
-
-    async def _serve(self, request: web.Request, kind: str, engine: Engine, prompt: str,
-                     job: Job, make_choice: Callable[[Generation], dict[str, Any]]
+    async def _serve(self, request: web.Request, api: Api, engine: Engine, call: Call
                      ) -> web.StreamResponse:
         """Generate, unless an injected fault says otherwise."""
         injector = self.faults
         if injector.faults.latency_s:
             await asyncio.sleep(injector.faults.latency_s)
-        fault, headers = injector.decide(prompt_tokens(prompt) + job.max_tokens)
+        fault, headers = injector.decide(call.prompt_tokens + call.job.max_tokens,
+                                         stream=call.stream, anthropic=api.anthropic)
         if fault == "429":
             self.stats.rate_limited += 1
-            return _error(429, "Rate limit reached for requests. Please try again later.",
-                          code="rate_limit_exceeded", headers=headers)
+            return _error(api.error(429, "Rate limit reached for requests. Please try again "
+                                    "later.", code="rate_limit_exceeded"), headers)
         self.stats.accepted_at.append(time.monotonic())
         if fault in ("500", "502", "503"):
-            return _error(int(fault), "The server had an error while processing your request.",
-                          headers=headers)
+            return _error(api.error(int(fault), _SERVER_ERROR), headers)
         if fault == "drop":
             _hang_up(request)
             return web.Response()
         if fault == "malformed":
-            return web.Response(body=b'{"id": "broken", "object": "' + kind.encode() + b'", "ch',
-                                content_type="application/json", headers=headers)
-        gen = await engine.generate(job)
-        body = self._envelope(kind, engine, prompt, gen, make_choice(gen))
+            return web.Response(body=call.broken(), headers=headers, content_type=(
+                "text/event-stream" if call.stream else "application/json"))
+        if call.stream:
+            return await self._stream(request, engine, call, fault, headers)
+        body = call.body(await engine.generate(call.job))
         if fault == "cut":
             response = web.StreamResponse(headers=headers)
             response.content_type = "application/json"
@@ -269,58 +232,66 @@ class SimServer:
             return response
         return web.Response(body=body, content_type="application/json", headers=headers)
 
-    async def _chat(self, request: web.Request) -> web.StreamResponse:
-        body, engine = await self._body(request)
-        messages = body.get("messages")
-        if not isinstance(messages, list) or not messages:
-            raise _BadRequest(400, "messages must be a non-empty array", "messages")
-        try:
-            prompt = "\n".join(f"{m['role']}: {m['content']}" for m in messages)
-        except (KeyError, TypeError):
-            raise _BadRequest(400, "each message needs a role and content", "messages") from None
-        want_logprobs = bool(body.get("logprobs"))
-        top = int(body.get("top_logprobs") or 0) if want_logprobs else 0
+    async def _stream(self, request: web.Request, engine: Engine, call: Call,
+                      fault: Fault | None, headers: Mapping[str, str]) -> web.StreamResponse:
+        """Send one event per token as the engine decodes it, then the terminal events.
 
-        def choice(gen: Generation) -> dict[str, Any]:
-            logprobs = None
-            if want_logprobs:
-                logprobs = {"content": [
-                    {"token": c.token, "logprob": c.logprob, "bytes": list(c.token.encode()),
-                     "top_logprobs": [{"token": t, "logprob": lp, "bytes": list(t.encode())}
-                                      for t, lp in c.top]}
-                    for c in gen.choices
-                ]}
-            return {"index": 0, "message": {"role": "assistant", "content": gen.text},
-                    "logprobs": logprobs, "finish_reason": gen.finish_reason}
+        A stream fault trips at half of ``max_tokens`` (or at the last token, if the text
+        ends sooner), always before the terminal events: ``stream_error`` sends the API's
+        error event there and ends the body cleanly; ``cut`` and ``stream_cut`` send half
+        of that token's event and close the connection inside the chunked body.
+        """
+        trip_at = max(1, call.job.max_tokens // 2) if fault in _STREAM_FAULTS else None
+        response = web.StreamResponse(headers=headers)
+        response.content_type = "text/event-stream"
+        response.headers["Cache-Control"] = "no-cache"
+        await response.prepare(request)
+        await _write(response, call.head())
+        choices: list[TokenChoice] = []
+        parts: list[str] = []
+        gen: Generation | None = None
+        tripped = b""
+        async with contextlib.aclosing(engine.stream(call.job)) as deltas:
+            async for delta in deltas:
+                if delta.choice is not None:
+                    choices.append(delta.choice)
+                parts.append(delta.text)
+                event = call.delta(delta)
+                if trip_at is not None and (len(choices) >= trip_at
+                                            or delta.finish_reason is not None):
+                    tripped = event
+                    break
+                await _write(response, event)
+                if delta.finish_reason is not None:
+                    gen = Generation(choices, "".join(parts), delta.finish_reason,
+                                     delta.stop_sequence)
+        if trip_at is None:
+            assert gen is not None
+            await _write(response, call.tail(gen))
+        elif fault == "stream_error":
+            await _write(response, tripped + call.error_event(_SERVER_ERROR))
+        else:
+            await _write(response, tripped[: len(tripped) // 2])
+            _hang_up(request)
+            return response
+        await response.write_eof()
+        return response
 
-        job = self._job(body, prompt, _DEFAULT_CHAT_MAX_TOKENS, top)
-        return await self._serve(request, "chat.completion", engine, prompt, job, choice)
 
-    async def _completions(self, request: web.Request) -> web.StreamResponse:
-        body, engine = await self._body(request)
-        prompt = body.get("prompt")
-        if not isinstance(prompt, str):
-            raise _BadRequest(400, "prompt must be a string", "prompt")
-        top = body.get("logprobs")
+async def _write(response: web.StreamResponse, data: bytes) -> None:
+    if data:
+        await response.write(data)
 
-        def choice(gen: Generation) -> dict[str, Any]:
-            logprobs = None
-            if top is not None:
-                offsets, at = [], len(prompt)
-                for c in gen.choices:
-                    offsets.append(at)
-                    at += len(c.token)
-                logprobs = {
-                    "tokens": [c.token for c in gen.choices],
-                    "token_logprobs": [c.logprob for c in gen.choices],
-                    "top_logprobs": [dict(c.top) for c in gen.choices] if top else None,
-                    "text_offset": offsets,
-                }
-            return {"index": 0, "text": gen.text, "logprobs": logprobs,
-                    "finish_reason": gen.finish_reason}
 
-        job = self._job(body, prompt, _DEFAULT_COMPLETION_MAX_TOKENS, int(top or 0))
-        return await self._serve(request, "text_completion", engine, prompt, job, choice)
+def _error(error: tuple[int, bytes], headers: Mapping[str, str] | None = None) -> web.Response:
+    status, body = error
+    # aiohttp knows no reason phrase for Anthropic's 529
+    return web.Response(status=status, reason="Overloaded" if status == 529 else None,
+                        body=body, content_type="application/json", headers=headers)
+
+
+def _json(payload: Any) -> web.Response:
+    return web.Response(body=orjson.dumps(payload), content_type="application/json")
 
 
 def _hang_up(request: web.Request) -> None:

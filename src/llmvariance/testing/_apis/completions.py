@@ -1,0 +1,124 @@
+"""OpenAI (legacy) Completions, ``POST /v1/completions``.
+
+Streamed, each chunk is ``data: {"object": "text_completion", "choices": [{"text": ...}]}``
+with one token's text (and its one-element ``logprobs`` lists when asked for), then a chunk
+with ``"text": ""`` and the ``finish_reason``, then with ``stream_options.include_usage`` a
+chunk with ``"choices": []`` and the ``usage``, and finally ``data: [DONE]``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+
+from .._engine import Delta, Generation, TokenChoice
+from .._models import SimModel
+from ._base import (
+    BadRequest,
+    Call,
+    OpenAIApi,
+    make_job,
+    new_id,
+    openai_stream_error,
+    sse_data,
+)
+from .chat import openai_usage
+
+__all__ = ["CompletionsApi"]
+
+DEFAULT_MAX_TOKENS = 16  # OpenAI's default for /completions
+
+
+class CompletionCall(Call):
+    def __init__(self, body: dict[str, Any], model: SimModel) -> None:
+        prompt = body.get("prompt")
+        if isinstance(prompt, list) and len(prompt) == 1:
+            prompt = prompt[0]
+        if not isinstance(prompt, str):
+            raise BadRequest(400, "prompt must be a string", "prompt")
+        top = body.get("logprobs")
+        self.want_logprobs = top is not None
+        job = make_job(prompt, max_tokens=body.get("max_tokens") or DEFAULT_MAX_TOKENS,
+                       temperature=body.get("temperature"), top_p=body.get("top_p"),
+                       seed=body.get("seed"), logit_bias=body.get("logit_bias"),
+                       top_logprobs=int(top or 0), stop=body.get("stop"))
+        super().__init__(model, prompt, job, stream=bool(body.get("stream")))
+        options = body.get("stream_options") or {}
+        self.include_usage = bool(isinstance(options, dict) and options.get("include_usage"))
+        self.id = new_id("cmpl-")
+        self.created = int(time.time())
+        self._offset = len(prompt)
+        """``text_offset`` of the next streamed token."""
+
+    def _envelope(self, choices: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"id": self.id, "object": "text_completion", "created": self.created,
+                "model": self.model.name, "system_fingerprint": self.model.fingerprint,
+                "choices": choices}
+
+    def _logprobs(self, choices: list[TokenChoice], offset: int) -> dict[str, Any]:
+        offsets = []
+        for c in choices:
+            offsets.append(offset)
+            offset += len(c.token)
+        return {
+            "tokens": [c.token for c in choices],
+            "token_logprobs": [c.logprob for c in choices],
+            "top_logprobs": [dict(c.top) for c in choices] if self.job.top_logprobs else None,
+            "text_offset": offsets,
+        }
+
+    def body(self, gen: Generation) -> bytes:
+        logprobs = self._logprobs(gen.choices, len(self.prompt)) if self.want_logprobs else None
+        choice = {"index": 0, "text": gen.text, "logprobs": logprobs,
+                  "finish_reason": gen.finish_reason}
+        payload = self._envelope([choice])
+        payload["usage"] = openai_usage(self.prompt_tokens, len(gen.choices))
+        return orjson.dumps(payload)
+
+    def broken(self) -> bytes:
+        if self.stream:
+            return b'data: {"id": "broken", "object": "text_completion", "ch\n\n'
+        return b'{"id": "broken", "object": "text_completion", "ch'
+
+    def _chunk(self, text: str, logprobs: dict[str, Any] | None,
+               finish_reason: str | None) -> bytes:
+        payload = self._envelope([{"index": 0, "text": text, "logprobs": logprobs,
+                                   "finish_reason": finish_reason}])
+        if self.include_usage:
+            payload["usage"] = None
+        return sse_data(payload)
+
+    def head(self) -> bytes:
+        return b""
+
+    def delta(self, delta: Delta) -> bytes:
+        if delta.choice is None and not delta.text:
+            return b""
+        logprobs = None
+        if self.want_logprobs:
+            choices = [] if delta.choice is None else [delta.choice]
+            logprobs = self._logprobs(choices, self._offset)
+            self._offset += sum(len(c.token) for c in choices)
+        return self._chunk(delta.text, logprobs, None)
+
+    def tail(self, gen: Generation) -> bytes:
+        out = self._chunk("", None, gen.finish_reason)
+        if self.include_usage:
+            payload = self._envelope([])
+            payload["usage"] = openai_usage(self.prompt_tokens, len(gen.choices))
+            out += sse_data(payload)
+        return out + b"data: [DONE]\n\n"
+
+    def error_event(self, message: str) -> bytes:
+        return openai_stream_error(message)
+
+
+class CompletionsApi(OpenAIApi):
+    path = "/v1/completions"
+
+    def parse(self, body: dict[str, Any], model: SimModel) -> Call:
+        if body.get("n", 1) != 1:
+            raise BadRequest(400, "only n=1 is supported", "n")
+        return CompletionCall(body, model)
