@@ -1,8 +1,9 @@
 """Collectors: consume samples as they arrive, keep one entry per distinct output.
 
 Memory grows with the number of distinct outputs (and the length of the common prefix),
-not with N. Two collectors merge into the collector of their union, so runs split across
-processes or machines combine exactly.
+not with N: each output's latencies live in fixed-size sketches. Two collectors merge
+into the collector of their union, so runs split across processes or machines combine
+exactly.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ import numpy as np
 import numpy.typing as npt
 
 from . import _metrics as m
+from ._latency import LatencySketch
 from ._report import (
     ConfidenceInterval,
     DivergenceStats,
     HistogramBin,
+    LatencyStats,
     OutputCount,
     VarianceReport,
 )
@@ -88,14 +91,17 @@ class _PositionStats:
 
 
 class _Output:
-    """One distinct output text: its count, tokens, and its samples' top-2 margins."""
+    """One distinct output text: its count, tokens, its samples' top-2 margins, and
+    sketches of their latency and time to first token (None until one is measured)."""
 
-    __slots__ = ("count", "margins", "tokens")
+    __slots__ = ("count", "latency", "margins", "tokens", "ttft")
 
     def __init__(self, tokens: list[str] | None) -> None:
         self.count = 0
         self.tokens = tokens
         self.margins: _PositionStats | None = None
+        self.latency: LatencySketch | None = None
+        self.ttft: LatencySketch | None = None
 
 
 def _margins(top: Sequence[dict[str, float]]) -> FloatArray:
@@ -187,6 +193,16 @@ class VarianceCollector:
                 output.tokens = tokens
             new_tokens = True
         output.count += 1
+        # 0.0 is the Sample default (not measured); comparisons also drop NaN and inf
+        if 0.0 < sample.latency_s < math.inf:
+            if output.latency is None:
+                output.latency = LatencySketch()
+            output.latency.add(sample.latency_s)
+        ttft = sample.ttft_s
+        if ttft is not None and 0.0 <= ttft < math.inf:
+            if output.ttft is None:
+                output.ttft = LatencySketch()
+            output.ttft.add(ttft)
         if sample.finish_reason is not None:
             self._finish[sample.finish_reason] += 1
         self._fingerprints[sample.system_fingerprint or _NONE] += 1
@@ -279,6 +295,8 @@ class VarianceCollector:
             if theirs.margins is not None:
                 mine.margins = (copy.deepcopy(theirs.margins) if mine.margins is None
                                 else mine.margins.merged(theirs.margins))
+            mine.latency = _combined((mine.latency, theirs.latency))
+            mine.ttft = _combined((mine.ttft, theirs.ttft))
         merged._provider_tokens = self._provider_tokens and other._provider_tokens
         merged._failures = self._failures + other._failures
         merged._finish = self._finish + other._finish
@@ -406,9 +424,14 @@ class VarianceCollector:
             divergence_margin=margin,
             finish_reasons=dict(sorted(self._finish.items())),
             system_fingerprints=dict(sorted(self._fingerprints.items())),
-            top_outputs=[OutputCount(text=texts[i], count=counts[i]) for i in top],
+            top_outputs=[OutputCount(text=texts[i], count=counts[i],
+                                     latency=_latency_stats(outputs[texts[i]].latency),
+                                     ttft=_latency_stats(outputs[texts[i]].ttft))
+                         for i in top],
             entropy_bits_ci=entropy_ci,
             agreement_rate_ci=agreement_ci,
+            latency=_latency_stats(_combined(outputs[t].latency for t in texts)),
+            ttft=_latency_stats(_combined(outputs[t].ttft for t in texts)),
             by_fingerprint=groups.get("fingerprint", {}),
             by_endpoint=groups.get("endpoint", {}),
             by_condition=groups.get("condition", {}),
@@ -426,7 +449,28 @@ def _copy_output(output: _Output) -> _Output:
     clone = _Output(output.tokens)
     clone.count = output.count
     clone.margins = copy.deepcopy(output.margins)
+    clone.latency = _combined((output.latency,))
+    clone.ttft = _combined((output.ttft,))
     return clone
+
+
+def _combined(sketches: Iterable[LatencySketch | None]) -> LatencySketch | None:
+    """A new sketch of all the given sketches' values; None when none is given."""
+    total: LatencySketch | None = None
+    for sketch in sketches:
+        if sketch is not None:
+            if total is None:
+                total = sketch.copy()
+            else:
+                total.merge(sketch)
+    return total
+
+
+def _latency_stats(sketch: LatencySketch | None) -> LatencyStats | None:
+    if sketch is None:
+        return None
+    return LatencyStats(count=sketch.count, min_s=sketch.min, median_s=sketch.quantile(0.5),
+                        p90_s=sketch.quantile(0.9), max_s=sketch.max)
 
 
 def _merge_optional(a: VarianceCollector | None, b: VarianceCollector | None

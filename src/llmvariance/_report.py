@@ -6,19 +6,45 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-__all__ = ["ConfidenceInterval", "DivergenceStats", "HistogramBin", "OutputCount",
-           "VarianceReport"]
+__all__ = ["ConfidenceInterval", "DivergenceStats", "HistogramBin", "LatencyStats",
+           "OutputCount", "VarianceReport"]
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
 
 
+class LatencyStats(BaseModel):
+    """A summary of per-sample durations, in seconds, over the samples that have one.
+
+    ``min_s`` and ``max_s`` are exact. ``median_s`` and ``p90_s`` interpolate linearly
+    between order statistics (as ``numpy.quantile`` does) and come from a log-bucketed
+    sketch: within 2% of the exact value for durations between 1 ms and 1 h.
+    """
+
+    model_config = _FROZEN
+
+    count: int
+    """Samples with a measured duration."""
+    min_s: float
+    """The shortest duration, seconds (exact)."""
+    median_s: float
+    """The median duration, seconds (within 2%)."""
+    p90_s: float
+    """The 90th percentile duration, seconds (within 2%)."""
+    max_s: float
+    """The longest duration, seconds (exact)."""
+
+
 class OutputCount(BaseModel):
-    """One distinct output and how many samples produced it."""
+    """One distinct output, how many samples produced it, and how long they took."""
 
     model_config = _FROZEN
 
     text: str
     count: int
+    latency: LatencyStats | None = None
+    """``Sample.latency_s`` (whole response, seconds) over this output's samples."""
+    ttft: LatencyStats | None = None
+    """``Sample.ttft_s`` (time to first token, seconds) over this output's streamed samples."""
 
 
 class HistogramBin(BaseModel):
@@ -85,6 +111,11 @@ class VarianceReport(BaseModel):
       where texts agree. None without logprobs.
     - ``divergence_margin``: at the first divergence, top-1 minus top-2 logprob of the
       modal output (needs top_logprobs). Small margins: near-ties flipped by noise.
+    - ``latency`` / ``ttft``: ``Sample.latency_s`` (whole response) and ``Sample.ttft_s``
+      (time to first token; streamed responses only) in seconds, over the ok samples that
+      measured them (a latency of 0, the ``Sample`` default, counts as not measured);
+      None when none did. Each entry of ``top_outputs`` has the same summaries over its
+      own samples, so one can see whether the diverging outputs were served more slowly.
 
     ``tokenization`` says whether tokens are the provider's (every sample had them) or
     the word fallback. ``by_fingerprint``, ``by_endpoint`` and ``by_condition`` hold the
@@ -122,6 +153,10 @@ class VarianceReport(BaseModel):
     """The most common outputs, most frequent first (at most five)."""
     entropy_bits_ci: ConfidenceInterval | None = None
     agreement_rate_ci: ConfidenceInterval | None = None
+    latency: LatencyStats | None = None
+    """Whole-response latency of the ok samples, seconds; None when none measured it."""
+    ttft: LatencyStats | None = None
+    """Time to first token of the ok streamed samples, seconds; None when none was streamed."""
     by_fingerprint: dict[str, VarianceReport] = {}
     by_endpoint: dict[str, VarianceReport] = {}
     by_condition: dict[str, VarianceReport] = {}
@@ -177,6 +212,9 @@ def _summary_lines(r: VarianceReport) -> list[str]:
     if r.length_mean_tokens is not None:
         lines.append(f"length            {r.length_mean_tokens:.1f} ± "
                      f"{_fmt(r.length_std_tokens, '.1f')} {r.tokenization} tokens")
+    if r.latency is not None or r.ttft is not None:
+        lines.append(f"latency s         {_stats(r.latency, 'none measured')}")
+        lines.append(f"ttft s            {_stats(r.ttft, 'none (no streamed samples)')}")
     if r.finish_reasons:
         lines.append("finish reasons    " + ", ".join(
             f"{k} {v}" for k, v in sorted(r.finish_reasons.items())))
@@ -189,8 +227,21 @@ def _summary_lines(r: VarianceReport) -> list[str]:
     for rank, output in enumerate(r.top_outputs, 1):
         preview = output.text[:70].replace("\n", " ")
         ellipsis = "..." if len(output.text) > 70 else ""
-        lines.append(f"  #{rank} x{output.count:<5} {preview!r}{ellipsis}")
+        lines.append(f"  #{rank} x{output.count:<5} {preview!r}{ellipsis}{_medians(output)}")
     return lines
+
+
+def _stats(stats: LatencyStats | None, missing: str) -> str:
+    if stats is None:
+        return missing
+    return (f"median {stats.median_s:.3f}  p90 {stats.p90_s:.3f}  max {stats.max_s:.3f}  "
+            f"({stats.count})")
+
+
+def _medians(output: OutputCount) -> str:
+    parts = [f"{name} {stats.median_s:.3f}" for name, stats in
+             (("ttft", output.ttft), ("latency", output.latency)) if stats is not None]
+    return f"  [median s: {', '.join(parts)}]" if parts else ""
 
 
 def _group_row(name: str, r: VarianceReport) -> str:

@@ -13,12 +13,23 @@ from .._errors import MalformedResponseError
 from .._request import Request
 from ._sse import SSEEvent
 
-__all__ = ["Completion", "ProviderAdapter", "StreamResult", "error_message", "load_json",
-           "preview"]
+__all__ = ["Completion", "ProviderAdapter", "StreamResult", "body_fields", "error_message",
+           "load_json", "preview"]
 
 PREVIEW_CHARS = 2000
 """Adapters keep this much of a body in messages; the pool cuts to 500 *after* removing
 secrets, so a key straddling the cut is still found whole."""
+
+
+def body_fields(request: Request, **added: Any) -> dict[str, Any]:
+    """The request's fields as a JSON body: unset ones left out, ``stream`` only when on,
+    then ``added`` (API-specific fields), then the caller's ``extra`` over everything."""
+    body = request.model_dump(exclude_none=True, exclude={"extra", "stream"})
+    if request.stream:
+        body["stream"] = True
+    body.update(added)
+    body.update(request.extra)
+    return body
 
 
 def load_json(body: bytes | str, what: str = "body") -> dict[str, Any]:

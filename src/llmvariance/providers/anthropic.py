@@ -19,7 +19,7 @@ import orjson
 from .._endpoint import Endpoint
 from .._errors import MalformedResponseError, StreamError
 from .._request import MessagesRequest, Request
-from ._base import Completion, ProviderAdapter, StreamResult, load_json
+from ._base import Completion, ProviderAdapter, StreamResult, body_fields, load_json
 from ._sse import SSEEvent
 
 __all__ = ["API_VERSION", "AnthropicMessagesAdapter"]
@@ -63,11 +63,7 @@ class AnthropicMessagesAdapter(ProviderAdapter):
 
     def encode(self, request: Request) -> bytes:
         assert isinstance(request, MessagesRequest)
-        body = request.model_dump(exclude_none=True, exclude={"extra", "stream"})
-        if request.stream:
-            body["stream"] = True
-        body.update(request.extra)
-        return orjson.dumps(body)
+        return orjson.dumps(body_fields(request))
 
     def decode(self, body: bytes) -> Completion:
         data = load_json(body)

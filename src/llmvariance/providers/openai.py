@@ -19,19 +19,16 @@ import orjson
 
 from .._errors import MalformedResponseError, StreamError
 from .._request import ChatRequest, CompletionRequest, Request
-from ._base import Completion, ProviderAdapter, StreamResult, load_json
+from ._base import Completion, ProviderAdapter, StreamResult, body_fields, load_json
 from ._sse import SSEEvent
 
 __all__ = ["OpenAIChatAdapter", "OpenAICompletionAdapter"]
 
 
 def _body_fields(request: ChatRequest | CompletionRequest) -> dict[str, Any]:
-    body = request.model_dump(exclude_none=True, exclude={"extra", "stream"})
-    if request.stream:
-        body["stream"] = True
-        body["stream_options"] = {"include_usage": True}
-    body.update(request.extra)
-    return body
+    # usage arrives in a last chunk only when asked for
+    added = {"stream_options": {"include_usage": True}} if request.stream else {}
+    return body_fields(request, **added)
 
 
 def _first_choice(data: dict[str, Any]) -> dict[str, Any]:

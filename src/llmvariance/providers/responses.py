@@ -19,7 +19,7 @@ import orjson
 
 from .._errors import MalformedResponseError, StreamError
 from .._request import Request, ResponsesRequest
-from ._base import Completion, ProviderAdapter, StreamResult, load_json
+from ._base import Completion, ProviderAdapter, StreamResult, body_fields, load_json
 from ._sse import SSEEvent
 
 __all__ = ["ResponsesAdapter"]
@@ -75,13 +75,8 @@ class ResponsesAdapter(ProviderAdapter):
 
     def encode(self, request: Request) -> bytes:
         assert isinstance(request, ResponsesRequest)
-        body = request.model_dump(exclude_none=True, exclude={"extra", "stream"})
-        if request.top_logprobs is not None:
-            body["include"] = [LOGPROBS_INCLUDE]
-        if request.stream:
-            body["stream"] = True
-        body.update(request.extra)
-        return orjson.dumps(body)
+        added = {"include": [LOGPROBS_INCLUDE]} if request.top_logprobs is not None else {}
+        return orjson.dumps(body_fields(request, **added))
 
     def decode(self, body: bytes) -> Completion:
         data = load_json(body)
