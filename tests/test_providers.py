@@ -360,3 +360,19 @@ async def test_faulty_streams_still_give_every_sample_once_and_whole(api: str) -
         assert sample.ttft_s is not None and sample.usage == want.usage
     retried = sum(s.attempts - 1 for s in streamed.samples)
     assert retried >= 5  # the faults really fired, and every one was retried
+
+
+async def test_anthropic_rate_limit_headers_pace_the_pool_end_to_end() -> None:
+    from llmvariance.testing import Faults, SimServer
+
+    request = ALL_APIS["messages"]
+    server = SimServer(faults=Faults(requests_per_minute=600, window_s=1.0))
+    async with server as url, lv.ClientPool(lv.Endpoint(base_url=url, api_key=KEY),
+                                            concurrency=16) as pool:
+        result = await lv.sample_many(request, 40, pool=pool)
+        stats = pool.stats
+    assert result.report.n_ok == 40 and result.report.unique_count == 1
+    # 16 arrive at once and the server takes 10; after its 429s (with anthropic-ratelimit-*
+    # headers) the pool pauses and paces itself instead of retrying one by one
+    assert 6 <= server.stats.rate_limited <= 12
+    assert stats.rate_limited == server.stats.rate_limited and stats.pauses >= 1
