@@ -30,6 +30,7 @@ from ._report import (
     ConfidenceInterval,
     DivergenceStats,
     HistogramBin,
+    LatencyStats,
     OutputCount,
     VarianceReport,
 )
@@ -75,6 +76,7 @@ __all__ = [
     "HistogramBin",
     "InputMessage",
     "LLMVarianceError",
+    "LatencyStats",
     "MalformedResponseError",
     "MatrixResult",
     "MatrixRow",
