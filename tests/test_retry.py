@@ -189,3 +189,14 @@ async def test_a_token_estimate_over_the_limit_sends_nothing() -> None:
         await run(transport, clock, rate_limit=lv.RateLimit(tokens_per_minute=10))
     assert sent_at == []
 
+
+
+@pytest.mark.parametrize("status", [503, 529])
+async def test_an_overloaded_server_that_says_how_long_pauses_the_pool(status: int) -> None:
+    clock = FakeClock()
+    transport, sent_at = make(lv.HTTPResponse(status, headers={"retry-after": "5"}),
+                              clock=clock)
+    result, stats = await run(transport, clock)
+    assert result.samples[0].ok and result.samples[0].attempts == 2
+    assert stats.pauses == 1 and stats.paused_s == 5.0
+    assert sent_at[1] - sent_at[0] == 5.0

@@ -282,7 +282,7 @@ class ClientPool:
                 server_wait = self._retry.backoff_s(attempt, self._rng)
             self._limiter.rate_limited(server_wait, sent_at)
             return
-        if server_wait is not None and failure.status == 503:
+        if server_wait is not None and failure.status in (503, 529):  # 529: Anthropic's
             self._limiter.pause(server_wait)  # overloaded, and it says for how long
             return
         wait = server_wait if server_wait is not None else self._retry.backoff_s(
