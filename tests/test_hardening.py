@@ -464,3 +464,25 @@ async def test_progress_shows_a_request_that_waits(monkeypatch: pytest.MonkeyPat
                                 rate_limited=0, paused_s=0, in_flight=1, timeouts=2,
                                 oldest_in_flight_s=95.0)) == {
         "failed": 0, "timeouts": 2, "waiting": "95s"}
+
+
+async def test_a_damaged_record_found_on_resume_leaves_the_file_untouched(
+        tmp_path: Path) -> None:
+    path = tmp_path / "run.jsonl"
+    await lv.sample_many(CHAT, 3, endpoint=EP, transport=_mock_ok(), output=path)
+    lines = path.read_bytes().splitlines(keepends=True)
+    damaged = lines[1].replace(b'"latency_s":', b'"latency_s":"oops","x":')
+    path.write_bytes(b"".join([lines[0], damaged, *lines[2:]]) + b'{"record":"sam')
+    before = path.read_bytes()
+    with pytest.raises(lv.ConfigError, match="damaged"):
+        await lv.sample_many(CHAT, 3, endpoint=EP, transport=_mock_ok(), output=path)
+    assert path.read_bytes() == before
+
+
+def test_an_index_beyond_the_run_is_refused_not_allocated(tmp_path: Path) -> None:
+    path = tmp_path / "run.jsonl"
+    header = orjson.dumps({"record": "header", "format": "llmvariance.run/1", "n": 3,
+                           "request": {"kind": "chat", **CHAT.model_dump(mode="json")}})
+    path.write_bytes(header + b'\n{"record":"sample","index":100000000000,"text":"x"}\n')
+    with pytest.raises(lv.ConfigError, match="bad sample index 100000000000"):
+        lv.read_run(path)

@@ -376,3 +376,127 @@ async def test_anthropic_rate_limit_headers_pace_the_pool_end_to_end() -> None:
     # headers) the pool pauses and paces itself instead of retrying one by one
     assert 6 <= server.stats.rate_limited <= 12
     assert stats.rate_limited == server.stats.rate_limited and stats.pauses >= 1
+
+
+# -- found in review ------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("request_", "body"), [
+    (ALL_APIS["chat"], orjson.dumps({"choices": 5})),
+    (ALL_APIS["completions"], orjson.dumps({"choices": [{"text": "x", "logprobs": {
+        "tokens": ["x"], "token_logprobs": 3}}]})),
+    (RESPONSES, orjson.dumps({**RESPONSE, "output": [{"type": "message", "content": 7}]})),
+    (RESPONSES.model_copy(update={"stream": True}),
+     sse(("response.failed", {"type": "response.failed", "response": None}))),
+])
+async def test_bodies_of_unexpected_shape_are_failed_samples_not_exceptions(
+        request_: object, body: bytes) -> None:
+    result, _ = await run(request_, lv.HTTPResponse(200, body), retry=ONCE)
+    error = result.samples[0].error
+    assert error is not None and error.kind in ("malformed_response", "stream_error")
+
+
+async def test_a_key_split_across_deltas_or_blocks_is_masked() -> None:
+    half = len(KEY) // 2
+    body = messages_stream(["my key is ", KEY[:half], KEY[half:], " ok"])
+    streamed, _ = await run(MESSAGES.model_copy(update={"stream": True}),
+                            lv.HTTPResponse(200, body))
+    blocks = {**MESSAGE, "content": [{"type": "text", "text": KEY[:half]},
+                                     {"type": "text", "text": KEY[half:]}]}
+    plain, _ = await run(MESSAGES, lv.HTTPResponse(200, orjson.dumps(blocks)))
+    assert streamed.samples[0].text == "my key is *** ok"
+    assert plain.samples[0].text == "***"
+
+
+@pytest.mark.parametrize(("request_", "body"), [
+    (ALL_APIS["chat"].model_copy(update={"stream": True}), sse((None, "[DONE]"))),
+    (MESSAGES.model_copy(update={"stream": True}),
+     sse(("message_stop", {"type": "message_stop"}))),
+])
+async def test_a_stream_with_no_answer_is_not_an_empty_answer(request_: object,
+                                                              body: bytes) -> None:
+    result, _ = await run(request_, lv.HTTPResponse(200, body), retry=ONCE)
+    error = result.samples[0].error
+    assert error is not None and error.kind == "malformed_response"
+
+
+async def test_a_responses_stream_takes_the_final_text_and_checks_the_deltas() -> None:
+    streamed = RESPONSES.model_copy(update={"stream": True})
+    only_final = sse(("response.completed", {"type": "response.completed",
+                                             "response": RESPONSE}))
+    result, _ = await run(streamed, lv.HTTPResponse(200, only_final))
+    assert result.samples[0].text == "Hi!" and result.samples[0].ttft_s is not None
+    wrong = {**RESPONSE, "output": [{"type": "message", "content": [
+        {"type": "output_text", "text": "Bye"}]}]}
+    body = responses_stream(end=None) + sse(("response.completed", {
+        "type": "response.completed", "response": wrong}))
+    disagreeing, _ = await run(streamed, lv.HTTPResponse(200, body), retry=ONCE)
+    error = disagreeing.samples[0].error
+    assert error is not None and "disagree" in error.message
+
+
+async def test_a_failed_or_queued_response_is_not_an_answer() -> None:
+    failed = {**RESPONSE, "status": "failed", "output": [],
+              "error": {"code": "server_error", "message": "it broke"}}
+    result, _ = await run(RESPONSES, lv.HTTPResponse(200, orjson.dumps(failed)), retry=ONCE)
+    error = result.samples[0].error
+    assert error is not None and error.message == "the response is failed: it broke"
+
+
+async def test_only_the_first_choice_of_interleaved_streams_is_the_answer() -> None:
+    base = {"id": "c", "object": "chat.completion.chunk", "model": "m"}
+    events = [(None, {**base, "choices": [{"index": i, "delta": {"content": t},
+                                           "finish_reason": None}]})
+              for i, t in ((0, "Hel"), (1, "Wor"), (0, "lo"), (1, "ld"))]
+    events += [(None, {**base, "choices": [{"index": i, "delta": {}, "finish_reason": "stop"}
+                                           for i in (0, 1)]}), (None, "[DONE]")]
+    request = ALL_APIS["chat"].model_copy(update={"stream": True, "extra": {"n": 2}})
+    result, _ = await run(request, lv.HTTPResponse(200, sse(*events)))
+    assert result.samples[0].text == "Hello"
+
+
+async def test_completion_logprobs_in_the_chat_shape_are_read() -> None:
+    # llama.cpp's /v1/completions answers logprobs in chat's shape
+    content = [{"token": "Once", "logprob": -0.5, "top_logprobs": [
+        {"token": "Once", "logprob": -0.5}, {"token": "One", "logprob": -1.5}]}]
+    body = orjson.dumps({"choices": [{"text": "Once", "finish_reason": "length",
+                                      "logprobs": {"content": content}}]})
+    result, _ = await run(ALL_APIS["completions"], lv.HTTPResponse(200, body))
+    sample = result.samples[0]
+    assert sample.tokens == ["Once"] and sample.top_logprobs == [{"Once": -0.5, "One": -1.5}]
+
+
+async def test_setting_headers_are_not_masked_in_answers() -> None:
+    endpoint = lv.Endpoint(base_url="http://127.0.0.1:9/v1", api_key=KEY,
+                           headers={"anthropic-version": "2023-06-01"})
+    body = orjson.dumps({**MESSAGE, "content": [{"type": "text", "text": "On 2023-06-01."}]})
+    result = await lv.sample_many(MESSAGES, 1, endpoint=endpoint, transport=lv.MockTransport(
+        lambda r: lv.HTTPResponse(200, body)))
+    assert result.samples[0].text == "On 2023-06-01."
+
+
+async def test_anthropic_requests_carry_the_key_once_in_x_api_key() -> None:
+    from aiohttp import web
+
+    seen: list[dict[str, str]] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        seen.append(dict(request.headers))
+        return web.json_response(MESSAGE if request.path.endswith("/messages") else {
+            "choices": [{"message": {"content": "x"}, "finish_reason": "stop"}]})
+
+    app = web.Application()
+    app.router.add_post("/v1/{tail:.*}", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        endpoint = lv.Endpoint(base_url=f"http://127.0.0.1:{runner.addresses[0][1]}/v1",
+                               api_key=KEY)
+        async with lv.ClientPool(endpoint) as pool:  # one pool, both APIs
+            await lv.sample_many(ALL_APIS["chat"], 1, pool=pool)
+            await lv.sample_many(MESSAGES, 1, pool=pool)
+    finally:
+        await runner.cleanup()
+    chat, messages = seen
+    assert chat["Authorization"] == f"Bearer {KEY}" and "x-api-key" not in chat
+    assert messages["x-api-key"] == KEY and "Authorization" not in messages

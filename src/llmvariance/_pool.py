@@ -245,8 +245,14 @@ class ClientPool:
             return _Failure("stream_error", str(exc), status, True, hints)
         except MalformedResponseError as exc:
             return _Failure("malformed_response", str(exc), status, True, hints)
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+            # a field of an unexpected type deep in the body: the body is malformed, and a
+            # per-request problem must never escape the run
+            return _Failure("malformed_response", f"unexpected body shape: "
+                            f"{type(exc).__name__}: {exc}", status, True, hints)
         fields: Mapping[str, Any] = completion
-        if self._redactor.may_leak(response.body):  # a server echoing the key, anywhere
+        # the key echoed anywhere, or assembled from pieces (stream deltas, text blocks)
+        if self._redactor.may_leak(response.body) or self._redactor.in_text(completion):
             fields = self._redactor.response(completion)
         try:
             sample = Sample(index=index, endpoint=self._endpoint.label, latency_s=latency,

@@ -14,9 +14,13 @@ from typing import Any
 
 from ._endpoint import Endpoint
 
-__all__ = ["MASK", "Redactor"]
+__all__ = ["MASK", "NOT_SECRET", "Redactor"]
 
 MASK = "***"
+NOT_SECRET = frozenset({"anthropic-version", "anthropic-beta", "openai-beta", "content-type",
+                        "accept", "user-agent", "x-title", "http-referer"})
+"""Header names whose values are settings, not secrets: masking them would mask ordinary
+text (a date like ``2023-06-01``) in every answer."""
 _MIN_SECRET_CHARS = 4
 """Shorter values (``"1"``, ``"on"``) would mask ordinary text; they are not secrets."""
 
@@ -37,7 +41,8 @@ class Redactor:
 
     @classmethod
     def for_endpoint(cls, endpoint: Endpoint) -> Redactor:
-        values = [s.get_secret_value() for s in endpoint.headers.values()]
+        values = [s.get_secret_value() for name, s in endpoint.headers.items()
+                  if name.lower() not in NOT_SECRET]
         if endpoint.api_key is not None:
             values.append(endpoint.api_key.get_secret_value())
         return cls(values)
@@ -50,6 +55,18 @@ class Redactor:
         has no JSON escape that could spell one."""
         return bool(self._secrets) and (any(s in body for s in self._encoded)
                                         or any(e in body for e in self._escapes))
+
+    def in_text(self, fields: Mapping[str, object]) -> bool:
+        """Whether a secret appears in the assembled ``text`` or the joined ``tokens``,
+        which may be put together from pieces none of which holds it whole."""
+        if not self._secrets:
+            return False
+        text = fields.get("text")
+        tokens = fields.get("tokens")
+        joined = "".join(t for t in tokens if isinstance(t, str)) if isinstance(
+            tokens, list) else ""
+        return any(s in text for s in self._secrets if isinstance(text, str)) or any(
+            s in joined for s in self._secrets)
 
     def text(self, value: str) -> str:
         for secret in self._secrets:

@@ -213,8 +213,10 @@ def read_run(path: str | os.PathLike[str]) -> RunContents:
             kind = record.get("record")
             if kind == "sample":
                 index = record.get("index")
-                if isinstance(index, bool) or not isinstance(index, int) or index < 0:
-                    raise ConfigError("output", f"{path}:{number}: bad sample index {index!r}")
+                if (isinstance(index, bool) or not isinstance(index, int) or index < 0
+                        or index >= max_n):
+                    raise ConfigError("output", f"{path}:{number}: bad sample index {index!r} "
+                                      f"(the run asked for {max_n})")
                 last.record(index, offset, record.get("error") is None)
             elif kind == "resume" and isinstance(record.get("n"), int):
                 max_n = max(max_n, record["n"])
@@ -225,11 +227,16 @@ def read_run(path: str | os.PathLike[str]) -> RunContents:
 class RunFile:
     """An open run file that samples are appended to; use ``RunFile.open`` to create one."""
 
-    __slots__ = ("_handle", "path")
+    __slots__ = ("_handle", "_pending", "path")
 
-    def __init__(self, path: Path, handle: IO[bytes]) -> None:
+    def __init__(self, path: Path, handle: IO[bytes],
+                 pending: tuple[int, dict[str, Any]] | None = None) -> None:
         self.path = path
         self._handle = handle
+        # (where to truncate, the resume marker): done at the first write, so a run that
+        # stops before sending anything (a damaged record found while resuming) leaves the
+        # file as it was
+        self._pending = pending
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], request: Request, n: int, endpoint: Endpoint,
@@ -273,12 +280,9 @@ class RunFile:
         except BaseException:
             handle.close()
             raise
-        handle.truncate(contents.good_bytes)  # drop a line cut by a crash
-        handle.seek(contents.good_bytes)
-        run = cls(path, handle)
-        run._write({"record": "resume", "at": _now(), "n": n, "have": len(contents),
-                    "base_url": endpoint.base_url})
-        return run, contents
+        marker = {"record": "resume", "at": _now(), "n": n, "have": len(contents),
+                  "base_url": endpoint.base_url}
+        return cls(path, handle, (contents.good_bytes, marker)), contents
 
     @staticmethod
     def _lock(handle: IO[bytes], path: Path) -> IO[bytes]:
@@ -292,6 +296,12 @@ class RunFile:
         return handle
 
     def _write(self, record: dict[str, Any]) -> None:
+        if self._pending is not None:
+            good_bytes, marker = self._pending
+            self._pending = None
+            self._handle.truncate(good_bytes)  # drop a line cut by a crash
+            self._handle.seek(good_bytes)
+            self._write(marker)
         self._handle.write(orjson.dumps(record) + b"\n")
         self._handle.flush()  # in the OS's hands now: a killed process loses nothing
 

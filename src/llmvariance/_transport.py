@@ -91,8 +91,8 @@ class Transport(ABC):
 class AiohttpTransport(Transport):
     """HTTP over one aiohttp session with at most ``max_connections`` sockets."""
 
-    __slots__ = ("_headers", "_max_body", "_max_connections", "_session", "_timeout",
-                 "_timeouts")
+    __slots__ = ("_bare_session", "_headers", "_max_body", "_max_connections", "_session",
+                 "_timeout", "_timeouts")
 
     def __init__(self, *, max_connections: int, timeouts: Timeouts | None = None,
                  headers: Mapping[str, str] | None = None,
@@ -106,18 +106,25 @@ class AiohttpTransport(Transport):
         self._timeout = aiohttp.ClientTimeout(total=t.total_s, connect=t.connect_s,
                                               sock_read=t.read_s)
         self._session: aiohttp.ClientSession | None = None
+        self._bare_session: aiohttp.ClientSession | None = None
 
-    def _open(self) -> aiohttp.ClientSession:
+    def _open(self, headers: Mapping[str, str] | None) -> aiohttp.ClientSession:
         # Created lazily so the session binds to the loop that sends, not the constructor's.
         connector = aiohttp.TCPConnector(limit=self._max_connections, limit_per_host=0)
-        self._session = aiohttp.ClientSession(
-            connector=connector, timeout=self._timeout, raise_for_status=False,
-            headers=self._headers,
-        )
-        return self._session
+        return aiohttp.ClientSession(connector=connector, timeout=self._timeout,
+                                     raise_for_status=False, headers=headers)
+
+    def _session_for(self, request: HTTPRequest) -> aiohttp.ClientSession:
+        """The session whose default headers are the request's own (no per-request merge),
+        or one with none: aiohttp would add the defaults' key to another API's headers."""
+        if request.headers is self._headers:
+            self._session = self._session or self._open(self._headers)
+            return self._session
+        self._bare_session = self._bare_session or self._open(None)
+        return self._bare_session
 
     async def send(self, request: HTTPRequest) -> HTTPResponse:
-        session = self._session or self._open()
+        session = self._session_for(request)
         sent = time.monotonic()
         try:
             # No redirects: following one would hand custom auth headers to another host.
@@ -176,9 +183,10 @@ class AiohttpTransport(Transport):
         return chunks
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        for session in (self._session, self._bare_session):
+            if session is not None:
+                await session.close()
+        self._session = self._bare_session = None
 
     def __repr__(self) -> str:
         state = "open" if self._session is not None else "idle"

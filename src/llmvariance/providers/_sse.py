@@ -27,14 +27,21 @@ class SSEEvent:
 
 def iter_sse(chunks: Iterable[tuple[float, bytes]]) -> Iterator[SSEEvent]:
     """Events from ``(arrival time, bytes)`` chunks cut anywhere, even inside a character."""
-    pending = b""
+    pending = bytearray()
     name: str | None = None
     data: list[str] = []
     for at, chunk in chunks:
+        # Only the new bytes are searched for line ends, so a huge event that arrives in
+        # many small chunks costs linear, not quadratic, time.
+        searched = len(pending)
         pending += chunk
-        *lines, pending = pending.split(b"\n")
+        end = pending.rfind(b"\n", searched)
+        if end == -1:
+            continue
+        lines = pending[:end].split(b"\n")
+        del pending[:end + 1]
         for raw in lines:
-            line = raw.removesuffix(b"\r").decode("utf-8", "replace")
+            line = bytes(raw).removesuffix(b"\r").decode("utf-8", "replace")
             if not line:
                 if data:
                     yield SSEEvent(name, "\n".join(data), at)

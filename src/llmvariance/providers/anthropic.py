@@ -38,7 +38,9 @@ def _usage(*parts: Any) -> dict[str, Any] | None:
     counts = {k: v for k, v in merged.items() if isinstance(v, int) and not isinstance(v, bool)}
     written = counts.get("cache_creation_input_tokens", 0)
     read = counts.get("cache_read_input_tokens", 0)
-    prompt = counts.get("input_tokens", 0) + written + read
+    if "input_tokens" not in counts:
+        return {"completion_tokens": counts.get("output_tokens")}
+    prompt = counts["input_tokens"] + written + read
     output = counts.get("output_tokens")
     return {"prompt_tokens": prompt, "completion_tokens": output,
             "total_tokens": prompt + (output or 0),
@@ -84,6 +86,8 @@ class AnthropicMessagesAdapter(ProviderAdapter):
         stop_reason: Any = None
         usage_end: Any = None
         for event in events:
+            if event.event == "ping":
+                continue  # keep-alive; its data need not be JSON
             data = load_json(event.data, f"the {event.event or 'unnamed'} event")
             kind = data.get("type", event.event)
             if kind == "message_start" and isinstance(data.get("message"), dict):
@@ -106,6 +110,8 @@ class AnthropicMessagesAdapter(ProviderAdapter):
                           if isinstance(error, dict) else error)
                 raise StreamError(f"error event mid-stream: {detail}")
             elif kind == "message_stop":
+                if stop_reason is None:
+                    raise MalformedResponseError("the stream stopped without a stop_reason")
                 completion = Completion(
                     text="".join(parts), tokens=None, token_logprobs=None, top_logprobs=None,
                     finish_reason=stop_reason, system_fingerprint=None,

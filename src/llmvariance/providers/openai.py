@@ -88,7 +88,8 @@ def _events(events: Iterable[SSEEvent]) -> Iterable[tuple[dict[str, Any], float]
 class _StreamState:
     """What the chunks of one stream add up to."""
 
-    __slots__ = ("content_at", "finish", "last", "logprobs", "parts", "tokens", "top", "usage")
+    __slots__ = ("content_at", "envelope", "finish", "logprobs", "parts", "tokens", "top",
+                 "usage")
 
     def __init__(self) -> None:
         self.parts: list[str] = []
@@ -98,20 +99,24 @@ class _StreamState:
         self.content_at: list[float] = []
         self.finish: Any = None
         self.usage: Any = None
-        self.last: dict[str, Any] = {}
+        self.envelope: dict[str, Any] = {}
+        """The first id, model and system_fingerprint the chunks carried."""
 
     def chunk(self, chunk: dict[str, Any]) -> dict[str, Any] | None:
-        """Note the chunk's envelope and usage; return its first choice, if any."""
-        self.last = chunk
+        """Note the chunk's envelope and usage; return its choice with index 0, if any."""
+        for key in ("id", "model", "system_fingerprint"):
+            if self.envelope.get(key) is None and chunk.get(key) is not None:
+                self.envelope[key] = chunk[key]
         if isinstance(chunk.get("usage"), dict):
             self.usage = chunk["usage"]
         choices = chunk.get("choices")
         if not choices:
             return None
-        choice = choices[0]
-        if not isinstance(choice, dict):
-            raise MalformedResponseError("a stream chunk's choices[0] is not an object")
-        if choice.get("finish_reason") is not None:
+        if not isinstance(choices, list) or not all(isinstance(c, dict) for c in choices):
+            raise MalformedResponseError("a stream chunk's choices are not a list of objects")
+        # with n > 1 the choices interleave: the first one is the answer, as when not streamed
+        choice = next((c for c in choices if c.get("index", 0) == 0), None)
+        if choice is not None and choice.get("finish_reason") is not None:
             self.finish = choice["finish_reason"]
         return choice
 
@@ -125,7 +130,12 @@ class _StreamState:
             self.content_at.append(at)
 
     def result(self) -> StreamResult:
-        completion = _common(self.last, {"finish_reason": self.finish}, "".join(self.parts))
+        if self.finish is None:  # e.g. a proxy closing a failed call with a bare [DONE]
+            raise MalformedResponseError("the stream ended without a finish_reason")
+        if self.tokens and len(self.logprobs) != len(self.tokens):
+            raise MalformedResponseError("streamed logprobs do not match the tokens")
+        completion = _common(self.envelope, {"finish_reason": self.finish},
+                             "".join(self.parts))
         completion["usage"] = self.usage
         if self.tokens:
             completion["tokens"] = self.tokens
@@ -191,7 +201,15 @@ class OpenAICompletionAdapter(ProviderAdapter):
         choice = _first_choice(data)
         completion = _common(data, choice, choice.get("text"))
         logprobs = choice.get("logprobs")
-        if isinstance(logprobs, dict) and logprobs.get("tokens"):
+        if isinstance(logprobs, dict) and logprobs.get("content"):  # llama.cpp: chat shape
+            tokens_: list[str] = []
+            values_: list[float | None] = []
+            top_: list[dict[str, float]] = []
+            _chat_logprobs(logprobs["content"], tokens_, values_, top_)
+            completion["tokens"] = tokens_
+            completion["token_logprobs"] = values_
+            completion["top_logprobs"] = _none_if_all_empty(top_)
+        elif isinstance(logprobs, dict) and logprobs.get("tokens"):
             tokens = logprobs["tokens"]
             token_logprobs = logprobs.get("token_logprobs")
             top = logprobs.get("top_logprobs")
@@ -211,8 +229,15 @@ class OpenAICompletionAdapter(ProviderAdapter):
                 continue
             state.text(choice.get("text"), at)
             logprobs = choice.get("logprobs")
-            if isinstance(logprobs, dict) and isinstance(logprobs.get("tokens"), list):
+            if not isinstance(logprobs, dict):
+                continue
+            if logprobs.get("content"):  # llama.cpp sends the chat shape here too
+                _chat_logprobs(logprobs["content"], state.tokens, state.logprobs, state.top)
+            elif isinstance(logprobs.get("tokens"), list):
+                values, top = logprobs.get("token_logprobs"), logprobs.get("top_logprobs")
+                if not isinstance(values, list) or len(values) != len(logprobs["tokens"]):
+                    raise MalformedResponseError("streamed token_logprobs do not match tokens")
                 state.tokens.extend(logprobs["tokens"])
-                state.logprobs.extend(logprobs.get("token_logprobs") or ())
-                state.top.extend(t or {} for t in logprobs.get("top_logprobs") or ())
+                state.logprobs.extend(values)
+                state.top.extend(t or {} for t in top or ())
         return state.result()

@@ -57,6 +57,43 @@ def _add_logprobs(entries: Any, tokens: list[str], values: list[float | None],
         raise MalformedResponseError(f"output_text logprobs are malformed: {exc!r}") from None
 
 
+def _check_status(response: dict[str, Any]) -> None:
+    """Only a completed or incomplete response has an answer; ``failed``, ``cancelled`` or
+    still ``queued`` / ``in_progress`` (background mode) do not."""
+    status = response.get("status", "completed")
+    if status not in ("completed", "incomplete"):
+        error = response.get("error")
+        detail = error.get("message") if isinstance(error, dict) else None
+        raise MalformedResponseError(f"the response is {status}"
+                                     + (f": {detail}" if detail else ""))
+
+
+def _output(response: dict[str, Any]
+            ) -> tuple[str, list[str], list[float | None], list[dict[str, float]]]:
+    """The text and logprobs of the ``output_text`` parts of the ``message`` items."""
+    output = response.get("output")
+    if not isinstance(output, list):
+        raise MalformedResponseError("the response has no output list")
+    parts: list[str] = []
+    tokens: list[str] = []
+    values: list[float | None] = []
+    top: list[dict[str, float]] = []
+    for item in output:
+        if not isinstance(item, dict) or item.get("type") != "message":
+            continue  # reasoning, tool calls: not the answer's text
+        content = item.get("content") or []
+        if not isinstance(content, list):
+            raise MalformedResponseError("a message item's content is not a list")
+        for part in content:
+            if isinstance(part, dict) and part.get("type") == "output_text":
+                text = part.get("text")
+                if not isinstance(text, str):
+                    raise MalformedResponseError("an output_text has no text")
+                parts.append(text)
+                _add_logprobs(part.get("logprobs"), tokens, values, top)
+    return "".join(parts), tokens, values, top
+
+
 def _completion(response: dict[str, Any], text: str, tokens: list[str],
                 values: list[float | None], top: list[dict[str, float]]) -> Completion:
     completion = Completion(text=text, tokens=None, token_logprobs=None, top_logprobs=None,
@@ -80,24 +117,9 @@ class ResponsesAdapter(ProviderAdapter):
 
     def decode(self, body: bytes) -> Completion:
         data = load_json(body)
-        output = data.get("output")
-        if not isinstance(output, list):
-            raise MalformedResponseError("body has no output list")
-        parts: list[str] = []
-        tokens: list[str] = []
-        values: list[float | None] = []
-        top: list[dict[str, float]] = []
-        for item in output:
-            if not isinstance(item, dict) or item.get("type") != "message":
-                continue  # reasoning, tool calls: not the answer's text
-            for part in item.get("content") or ():
-                if isinstance(part, dict) and part.get("type") == "output_text":
-                    text = part.get("text")
-                    if not isinstance(text, str):
-                        raise MalformedResponseError("an output_text has no text")
-                    parts.append(text)
-                    _add_logprobs(part.get("logprobs"), tokens, values, top)
-        return _completion(data, "".join(parts), tokens, values, top)
+        _check_status(data)
+        text, tokens, values, top = _output(data)
+        return _completion(data, text, tokens, values, top)
 
     def decode_stream(self, events: Iterable[SSEEvent]) -> StreamResult:
         parts: list[str] = []
@@ -120,10 +142,18 @@ class ResponsesAdapter(ProviderAdapter):
                 response = data.get("response")
                 if not isinstance(response, dict):
                     raise MalformedResponseError(f"{kind} carries no response")
-                return _completion(response, "".join(parts), tokens, values, top), content_at
+                final, final_tokens, final_values, final_top = _output(response)
+                streamed = "".join(parts)
+                if final and streamed and final != streamed:
+                    raise MalformedResponseError("the streamed deltas and the final response "
+                                                 "disagree on the text")
+                if final and not streamed:  # the text came only in the final response
+                    return _completion(response, final, final_tokens, final_values,
+                                       final_top), [event.at]
+                return _completion(response, streamed, tokens, values, top), content_at
             elif kind in ("error", "response.failed"):
-                error = data.get("response", {}).get("error") if kind == "response.failed" \
-                    else data
+                response = data.get("response") if kind == "response.failed" else None
+                error = response.get("error") if isinstance(response, dict) else data
                 message = error.get("message") if isinstance(error, dict) else error
                 raise StreamError(f"error event mid-stream: {message}")
         raise MalformedResponseError("the stream ended before response.completed (cut short)")
