@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Annotated
 
 import aiohttp
+import anyio
 from multidict import CIMultiDict, CIMultiDictProxy
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -211,6 +212,10 @@ class MockTransport(Transport):
         result = self._handler(request)
         if inspect.isawaitable(result):
             result = await result
+        else:
+            # A network always awaits, so a run on it can be cancelled between requests; a
+            # handler that does not must still let a cancellation in (no scheduler round-trip).
+            await anyio.lowlevel.checkpoint_if_cancelled()
         if not isinstance(result, HTTPResponse):
             raise TypeError(f"mock handler returned {type(result).__name__}, not HTTPResponse")
         chunks = result.chunks
