@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import anyio
 import orjson
 import pytest
 
 import llmvariance as lv
+from llmvariance.testing import SimServer
 
 pytestmark = pytest.mark.anyio
 
@@ -230,3 +232,41 @@ async def test_cancelling_a_run_stops_promptly_and_leaves_nothing_behind() -> No
     await anyio.lowlevel.checkpoint()
     assert started == 4  # nothing more was sent after the cancel
     assert set(asyncio.all_tasks()) - before == set()
+
+
+async def test_without_keeping_samples_memory_stays_flat_as_n_grows() -> None:
+    import tracemalloc
+
+    body = orjson.dumps({"choices": [{"message": {"content": "word " * 50},
+                                      "finish_reason": "length"}]})
+    transport = lv.MockTransport(lambda r: lv.HTTPResponse(200, body))
+    endpoint = lv.Endpoint(base_url="http://127.0.0.1:9/v1")
+    request = lv.ChatRequest(model="m", messages=[{"role": "user", "content": "hi"}])
+    peaks = []
+    for n in (5_000, 50_000):
+        tracemalloc.start()
+        try:
+            result = await lv.sample_many(request, n, endpoint=endpoint, transport=transport,
+                                          concurrency=32, keep_samples=False)
+            peaks.append(tracemalloc.get_traced_memory()[1])
+        finally:
+            tracemalloc.stop()
+        assert result.samples == [] and not result.kept_samples
+        assert result.report.n_samples == n and result.report.unique_count == 1
+    assert peaks[1] < 2 * 2**20 and peaks[1] < 1.5 * peaks[0] + 256 * 2**10
+
+
+async def test_without_keeping_samples_the_report_and_resume_are_the_same(
+        tmp_path: Path) -> None:
+    async with SimServer(step_time_s=0.001) as url:
+        endpoint = lv.Endpoint(base_url=url)
+        request = lv.ChatRequest(model="moe", messages=[{"role": "user", "content": "Go"}],
+                                 max_tokens=16)
+        path = tmp_path / "run.jsonl"
+        await lv.sample_many(request, 10, endpoint=endpoint, output=path, concurrency=10)
+        lean = await lv.sample_many(request, 25, endpoint=endpoint, output=path,
+                                    concurrency=10, keep_samples=False)
+    assert lean.samples == [] and lean.report.n_samples == 25
+    from_file = lv.VarianceCollector()
+    from_file.update(lv.read_run(path).iter_samples())
+    assert from_file.report() == lean.report

@@ -31,7 +31,11 @@ __all__ = ["SampleSet", "sample_many", "sample_many_sync"]
 
 
 class SampleSet(BaseModel):
-    """The result of a run: exactly ``n`` samples ordered by index, and their report."""
+    """The result of a run: exactly ``n`` samples ordered by index, and their report.
+
+    With ``sample_many(..., keep_samples=False)`` ``samples`` is empty: the report (and
+    the run file, when there is one) is all that is kept.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -39,6 +43,7 @@ class SampleSet(BaseModel):
     endpoint: str
     samples: list[Sample]
     report: VarianceReport
+    kept_samples: bool = True
 
     @property
     def texts(self) -> list[str]:
@@ -74,6 +79,7 @@ async def sample_many(
     progress: Callable[[Progress], Any] | None = None,
     on_sample: Callable[[Sample], Any] | None = None,
     condition: str | None = None,
+    keep_samples: bool = True,
 ) -> SampleSet:
     """Send ``request`` ``n`` times and return every sample with the variance report.
 
@@ -89,7 +95,9 @@ async def sample_many(
     is refused unless ``allow_endpoint_change``. ``progress`` is called with a
     ``Progress`` after every sample and at least once a second while requests wait;
     ``on_sample`` with each sample, in completion order. ``condition`` labels every
-    sample (``Sample.condition``) for grouped reports.
+    sample (``Sample.condition``) for grouped reports. ``keep_samples=False`` keeps no
+    sample in memory — only the report, built as they arrive (and the run file): memory
+    then stays flat however large ``n`` is.
 
     Arguments are checked, and a run file is validated, before anything is sent
     (``ConfigError`` names the field). Failed requests are samples, never exceptions.
@@ -105,10 +113,11 @@ async def sample_many(
     ConfigError.check_type("output", output, str, os.PathLike)
     ConfigError.check_type("condition", condition, str)
     ConfigError.check_type("allow_endpoint_change", allow_endpoint_change, bool)
+    ConfigError.check_type("keep_samples", keep_samples, bool)
     for name, hook in (("progress", progress), ("on_sample", on_sample)):
         if hook is not None and not callable(hook):
             raise ConfigError(name, f"must be callable, got {type(hook).__name__}")
-    options = _Options(output, allow_endpoint_change, on_sample, progress)
+    options = _Options(output, allow_endpoint_change, on_sample, progress, keep_samples)
     if pool is not None:
         own_settings = (endpoint, rate_limit, retry, timeouts, transport)
         if any(setting is not None for setting in own_settings):
@@ -131,6 +140,7 @@ class _Options:
     allow_endpoint_change: bool
     on_sample: Callable[[Sample], Any] | None
     progress: Callable[[Progress], Any] | None
+    keep_samples: bool
 
 
 _TICK_S = 1.0
@@ -145,8 +155,10 @@ async def _run(
     workers: int,
     options: _Options,
 ) -> SampleSet:
-    # Memory grows with the samples that arrive, never with n: pending work is a range.
+    # Memory grows with the samples kept (none without keep_samples), never with n:
+    # pending work is a range, and only indices a run file already holds are skipped.
     results: dict[int, Sample] = {}
+    skip: set[int] = set()
     collector = VarianceCollector()
     run_file: RunFile | None = None
     if options.output is not None:
@@ -155,12 +167,13 @@ async def _run(
                                           allow_endpoint_change=options.allow_endpoint_change)
         try:
             if existing is not None:
-                _resume(existing, n, results, collector)
+                skip = _resume(existing, n, results if options.keep_samples else None,
+                               collector)
         except BaseException:
             run_file.close()
             raise
-    resumed = len(results)
-    todo: Iterator[int] = (i for i in range(n) if i not in results)
+    resumed = len(skip)
+    todo: Iterator[int] = (i for i in range(n) if i not in skip)
     done, failed = resumed, 0
     start = time.monotonic()
     error: BaseException | None = None  # the first one a hook or the run file raised
@@ -185,7 +198,8 @@ async def _run(
         # Workers share one iterator: next() never awaits, so each index goes to one worker.
         for index in todo:
             sample = await pool.send(call, index)
-            results[index] = sample
+            if options.keep_samples:
+                results[index] = sample
             done += 1
             failed += sample.error is not None
             try:
@@ -229,21 +243,23 @@ async def _run(
                 error.add_note(f"closing the run file failed too: {close_error}")
     if error is not None:
         raise error
-    samples = [results[i] for i in range(n)]
+    samples = [results[i] for i in range(n)] if options.keep_samples else []
     return SampleSet(request=request, endpoint=pool.endpoint.label, samples=samples,
-                     report=collector.report())
+                     report=collector.report(), kept_samples=options.keep_samples)
 
 
-def _resume(existing: RunContents, n: int, results: dict[int, Sample],
-            collector: VarianceCollector) -> None:
-    """Take the ok samples of indices below ``n`` from a run file; failures are resent."""
+def _resume(existing: RunContents, n: int, results: dict[int, Sample] | None,
+            collector: VarianceCollector) -> set[int]:
+    """The indices below ``n`` whose samples a run file holds ok (failures are resent),
+    each fed to ``collector`` and, unless ``results`` is None, kept there."""
     keep = {i for i in existing.ok_indices() if i < n}
-    if not keep:
-        return
-    for sample in existing.iter_samples():
-        if sample.index in keep:
-            results[sample.index] = sample
-            collector.add(sample)
+    if keep:
+        for sample in existing.iter_samples():
+            if sample.index in keep:
+                if results is not None:
+                    results[sample.index] = sample
+                collector.add(sample)
+    return keep
 
 
 @functools.wraps(sample_many)
