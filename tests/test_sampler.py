@@ -270,3 +270,56 @@ async def test_without_keeping_samples_the_report_and_resume_are_the_same(
     from_file = lv.VarianceCollector()
     from_file.update(lv.read_run(path).iter_samples())
     assert from_file.report() == lean.report
+
+
+async def test_stream_samples_yields_every_sample_as_it_completes(tmp_path: Path) -> None:
+    async with SimServer(step_time_s=0.001) as url:
+        request = lv.ChatRequest(model="moe", messages=[{"role": "user", "content": "Go"}],
+                                 max_tokens=12)
+        path = tmp_path / "run.jsonl"
+        seen: list[lv.Sample] = []
+        async with lv.stream_samples(request, 40, endpoint=lv.Endpoint(base_url=url),
+                                     concurrency=8, output=path) as run:
+            async for sample in run:
+                seen.append(sample)
+    assert sorted(s.index for s in seen) == list(range(40))
+    assert run.result.samples == [] and run.result.report == lv.analyze(seen)
+    assert len(lv.read_run(path)) == 40
+
+
+async def test_a_slow_reader_slows_the_run_and_leaving_early_cancels_it() -> None:
+    sent: list[int] = []
+
+    def handler(request: lv.HTTPRequest) -> lv.HTTPResponse:
+        sent.append(1)
+        return lv.HTTPResponse(200, b'{"choices": [{"message": {"content": "x"}}]}')
+
+    request = lv.ChatRequest(model="m", messages=[{"role": "user", "content": "hi"}])
+    async with lv.stream_samples(request, 10_000, endpoint=lv.Endpoint(
+            base_url="http://127.0.0.1:9/v1"), transport=lv.MockTransport(handler),
+            concurrency=4) as run:
+        async for sample in run:
+            assert sample.ok
+            if len(sent) >= 20:
+                break
+        # nothing was read for a while: the run waits on its reader instead of racing on
+        await anyio.lowlevel.checkpoint()
+        backlog = len(sent)
+    assert backlog <= 20 + 4 + 4 + 1  # read + channel + in flight, of 10,000
+    with pytest.raises(RuntimeError, match="has not finished"):
+        _ = run.result
+
+
+async def test_stream_samples_refuses_keep_samples_and_hands_over_config_errors() -> None:
+    request = lv.ChatRequest(model="m", messages=[{"role": "user", "content": "hi"}])
+    with pytest.raises(lv.ConfigError, match="keep_samples"):
+        lv.stream_samples(request, 5, keep_samples=True)
+
+    async def read_all() -> None:
+        async with lv.stream_samples(request, 0, endpoint=lv.Endpoint(
+                base_url="http://127.0.0.1:9/v1")) as run:
+            async for _ in run:
+                pass
+
+    with pytest.raises(lv.ConfigError, match=r"^n: "):
+        await read_all()

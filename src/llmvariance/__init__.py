@@ -48,6 +48,7 @@ from ._retry import RetryPolicy
 from ._runfile import RunContents, read_run
 from ._sample import Sample, SampleError, Usage
 from ._sampler import SampleSet, sample_many, sample_many_sync
+from ._stream import SampleStream, stream_samples
 from ._transport import (
     AiohttpTransport,
     HTTPRequest,
@@ -97,6 +98,7 @@ __all__ = [
     "Sample",
     "SampleError",
     "SampleSet",
+    "SampleStream",
     "StreamError",
     "TextBlock",
     "Timeouts",
@@ -115,4 +117,5 @@ __all__ = [
     "sample_many",
     "sample_many_sync",
     "server_matrix",
+    "stream_samples",
 ]

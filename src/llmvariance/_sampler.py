@@ -6,7 +6,8 @@ import asyncio
 import functools
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,7 +118,8 @@ async def sample_many(
     for name, hook in (("progress", progress), ("on_sample", on_sample)):
         if hook is not None and not callable(hook):
             raise ConfigError(name, f"must be callable, got {type(hook).__name__}")
-    options = _Options(output, allow_endpoint_change, on_sample, progress, keep_samples)
+    options = _Options(output, allow_endpoint_change, on_sample, progress, keep_samples,
+                       _SINK.get())
     if pool is not None:
         own_settings = (endpoint, rate_limit, retry, timeouts, transport)
         if any(setting is not None for setting in own_settings):
@@ -141,6 +143,13 @@ class _Options:
     on_sample: Callable[[Sample], Any] | None
     progress: Callable[[Progress], Any] | None
     keep_samples: bool
+    sink: Callable[[Sample], Awaitable[None]] | None
+    """``stream_samples``' channel: awaited with each sample, so a slow reader slows the run."""
+
+
+_SINK: ContextVar[Callable[[Sample], Awaitable[None]] | None] = ContextVar(
+    "llmvariance_sample_sink", default=None)
+"""Set by ``stream_samples`` in the task that runs ``sample_many`` for it."""
 
 
 _TICK_S = 1.0
@@ -209,6 +218,8 @@ async def _run(
                 if options.on_sample is not None:
                     options.on_sample(sample)
                 report_progress()
+                if options.sink is not None:
+                    await options.sink(sample)
             except Exception as exc:
                 stop(exc)
                 return
