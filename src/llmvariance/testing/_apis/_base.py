@@ -18,8 +18,20 @@ from .._engine import Delta, Generation, Job
 from .._models import Context, SimModel
 from .._vocab import prompt_tokens
 
-__all__ = ["Api", "BadRequest", "Call", "OpenAIApi", "make_job", "new_id", "openai_error",
-           "openai_stream_error", "sse_data", "sse_event"]
+__all__ = [
+    "Api",
+    "BadRequest",
+    "Call",
+    "OpenAIApi",
+    "OpenAIChunkCall",
+    "make_job",
+    "new_id",
+    "openai_error",
+    "openai_stream_error",
+    "openai_usage",
+    "sse_data",
+    "sse_event",
+]
 
 
 class BadRequest(Exception):
@@ -139,6 +151,50 @@ def openai_stream_error(message: str) -> bytes:
     """How an OpenAI chat or completions stream reports an error mid-way."""
     return sse_data({"error": {"message": message, "type": "server_error", "param": None,
                                "code": None}})
+
+
+def openai_usage(prompt_count: int, completion_count: int) -> dict[str, Any]:
+    return {
+        "prompt_tokens": prompt_count,
+        "completion_tokens": completion_count,
+        "total_tokens": prompt_count + completion_count,
+        # as OpenAI sends them, so clients meet the fields they must tolerate
+        "prompt_tokens_details": {"cached_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": 0},
+    }
+
+
+class OpenAIChunkCall(Call):
+    """Chat and completions streams: chunks, a last chunk with the finish reason, usage in a
+    chunk of its own when asked for (``stream_options.include_usage``), then ``[DONE]``."""
+
+    include_usage: bool
+
+    @abstractmethod
+    def final_chunk(self, finish_reason: str | None) -> bytes:
+        """The chunk that carries the finish reason."""
+
+    @abstractmethod
+    def usage_envelope(self) -> dict[str, Any]:
+        """A chunk with no choices, for the usage."""
+
+    def tail(self, gen: Generation) -> bytes:
+        out = self.final_chunk(gen.finish_reason)
+        if self.include_usage:
+            payload = self.usage_envelope()
+            payload["usage"] = openai_usage(self.prompt_tokens, len(gen.choices))
+            out += sse_data(payload)
+        return out + b"data: [DONE]\n\n"
+
+    def error_event(self, message: str) -> bytes:
+        return openai_stream_error(message)
+
+
+def single_choice(body: dict[str, Any]) -> dict[str, Any]:
+    """``body``, unless it asks for more than one choice (the simulator makes one)."""
+    if body.get("n", 1) != 1:
+        raise BadRequest(400, "only n=1 is supported", "n")
+    return body
 
 
 class OpenAIApi(Api):

@@ -19,15 +19,16 @@ from .._engine import Delta, Generation, TokenChoice
 from .._models import SimModel
 from ._base import (
     BadRequest,
-    Call,
     OpenAIApi,
+    OpenAIChunkCall,
     make_job,
     new_id,
-    openai_stream_error,
+    openai_usage,
+    single_choice,
     sse_data,
 )
 
-__all__ = ["ChatApi", "chat_prompt", "openai_usage"]
+__all__ = ["ChatApi", "chat_prompt"]
 
 DEFAULT_MAX_TOKENS = 256
 
@@ -52,24 +53,13 @@ def chat_prompt(messages: Any) -> str:
     return "\n".join(lines)
 
 
-def openai_usage(prompt_count: int, completion_count: int) -> dict[str, Any]:
-    return {
-        "prompt_tokens": prompt_count,
-        "completion_tokens": completion_count,
-        "total_tokens": prompt_count + completion_count,
-        # as OpenAI sends them, so clients meet the fields they must tolerate
-        "prompt_tokens_details": {"cached_tokens": 0},
-        "completion_tokens_details": {"reasoning_tokens": 0},
-    }
-
-
 def token_logprob(c: TokenChoice) -> dict[str, Any]:
     return {"token": c.token, "logprob": c.logprob, "bytes": list(c.token.encode()),
             "top_logprobs": [{"token": t, "logprob": lp, "bytes": list(t.encode())}
                              for t, lp in c.top]}
 
 
-class ChatCall(Call):
+class ChatCall(OpenAIChunkCall):
     def __init__(self, body: dict[str, Any], model: SimModel) -> None:
         prompt = chat_prompt(body.get("messages"))
         self.want_logprobs = bool(body.get("logprobs"))
@@ -124,22 +114,15 @@ class ChatCall(Call):
             logprobs = {"content": [] if delta.choice is None else [token_logprob(delta.choice)]}
         return self._chunk({"content": delta.text}, logprobs, None)
 
-    def tail(self, gen: Generation) -> bytes:
-        out = self._chunk({}, None, gen.finish_reason)
-        if self.include_usage:
-            payload = self._envelope("chat.completion.chunk", [])
-            payload["usage"] = openai_usage(self.prompt_tokens, len(gen.choices))
-            out += sse_data(payload)
-        return out + b"data: [DONE]\n\n"
+    def final_chunk(self, finish_reason: str | None) -> bytes:
+        return self._chunk({}, None, finish_reason)
 
-    def error_event(self, message: str) -> bytes:
-        return openai_stream_error(message)
+    def usage_envelope(self) -> dict[str, Any]:
+        return self._envelope("chat.completion.chunk", [])
 
 
 class ChatApi(OpenAIApi):
     path = "/v1/chat/completions"
 
-    def parse(self, body: dict[str, Any], model: SimModel) -> Call:
-        if body.get("n", 1) != 1:
-            raise BadRequest(400, "only n=1 is supported", "n")
-        return ChatCall(body, model)
+    def parse(self, body: dict[str, Any], model: SimModel) -> ChatCall:
+        return ChatCall(single_choice(body), model)

@@ -17,21 +17,21 @@ from .._engine import Delta, Generation, TokenChoice
 from .._models import SimModel
 from ._base import (
     BadRequest,
-    Call,
     OpenAIApi,
+    OpenAIChunkCall,
     make_job,
     new_id,
-    openai_stream_error,
+    openai_usage,
+    single_choice,
     sse_data,
 )
-from .chat import openai_usage
 
 __all__ = ["CompletionsApi"]
 
 DEFAULT_MAX_TOKENS = 16  # OpenAI's default for /completions
 
 
-class CompletionCall(Call):
+class CompletionCall(OpenAIChunkCall):
     def __init__(self, body: dict[str, Any], model: SimModel) -> None:
         prompt = body.get("prompt")
         if isinstance(prompt, list) and len(prompt) == 1:
@@ -103,22 +103,15 @@ class CompletionCall(Call):
             self._offset += sum(len(c.token) for c in choices)
         return self._chunk(delta.text, logprobs, None)
 
-    def tail(self, gen: Generation) -> bytes:
-        out = self._chunk("", None, gen.finish_reason)
-        if self.include_usage:
-            payload = self._envelope([])
-            payload["usage"] = openai_usage(self.prompt_tokens, len(gen.choices))
-            out += sse_data(payload)
-        return out + b"data: [DONE]\n\n"
+    def final_chunk(self, finish_reason: str | None) -> bytes:
+        return self._chunk("", None, finish_reason)
 
-    def error_event(self, message: str) -> bytes:
-        return openai_stream_error(message)
+    def usage_envelope(self) -> dict[str, Any]:
+        return self._envelope([])
 
 
 class CompletionsApi(OpenAIApi):
     path = "/v1/completions"
 
-    def parse(self, body: dict[str, Any], model: SimModel) -> Call:
-        if body.get("n", 1) != 1:
-            raise BadRequest(400, "only n=1 is supported", "n")
-        return CompletionCall(body, model)
+    def parse(self, body: dict[str, Any], model: SimModel) -> CompletionCall:
+        return CompletionCall(single_choice(body), model)
