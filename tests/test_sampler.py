@@ -323,3 +323,21 @@ async def test_stream_samples_refuses_keep_samples_and_hands_over_config_errors(
 
     with pytest.raises(lv.ConfigError, match=r"^n: "):
         await read_all()
+
+
+def test_sample_many_sync_runs_on_uvloop_unless_opted_out(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    loops: list[str] = []
+    request = lv.ChatRequest(model="m", messages=[{"role": "user", "content": "hi"}])
+
+    def once() -> None:
+        lv.sample_many_sync(
+            request, 2, endpoint=lv.Endpoint(base_url="http://127.0.0.1:9/v1"),
+            transport=lv.MockTransport(lambda r: lv.HTTPResponse(
+                200, b'{"choices": [{"message": {"content": "x"}}]}')),
+            on_sample=lambda s: loops.append(type(asyncio.get_running_loop()).__module__))
+
+    once()
+    monkeypatch.setenv("LLMVARIANCE_UVLOOP", "0")
+    once()
+    assert loops[0].startswith("uvloop") and loops[-1].startswith("asyncio")

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict
 from ._collect import VarianceCollector
 from ._endpoint import Endpoint, endpoint_or_default
 from ._errors import ConfigError
+from ._loop import run as run_loop
 from ._pool import ClientPool, PreparedCall
 from ._progress import Progress
 from ._ratelimit import RateLimit
@@ -275,7 +276,9 @@ def _resume(existing: RunContents, n: int, results: dict[int, Sample] | None,
 
 @functools.wraps(sample_many)
 def sample_many_sync(*args: Any, **kwargs: Any) -> SampleSet:
-    """``sample_many`` for code without a running event loop (scripts, plain notebooks)."""
+    """``sample_many`` for code without a running event loop (scripts, plain notebooks);
+    on uvloop when it is installed (``pip install llmvariance[fast]``; opt out with
+    ``LLMVARIANCE_UVLOOP=0``)."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -283,6 +286,5 @@ def sample_many_sync(*args: Any, **kwargs: Any) -> SampleSet:
     else:
         raise RuntimeError("sample_many_sync cannot run inside an event loop; "
                            "use `await sample_many(...)` instead")
-    result: SampleSet = anyio.run(functools.partial(sample_many, *args, **kwargs),
-                                  backend="asyncio")
+    result: SampleSet = run_loop(functools.partial(sample_many, *args, **kwargs))
     return result

@@ -6,10 +6,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-import anyio
 from pydantic import ValidationError
 
 from .._errors import ConfigError, EngineError
+from .._loop import run as run_loop
 from . import batch_effect, demo, matrix, report, sample, serve
 from ._common import describe
 
@@ -32,7 +32,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        code: int = anyio.run(COMMANDS[args.command].run, args, backend="asyncio")
+        code: int = run_loop(COMMANDS[args.command].run, args)
     except (ConfigError, ValidationError, EngineError) as exc:
         message = describe(exc) if isinstance(exc, ValidationError) else str(exc)
         print(f"llmvariance {args.command}: error: {message}", file=sys.stderr)
