@@ -1,10 +1,13 @@
-"""Client overhead: sample_many vs a bare aiohttp loop against the same loopback server.
+"""Client overhead: sample_many against a bare aiohttp loop and the clients people would use.
 
-The server runs in a separate process and answers every POST with one fixed chat body, so
-what differs between rows is client-side work only. Each mode runs ``--runs`` times,
-alternating; the table shows medians and the ratio to the bare loop.
+A loopback server in its own process answers every POST with one fixed chat body, so what
+differs between rows is client-side work only. For each concurrency C, every client runs
+``--runs`` times, interleaved: the bare aiohttp loop and ``sample_many`` on asyncio and on
+uvloop, the official ``openai`` SDK's ``AsyncOpenAI`` and a bare ``httpx`` loop (both on
+asyncio; ``pip install .[bench]``). The table shows medians: requests/s, client CPU ms per
+request, and the ratio to the bare aiohttp loop on the same event loop.
 
-    python benchmarks/pool_overhead.py [--n 5000] [--concurrency 32] [--runs 5]
+    python benchmarks/pool_overhead.py [--n 5000] [--concurrency 16,64,256] [--runs 3]
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import asyncio
 import multiprocessing
 import socket
 import time
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 import orjson
@@ -30,6 +34,7 @@ BODY = orjson.dumps({
                  "finish_reason": "length"}],
     "usage": {"prompt_tokens": 10, "completion_tokens": 100, "total_tokens": 110},
 })
+REQUEST = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
 
 
 def serve(sock: socket.socket) -> None:
@@ -42,8 +47,8 @@ def serve(sock: socket.socket) -> None:
     web.run_app(app, sock=sock, print=None, access_log=None)
 
 
-async def bare(url: str, n: int, concurrency: int) -> float:
-    body = orjson.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+async def bare(url: str, n: int, concurrency: int) -> None:
+    body = orjson.dumps(REQUEST)
     texts: list[str] = [""] * n
     indices = iter(range(n))
     connector = aiohttp.TCPConnector(limit=concurrency)
@@ -54,59 +59,134 @@ async def bare(url: str, n: int, concurrency: int) -> float:
                                         headers={"Content-Type": "application/json"}) as r:
                     texts[i] = orjson.loads(await r.read())["choices"][0]["message"]["content"]
 
-        start = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
-        return time.perf_counter() - start
 
 
-async def library(url: str, n: int, concurrency: int) -> float:
+async def library(url: str, n: int, concurrency: int) -> None:
     req = lv.ChatRequest(model="m", messages=[{"role": "user", "content": "hi"}])
-    start = time.perf_counter()
     result = await lv.sample_many(req, n, endpoint=lv.Endpoint(base_url=url, api_key=None),
                                   concurrency=concurrency)
-    elapsed = time.perf_counter() - start
     assert result.report.n_ok == n
-    return elapsed
+
+
+async def openai_sdk(url: str, n: int, concurrency: int) -> None:
+    import httpx
+    from openai import AsyncOpenAI
+
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    client = AsyncOpenAI(base_url=url, api_key="none", max_retries=0,
+                         http_client=httpx.AsyncClient(limits=limits))
+    texts: list[str | None] = [None] * n
+    indices = iter(range(n))
+
+    async def worker() -> None:
+        for i in indices:
+            answer = await client.chat.completions.create(
+                model="m", messages=[{"role": "user", "content": "hi"}])
+            texts[i] = answer.choices[0].message.content
+
+    async with client:
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+
+async def httpx_loop(url: str, n: int, concurrency: int) -> None:
+    import httpx
+
+    body = orjson.dumps(REQUEST)
+    texts: list[str] = [""] * n
+    indices = iter(range(n))
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(limits=limits) as client:
+        async def worker() -> None:
+            for i in indices:
+                r = await client.post(url + "/chat/completions", content=body,
+                                      headers={"Content-Type": "application/json"})
+                texts[i] = orjson.loads(r.content)["choices"][0]["message"]["content"]
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+
+Client = Callable[[str, int, int], Awaitable[None]]
+
+
+def timed(client: Client, url: str, n: int, concurrency: int, uvloop: bool
+          ) -> tuple[float, float]:
+    """Wall seconds and client CPU seconds of one run on a fresh event loop."""
+    import uvloop as uv
+
+    wall, cpu = time.perf_counter(), time.process_time()
+    runner = uv.run if uvloop else asyncio.run
+    runner(client(url, n, concurrency))
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+CLIENTS: dict[str, tuple[Client, bool]] = {
+    "bare aiohttp (asyncio)": (bare, False),
+    "sample_many (asyncio)": (library, False),
+    "bare aiohttp (uvloop)": (bare, True),
+    "sample_many (uvloop)": (library, True),
+    "openai AsyncOpenAI (asyncio)": (openai_sdk, False),
+    "httpx loop (asyncio)": (httpx_loop, False),
+}
+BASELINE = {False: "bare aiohttp (asyncio)", True: "bare aiohttp (uvloop)"}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=5000)
-    parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--n-slow", type=int, default=1000,
+                        help="requests per run for the openai SDK and httpx (slower)")
+    parser.add_argument("--concurrency", default="16,64,256")
+    parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
+    levels = [int(c) for c in args.concurrency.split(",")]
 
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    sock.listen(1024)
+    sock.listen(4096)
     url = f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
     server = multiprocessing.get_context("spawn").Process(target=serve, args=(sock,),
                                                           daemon=True)
     server.start()
+    results: dict[int, dict[str, dict[str, list[float]]]] = {}
     try:
-        modes = {"bare aiohttp loop": bare, "llmvariance.sample_many": library}
-        times: dict[str, list[float]] = {name: [] for name in modes}
-        asyncio.run(bare(url, 200, args.concurrency))  # warm-up
-        for _ in range(args.runs):
-            for name, mode in modes.items():
-                times[name].append(asyncio.run(mode(url, args.n, args.concurrency)))
+        asyncio.run(bare(url, 200, 16))  # warm-up
+        for concurrency in levels:
+            runs = results[concurrency] = {name: {"wall": [], "cpu": [], "n": []}
+                                           for name in CLIENTS}
+            for _ in range(args.runs):
+                for name, (client, uvloop) in CLIENTS.items():
+                    n = args.n if client in (bare, library) else args.n_slow
+                    wall, cpu = timed(client, url, n, concurrency, uvloop)
+                    runs[name]["wall"].append(wall)
+                    runs[name]["cpu"].append(cpu)
+                    runs[name]["n"].append(n)
     finally:
         server.terminate()
         server.join()
 
-    base = median(times["bare aiohttp loop"])
     rows = []
-    for name, runs in times.items():
-        m = median(runs)
-        rows.append([name, args.n / m, m, base / m])
-    print(f"n={args.n} concurrency={args.concurrency} runs={args.runs} (medians)")
-    print(table(["client", "requests/s", "seconds", "throughput vs bare"], rows))
+    summary: dict[str, dict[str, dict[str, float]]] = {}
+    for concurrency, runs in results.items():
+        rate = {name: median([n / w for n, w in zip(r["n"], r["wall"], strict=True)])
+                for name, r in runs.items()}
+        summary[str(concurrency)] = {}
+        for name, (_, uvloop) in CLIENTS.items():
+            r = runs[name]
+            cpu_ms = median([c / n * 1000 for n, c in zip(r["n"], r["cpu"], strict=True)])
+            ratio = rate[name] / rate[BASELINE[uvloop]]
+            rows.append([concurrency, name, rate[name], cpu_ms, ratio,
+                         rate[name] / rate[BASELINE[False]]])
+            summary[str(concurrency)][name] = {"requests_per_s": rate[name],
+                                               "cpu_ms_per_request": cpu_ms,
+                                               "ratio_vs_bare_same_loop": ratio}
+    print(f"n={args.n} (openai SDK, httpx: {args.n_slow}) runs={args.runs}, medians; "
+          "server in its own process")
+    print(table(["C", "client", "requests/s", "CPU ms/request", "vs bare (same loop)",
+                 "vs bare asyncio"], rows))
     path = write_json("pool_overhead", {
-        "n": args.n, "concurrency": args.concurrency, "runs": args.runs,
-        "seconds": times,
-        "median_requests_per_s": {name: args.n / median(r) for name, r in times.items()},
-        "throughput_ratio_vs_bare": median(times["bare aiohttp loop"])
-        / median(times["llmvariance.sample_many"]),
+        "n": args.n, "n_slow": args.n_slow, "runs": args.runs, "concurrency": levels,
+        "results": summary, "raw": {str(c): r for c, r in results.items()},
     })
     print(f"wrote {path}")
 
