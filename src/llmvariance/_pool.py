@@ -83,6 +83,8 @@ class _Failure:
     status: int | None
     retryable: bool
     hints: ServerHints | None = None
+    overloaded: bool = False
+    """The provider's "overloaded" status: a retry-after then pauses the whole pool."""
 
 
 class ClientPool:
@@ -233,7 +235,8 @@ class ClientPool:
             if status == 429:
                 self._stats.rate_limited += 1
             message = call.adapter.error_message(status, response.body)
-            return _Failure("http_status", message, status, is_retryable_status(status), hints)
+            return _Failure("http_status", message, status, is_retryable_status(status), hints,
+                            status in call.adapter.overloaded_statuses)
         timing: dict[str, float | None] = {}
         try:
             if response.chunks is not None:
@@ -288,7 +291,7 @@ class ClientPool:
                 server_wait = self._retry.backoff_s(attempt, self._rng)
             self._limiter.rate_limited(server_wait, sent_at)
             return
-        if server_wait is not None and failure.status in (503, 529):  # 529: Anthropic's
+        if server_wait is not None and failure.overloaded:
             self._limiter.pause(server_wait)  # overloaded, and it says for how long
             return
         wait = server_wait if server_wait is not None else self._retry.backoff_s(

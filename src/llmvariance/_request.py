@@ -24,8 +24,7 @@ MaxTokens = Annotated[int, Field(ge=1)]
 LogitBias = dict[str, Annotated[float, Field(ge=-100.0, le=100.0)]]
 
 
-def _check_extra(request: BaseModel) -> None:
-    extra: dict[str, Any] = getattr(request, "extra")  # noqa: B009 - every request has it
+def _check_extra(request: BaseModel, extra: dict[str, Any]) -> None:
     try:
         orjson.dumps(extra)
     except TypeError as exc:
@@ -60,7 +59,7 @@ class _Common(BaseModel):
 
     @model_validator(mode="after")
     def _extra_does_not_shadow_fields(self) -> _Common:
-        _check_extra(self)
+        _check_extra(self, self.extra)
         if self.logit_bias is not None:
             for key in self.logit_bias:
                 if not key.isdigit():
@@ -130,7 +129,7 @@ class MessagesRequest(BaseModel):
 
     @model_validator(mode="after")
     def _extra_is_json(self) -> MessagesRequest:
-        _check_extra(self)
+        _check_extra(self, self.extra)
         return self
 
 
@@ -165,7 +164,7 @@ class ResponsesRequest(BaseModel):
 
     @model_validator(mode="after")
     def _extra_is_json(self) -> ResponsesRequest:
-        _check_extra(self)
+        _check_extra(self, self.extra)
         return self
 
 

@@ -163,7 +163,7 @@ _SAMPLE_FIELDS = re.compile(rb'^\{"record":"sample",?')
 """The record tag a sample line starts with; what follows are the Sample's fields."""
 
 
-def _record_header(record: object, path: Path, number: int) -> dict[str, Any]:
+def _as_record(record: object, path: Path, number: int) -> dict[str, Any]:
     if not isinstance(record, dict):
         raise ConfigError("output", f"{path}:{number} is not a JSON object record")
     return record
@@ -186,7 +186,7 @@ def read_run(path: str | os.PathLike[str]) -> RunContents:
             raise ConfigError("output", f"{path} is not an llmvariance run file (no complete "
                               "header line); choose another path or delete it")
         try:
-            header = _record_header(orjson.loads(first), path, 1)
+            header = _as_record(orjson.loads(first), path, 1)
         except orjson.JSONDecodeError:
             header = {}
         if header.get("record") != "header":
@@ -203,7 +203,7 @@ def read_run(path: str | os.PathLike[str]) -> RunContents:
             if not line.endswith(b"\n"):  # cut by a crash while writing
                 return RunContents(path, header, last, offset, True, max_n)
             try:
-                record = _record_header(orjson.loads(line), path, number)
+                record = _as_record(orjson.loads(line), path, number)
             except orjson.JSONDecodeError:
                 if handle.read(1):
                     raise ConfigError("output", f"{path}:{number} is not a JSON record; the "

@@ -96,6 +96,9 @@ class ProviderAdapter(ABC):
     path: ClassVar[str]
     """Appended to the endpoint's base URL."""
     supports_logprobs: ClassVar[bool] = True
+    overloaded_statuses: ClassVar[frozenset[int]] = frozenset({503, 529})
+    """Statuses meaning "overloaded" (529: Anthropic's ``overloaded_error``, also sent by
+    some proxies): with a retry-after they pause the whole pool."""
 
     def headers(self, endpoint: Endpoint) -> dict[str, str]:
         """The request headers, the key among them (``Authorization: Bearer`` by default)."""

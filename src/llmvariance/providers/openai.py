@@ -71,6 +71,17 @@ def _chat_logprobs(entries: Any, tokens: list[str], logprobs: list[float | None]
         raise MalformedResponseError(f"logprobs.content is malformed: {exc!r}") from None
 
 
+def _with_chat_logprobs(completion: Completion, entries: Any) -> None:
+    """Fill the completion's per-token fields from ``logprobs.content`` entries."""
+    tokens: list[str] = []
+    values: list[float | None] = []
+    top: list[dict[str, float]] = []
+    _chat_logprobs(entries, tokens, values, top)
+    completion["tokens"] = tokens
+    completion["token_logprobs"] = values
+    completion["top_logprobs"] = _none_if_all_empty(top)
+
+
 def _events(events: Iterable[SSEEvent]) -> Iterable[tuple[dict[str, Any], float]]:
     """The JSON chunks of an OpenAI-style stream up to ``[DONE]``; error chunks raise."""
     for event in events:
@@ -165,13 +176,7 @@ class OpenAIChatAdapter(ProviderAdapter):
         logprobs = choice.get("logprobs")
         entries = logprobs.get("content") if isinstance(logprobs, dict) else None
         if entries:
-            tokens: list[str] = []
-            values: list[float | None] = []
-            top: list[dict[str, float]] = []
-            _chat_logprobs(entries, tokens, values, top)
-            completion["tokens"] = tokens
-            completion["token_logprobs"] = values
-            completion["top_logprobs"] = _none_if_all_empty(top)
+            _with_chat_logprobs(completion, entries)
         return completion
 
     def decode_stream(self, events: Iterable[SSEEvent]) -> StreamResult:
@@ -202,13 +207,7 @@ class OpenAICompletionAdapter(ProviderAdapter):
         completion = _common(data, choice, choice.get("text"))
         logprobs = choice.get("logprobs")
         if isinstance(logprobs, dict) and logprobs.get("content"):  # llama.cpp: chat shape
-            tokens_: list[str] = []
-            values_: list[float | None] = []
-            top_: list[dict[str, float]] = []
-            _chat_logprobs(logprobs["content"], tokens_, values_, top_)
-            completion["tokens"] = tokens_
-            completion["token_logprobs"] = values_
-            completion["top_logprobs"] = _none_if_all_empty(top_)
+            _with_chat_logprobs(completion, logprobs["content"])
         elif isinstance(logprobs, dict) and logprobs.get("tokens"):
             tokens = logprobs["tokens"]
             token_logprobs = logprobs.get("token_logprobs")
