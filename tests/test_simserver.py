@@ -104,3 +104,14 @@ async def test_models_endpoint_lists_the_served_models(sim: SimServer) -> None:
     async with aiohttp.ClientSession() as session, session.get(sim.base_url + "/models") as r:
         body = await r.json()
     assert [m["id"] for m in body["data"]] == ["dense", "moe", "dense-nbi"]
+
+
+async def test_moe_answers_with_logprobs_and_alternatives(sim: SimServer) -> None:
+    ep = lv.Endpoint(base_url=sim.base_url)
+    req = lv.ChatRequest(model="moe", messages=[{"role": "user", "content": PROMPT}],
+                         max_tokens=12, logprobs=True, top_logprobs=2)
+    result = await lv.sample_many(req, 4, endpoint=ep, concurrency=4)
+    sample = result.samples[0]
+    assert sample.error is None
+    assert sample.tokens is not None and len(sample.tokens) == 12
+    assert sample.top_logprobs is not None and all(len(a) == 2 for a in sample.top_logprobs)

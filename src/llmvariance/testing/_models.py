@@ -179,7 +179,7 @@ class MoEModel(DenseModel):
                     continue
                 load[expert] += 1
                 logits[i] += self.expert_scale * gates[i, j] * (self._weights[expert] @ hidden[i])
-        return [list(row) for row in logits]
+        return logits.tolist()  # Python floats: numpy's would not serialize to JSON
 
 
 def default_models() -> list[SimModel]:
