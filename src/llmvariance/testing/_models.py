@@ -179,7 +179,8 @@ class MoEModel(DenseModel):
                     continue
                 load[expert] += 1
                 logits[i] += self.expert_scale * gates[i, j] * (self._weights[expert] @ hidden[i])
-        return logits.tolist()  # Python floats: numpy's would not serialize to JSON
+        rows: list[list[float]] = logits.tolist()  # Python floats: numpy's are not JSON
+        return rows
 
 
 def default_models() -> list[SimModel]:
