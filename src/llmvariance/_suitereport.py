@@ -1,0 +1,297 @@
+"""The suite report: how reproducible a model is across many prompts, N samples each.
+
+Definitions (N = the samples asked for per prompt):
+
+- A prompt is *evaluable* when all N of its samples succeeded. The suite-level figures
+  are over the evaluable prompts only, so a prompt is never called reproducible on fewer
+  samples than the others; prompts with failures are listed in ``incomplete`` and still
+  get their own row.
+- A prompt's outputs are compared as ``Comparison.key`` gives them: as returned, or
+  whitespace-normalised when ``normalized``. ``distinct`` counts distinct compared texts;
+  ``agreement_rate`` is sum c_k(c_k-1) / (n(n-1)) over their counts.
+- ``tar_raw`` (TARr@N): the fraction of evaluable prompts whose N outputs all agree.
+- ``tar_answer`` (TARa@N): the fraction of evaluable prompts whose N answers all agree,
+  *no answer* (unparseable) counting as one answer value of its own: N unparseable
+  outputs agree, a mix of unparseable and parsed outputs does not. Since each answer is a
+  function of the compared text, a prompt whose outputs all agree has answers that all
+  agree, so ``tar_answer >= tar_raw`` always. ``unparseable`` counts outputs without an
+  answer, so that a TARa@N propped up by outputs with no answer is visible.
+- ``distinct_mean`` / ``distinct_median`` / ``agreement_mean`` / ``distinct_counts``:
+  over evaluable prompts (``agreement_mean`` is None when N < 2).
+- ``prompts``: every prompt, most varying first: more distinct outputs first, then lower
+  agreement, then id.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter
+from collections.abc import Iterable, Mapping
+
+from pydantic import BaseModel, ConfigDict
+
+from . import _metrics as m
+from ._answers import AnswerSpec, Comparison, OutputTally
+from ._collect import VarianceCollector
+from ._errors import ConfigError
+from ._report import VarianceReport
+from ._sample import Sample
+
+__all__ = ["AnswerCount", "DistinctCount", "PromptAnswers", "PromptStats", "SuiteReport",
+           "analyze_suite", "suite_report"]
+
+_FROZEN = ConfigDict(frozen=True, extra="forbid")
+_TOP_ANSWERS = 5
+_TEXT_ROWS = 20
+
+
+class AnswerCount(BaseModel):
+    """One answer and how many outputs gave it; ``answer`` None is *no answer*."""
+
+    model_config = _FROZEN
+
+    answer: str | None
+    count: int
+
+
+class PromptAnswers(BaseModel):
+    """One prompt's answers over its ok outputs, *no answer* counting as one value."""
+
+    model_config = _FROZEN
+
+    distinct: int
+    agreement_rate: float | None
+    """sum c_k(c_k-1) / (n(n-1)) over answer values; None when n < 2."""
+    all_agree: bool
+    """Exactly one answer value."""
+    unparseable: int
+    """Outputs with no answer."""
+    top: list[AnswerCount]
+    """The most common answer values, most frequent first (at most five)."""
+
+
+class PromptStats(BaseModel):
+    """One prompt of a suite, over its ok samples."""
+
+    model_config = _FROZEN
+
+    id: str
+    n_samples: int
+    n_ok: int
+    n_failed: int
+    evaluable: bool
+    """All N samples succeeded: the prompt counts towards the suite's figures."""
+    distinct: int
+    """Distinct outputs as compared (whitespace-normalised when the suite says so)."""
+    agreement_rate: float | None
+    all_agree: bool
+    """Exactly one distinct output (False with no ok output)."""
+    first_divergence_tokens: int | None
+    """From the prompt's ``VarianceReport``: over the texts as returned, never normalised."""
+    answers: PromptAnswers | None
+    """None when the suite has no answer extractor."""
+
+
+class DistinctCount(BaseModel):
+    """``prompts`` evaluable prompts had ``distinct`` distinct outputs."""
+
+    model_config = _FROZEN
+
+    distinct: int
+    prompts: int
+
+
+class SuiteReport(BaseModel):
+    """How N answers to each of many prompts differ; definitions in the module docstring."""
+
+    model_config = _FROZEN
+
+    n: int
+    """Samples asked for per prompt (the N of TARr@N)."""
+    n_prompts: int
+    n_evaluable: int
+    incomplete: list[str]
+    """Ids of the prompts with fewer than N ok samples, in suite order."""
+    normalized: bool
+    """Outputs were compared whitespace-normalised."""
+    answer: str | None
+    """The answer extractor, e.g. ``regex '(\\d+)'``; None when there is none."""
+    tar_raw: float | None
+    """TARr@N; None when no prompt is evaluable."""
+    tar_answer: float | None
+    """TARa@N; None without an extractor or when no prompt is evaluable."""
+    distinct_mean: float | None
+    distinct_median: float | None
+    agreement_mean: float | None
+    distinct_counts: list[DistinctCount]
+    """How many evaluable prompts had each distinct count, fewest distinct first."""
+    answer_distinct_mean: float | None
+    answer_agreement_mean: float | None
+    unparseable: int
+    """Ok outputs without an answer, over every prompt (0 without an extractor)."""
+    prompts: list[PromptStats]
+    """Every prompt, most varying first."""
+
+    @property
+    def varying(self) -> list[str]:
+        """Ids of the prompts whose outputs do not all agree, most varying first."""
+        return [p.id for p in self.prompts if p.distinct > 1]
+
+    def to_text(self) -> str:
+        """A human-readable summary for a terminal, naming the varying prompts."""
+        return "\n".join(_lines(self))
+
+    def __str__(self) -> str:
+        return self.to_text()
+
+
+def _prompt(request_id: str, report: VarianceReport, tally: OutputTally, n: int) -> PromptStats:
+    if tally.n != report.n_ok:
+        raise ValueError(f"{request_id}: the tally counted {tally.n} outputs but the report "
+                         f"{report.n_ok} ok samples")
+    counts = tally.counts
+    answers = None
+    if tally.comparison.has_answers:
+        values = tally.answer_value_counts
+        ranked: list[tuple[str | None, int]] = sorted(tally.answers.items(),
+                                                      key=lambda kv: (-kv[1], kv[0]))
+        if tally.unparseable:
+            ranked.append((None, tally.unparseable))
+            ranked.sort(key=lambda kv: -kv[1])  # stable: None after answers as common
+        answers = PromptAnswers(
+            distinct=len(values), agreement_rate=m.agreement_rate(values),
+            all_agree=len(values) == 1, unparseable=tally.unparseable,
+            top=[AnswerCount(answer=a, count=c) for a, c in ranked[:_TOP_ANSWERS]])
+    return PromptStats(
+        id=request_id, n_samples=report.n_samples, n_ok=report.n_ok, n_failed=report.n_failed,
+        evaluable=report.n_ok == n and report.n_failed == 0, distinct=len(counts),
+        agreement_rate=m.agreement_rate(counts), all_agree=len(counts) == 1,
+        first_divergence_tokens=report.common_prefix_tokens, answers=answers)
+
+
+def _mean(values: list[float]) -> float | None:
+    return statistics.fmean(values) if values else None
+
+
+def suite_report(entries: Iterable[tuple[str, VarianceReport, OutputTally]], *, n: int
+                 ) -> SuiteReport:
+    """The suite report of each prompt's id, ``VarianceReport`` and ``OutputTally`` of
+    its ok outputs, all tallied with the same comparison; ``n`` is N."""
+    ConfigError.check_int("n", n)
+    prompts: list[PromptStats] = []
+    settings: set[tuple[bool, str | None]] = set()
+    for request_id, report, tally in entries:
+        prompts.append(_prompt(request_id, report, tally, n))
+        settings.add((tally.comparison.normalize, tally.comparison.description))
+    ids = Counter(p.id for p in prompts)
+    if len(ids) != len(prompts):
+        raise ValueError(f"repeated prompt ids: {sorted(k for k, c in ids.items() if c > 1)}")
+    if len(settings) > 1:
+        raise ValueError("the tallies were made with different comparisons")
+    normalized, answer = settings.pop() if settings else (False, None)
+    done = [p for p in prompts if p.evaluable]
+    distinct = [p.distinct for p in done]
+    agreements = [p.agreement_rate for p in done if p.agreement_rate is not None]
+    graded = [p.answers for p in done if p.answers is not None]
+    answer_agreements = [a.agreement_rate for a in graded if a.agreement_rate is not None]
+    return SuiteReport(
+        n=n, n_prompts=len(prompts), n_evaluable=len(done),
+        incomplete=[p.id for p in prompts if not p.evaluable],
+        normalized=normalized, answer=answer,
+        tar_raw=sum(p.all_agree for p in done) / len(done) if done else None,
+        tar_answer=(sum(a.all_agree for a in graded) / len(done)
+                    if done and answer is not None else None),
+        distinct_mean=_mean([float(d) for d in distinct]),
+        distinct_median=float(statistics.median(distinct)) if distinct else None,
+        agreement_mean=_mean(agreements),
+        distinct_counts=[DistinctCount(distinct=d, prompts=c)
+                         for d, c in sorted(Counter(distinct).items())],
+        answer_distinct_mean=_mean([float(a.distinct) for a in graded]),
+        answer_agreement_mean=_mean(answer_agreements),
+        unparseable=sum(p.answers.unparseable for p in prompts if p.answers is not None),
+        prompts=sorted(prompts, key=lambda p: (-p.distinct, _or_one(p.agreement_rate), p.id)),
+    )
+
+
+def _or_one(value: float | None) -> float:
+    return 1.0 if value is None else value
+
+
+def analyze_suite(outputs: Mapping[str, Iterable[str | Sample]], *, n: int | None = None,
+                  answer: AnswerSpec | None = None, normalize: bool = False) -> SuiteReport:
+    """The suite report of outputs a user already has: prompt id → strings or ``Sample``s.
+
+    ``n`` (N) defaults to the largest number of items given for one prompt.
+    """
+    comparison = Comparison(answer, normalize=normalize)
+    entries = []
+    for request_id, given in outputs.items():
+        items = list(given)
+        collector, tally = VarianceCollector(grouped=False), comparison.tally()
+        collector.update(items)
+        tally.update(items)
+        entries.append((request_id, collector.report(), tally))
+    if n is None:
+        n = max((e[1].n_samples for e in entries), default=1)
+    return suite_report(entries, n=n)
+
+
+# -- text ---------------------------------------------------------------------------------
+
+def _fmt(value: float | None, spec: str = ".3f") -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def _lines(r: SuiteReport) -> list[str]:
+    failed = ""
+    if r.incomplete:
+        named = ", ".join(r.incomplete[:5]) + (", ..." if len(r.incomplete) > 5 else "")
+        failed = f"; {len(r.incomplete)} with failures: {named}"
+    compared = " (whitespace normalised)" if r.normalized else ""
+    agreeing = sum(p.all_agree for p in r.prompts if p.evaluable)
+    lines = [
+        f"prompts           {r.n_prompts} ({r.n_evaluable} with all {r.n} samples ok{failed})",
+        f"TARr@{r.n:<12} {_fmt(r.tar_raw)}  ({agreeing} of {r.n_evaluable} prompts: "
+        f"all outputs agree{compared})",
+    ]
+    if r.answer is not None:
+        agreed = sum(p.answers.all_agree for p in r.prompts
+                     if p.evaluable and p.answers is not None)
+        lines.append(f"TARa@{r.n:<12} {_fmt(r.tar_answer)}  ({agreed} of {r.n_evaluable} "
+                     f"prompts: all answers agree; answer = {r.answer})")
+        lines.append(f"unparseable       {r.unparseable} outputs without an answer")
+    spread = ", ".join(f"{c.distinct}: {c.prompts}" for c in r.distinct_counts)
+    lines += [
+        f"distinct outputs  mean {_fmt(r.distinct_mean, '.2f')}, median "
+        f"{_fmt(r.distinct_median, 'g')}  (distinct: prompts  {spread or 'none'})",
+        f"agreement rate    mean {_fmt(r.agreement_mean)}",
+    ]
+    if r.answer is not None:
+        lines.append(f"answers           mean distinct {_fmt(r.answer_distinct_mean, '.2f')}, "
+                     f"mean agreement {_fmt(r.answer_agreement_mean)}")
+    shown = [p for p in r.prompts if p.distinct > 1 or not p.evaluable]
+    if not shown:
+        return [*lines, "every prompt: all outputs agree"]
+    lines.append("varying or incomplete prompts, most varying first:")
+    header = f"  {'id':<20} {'ok':>5} {'distinct':>8} {'agreement':>9} {'first div':>9}"
+    if r.answer is not None:
+        header += f" {'answers':>7} {'ans agree':>9} {'no answer':>9}  top answer"
+    lines.append(header)
+    lines += [_row(p, r.n) for p in shown[:_TEXT_ROWS]]
+    if len(shown) > _TEXT_ROWS:
+        lines.append(f"  ... and {len(shown) - _TEXT_ROWS} more")
+    return lines
+
+
+def _row(p: PromptStats, n: int) -> str:
+    first = "none" if p.first_divergence_tokens is None else str(p.first_divergence_tokens)
+    ok = f"{p.n_ok}/{n}"
+    row = (f"  {p.id[:20]:<20} {ok:>5} {p.distinct:>8} {_fmt(p.agreement_rate):>9} "
+           f"{first:>9}")
+    a = p.answers
+    if a is not None:
+        top = "n/a" if not a.top else (
+            "(no answer)" if a.top[0].answer is None else repr(a.top[0].answer[:30]))
+        row += (f" {a.distinct:>7} {_fmt(a.agreement_rate):>9} {a.unparseable:>9}  {top}"
+                + (f" x{a.top[0].count}" if a.top else ""))
+    return row
