@@ -7,6 +7,7 @@
 """
 
 from . import engines
+from ._answers import JsonPointer
 from ._collect import VarianceCollector, analyze
 from ._endpoint import Endpoint
 from ._errors import (
@@ -49,6 +50,21 @@ from ._runfile import RunContents, read_run
 from ._sample import Sample, SampleError, Usage
 from ._sampler import SampleSet, sample_many, sample_many_sync
 from ._stream import SampleStream, stream_samples
+from ._suitefile import (
+    SuiteFileError,
+    SuiteRequest,
+    read_request,
+    read_suite,
+    request_from_body,
+)
+from ._suitereport import (
+    AnswerCount,
+    DistinctCount,
+    PromptAnswers,
+    PromptStats,
+    SuiteReport,
+    analyze_suite,
+)
 from ._transport import (
     AiohttpTransport,
     HTTPRequest,
@@ -61,6 +77,7 @@ from ._version import __version__
 
 __all__ = [
     "AiohttpTransport",
+    "AnswerCount",
     "BatchEffectResult",
     "ChatMessage",
     "ChatRequest",
@@ -69,6 +86,7 @@ __all__ = [
     "ConfidenceInterval",
     "ConfigError",
     "ConnectError",
+    "DistinctCount",
     "DivergenceStats",
     "Endpoint",
     "EngineError",
@@ -76,6 +94,7 @@ __all__ = [
     "HTTPResponse",
     "HistogramBin",
     "InputMessage",
+    "JsonPointer",
     "LLMVarianceError",
     "LatencyStats",
     "MalformedResponseError",
@@ -87,6 +106,8 @@ __all__ = [
     "OutputCount",
     "PoolStats",
     "Progress",
+    "PromptAnswers",
+    "PromptStats",
     "RateLimit",
     "RateLimiter",
     "RequestTimeout",
@@ -100,6 +121,9 @@ __all__ = [
     "SampleSet",
     "SampleStream",
     "StreamError",
+    "SuiteFileError",
+    "SuiteReport",
+    "SuiteRequest",
     "TextBlock",
     "Timeouts",
     "Transport",
@@ -109,11 +133,15 @@ __all__ = [
     "VarianceReport",
     "__version__",
     "analyze",
+    "analyze_suite",
     "background_load",
     "batch_effect",
     "engines",
     "judge",
+    "read_request",
     "read_run",
+    "read_suite",
+    "request_from_body",
     "sample_many",
     "sample_many_sync",
     "server_matrix",
