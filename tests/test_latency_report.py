@@ -119,7 +119,8 @@ def test_text_shows_overall_lines_and_per_output_medians() -> None:
     assert latency.endswith("max 1.500  (25)") and "median 0.40" in latency
     assert ttft.endswith("p90 0.800  max 0.800  (25)") and "median 0.05" in ttft
     assert "  #1 x20    'a'  [median s: ttft 0.050, latency 0.400]" in lines
-    assert "  #2 x5     'b'  [median s: ttft 0.800, latency 1.500]" in lines
+    assert ("  #2 x5     leaves the mode at char 0: '|b'  [median s: ttft 0.800, latency 1.500]"
+            in lines)
     assert "most common       20 of 25 (80.0%)" in lines  # the existing lines are unchanged
 
 

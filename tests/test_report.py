@@ -163,7 +163,8 @@ def test_report_text_and_json_name_the_key_figures() -> None:
     r = lv.analyze(ten())
     text = r.to_text()
     for line in ("distinct outputs  3", "most common       5 of 10 (50.0%)",
-                 "first divergence  provider token 2, char 8 (0-based)",
+                 "first divergence  token 2 (provider tokens), char 8: all outputs agree on "
+                 "the 2 tokens before it",
                  "divergence margin 0.6000", "finish reasons    length 8, stop 2",
                  "by fingerprint:"):
         assert line in text

@@ -30,6 +30,7 @@ from ._ratelimit import RateLimit, RateLimiter
 from ._report import (
     ConfidenceInterval,
     DivergenceStats,
+    FailureMessage,
     HistogramBin,
     LatencyStats,
     OutputCount,
@@ -90,6 +91,7 @@ __all__ = [
     "DivergenceStats",
     "Endpoint",
     "EngineError",
+    "FailureMessage",
     "HTTPRequest",
     "HTTPResponse",
     "HistogramBin",

@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from . import _metrics as m
+from ._failures import FailureMessages
 from ._latency import LatencySketch
 from ._report import (
     ConfidenceInterval,
@@ -129,13 +130,14 @@ class VarianceCollector:
     the one group is the whole), so ungrouped data pays nothing for it.
     """
 
-    __slots__ = ("_failures", "_fingerprints", "_finish", "_groups", "_noise", "_outputs",
-                 "_prefix", "_provider_tokens", "_single")
+    __slots__ = ("_failures", "_fingerprints", "_finish", "_groups", "_messages", "_noise",
+                 "_outputs", "_prefix", "_provider_tokens", "_single")
 
     def __init__(self, *, grouped: bool = True) -> None:
         self._outputs: dict[str, _Output] = {}
         self._provider_tokens = True
         self._failures: Counter[str] = Counter()
+        self._messages = FailureMessages()
         self._finish: Counter[str] = Counter()
         self._fingerprints: Counter[str] = Counter()
         self._prefix: list[str] | None = None
@@ -180,6 +182,7 @@ class VarianceCollector:
     def _add(self, sample: Sample) -> None:
         if sample.error is not None:
             self._failures[sample.error.kind] += 1
+            self._messages.add(sample.error)
             return
         text = sample.text or ""
         tokens = sample.tokens
@@ -257,6 +260,7 @@ class VarianceCollector:
         clone = self._clone_ungrouped()
         if dimension == "fingerprint":
             clone._failures = Counter()  # failures join no fingerprint group
+            clone._messages = FailureMessages()
         return clone
 
     def _clone_ungrouped(self) -> VarianceCollector:
@@ -264,6 +268,7 @@ class VarianceCollector:
         clone._outputs = {t: _copy_output(o) for t, o in self._outputs.items()}
         clone._provider_tokens = self._provider_tokens
         clone._failures = self._failures.copy()
+        clone._messages = self._messages.copy()
         clone._finish = self._finish.copy()
         clone._fingerprints = self._fingerprints.copy()
         clone._prefix = None if self._prefix is None else list(self._prefix)
@@ -299,6 +304,7 @@ class VarianceCollector:
             mine.ttft = _combined((mine.ttft, theirs.ttft))
         merged._provider_tokens = self._provider_tokens and other._provider_tokens
         merged._failures = self._failures + other._failures
+        merged._messages = self._messages.merged(other._messages)
         merged._finish = self._finish + other._finish
         merged._fingerprints = self._fingerprints + other._fingerprints
         if self._prefix is None or other._prefix is None:
@@ -403,6 +409,7 @@ class VarianceCollector:
             n_ok=n_ok,
             n_failed=n_failed,
             failures=dict(sorted(self._failures.items())),
+            failure_messages=self._messages.top(),
             unique_count=unique,
             mode_count=counts[mode_index] if mode_index is not None else 0,
             mode_fraction=counts[mode_index] / n_ok if mode_index is not None else None,

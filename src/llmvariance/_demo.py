@@ -7,8 +7,7 @@ from collections.abc import Sequence
 
 from ._endpoint import Endpoint
 from ._experiment import BatchEffectResult, batch_effect
-from ._metrics import pair_prefix_length
-from ._report import VarianceReport
+from ._report import VarianceReport, around, split_points
 from ._request import ChatRequest
 
 __all__ = ["run_demo"]
@@ -46,15 +45,14 @@ def render(results: dict[str, BatchEffectResult]) -> str:
             continue
         condition, report = max(split, key=lambda item: item[1].unique_count)
         lines.append("")
-        lines.append(f"{name}, {condition}: the most common outputs, each from a little "
-                     "before it leaves the first ('|' marks the split)")
-        mode = report.top_outputs[0].text
-        lines.append(f"  x{report.top_outputs[0].count:<3} {mode[:80]!r}...")
-        for output in report.top_outputs[1:3]:
-            at = pair_prefix_length(output.text, mode)
-            start = max(0, at - 30)
-            snippet = output.text[start:at] + "|" + output.text[at:at + 50]
-            lines.append(f"  x{output.count:<3} char {at}: ...{snippet!r}...")
+        lines.append(f"{name}, {condition}: the most common outputs, each from where it "
+                     "leaves the ones above it ('|' marks the split)")
+        top = report.top_outputs[:3]
+        lines.append(f"  x{top[0].count:<3} {top[0].text[:80]!r}…")
+        for output, (at_mode, nearest, at) in zip(top[1:], split_points(
+                [o.text for o in top]), strict=True):
+            where = f"char {at_mode}" + (f", #{nearest + 1} at {at}" if nearest else "")
+            lines.append(f"  x{output.count:<3} {where}: {around(output.text, at, 30, 50)}")
     return "\n".join(lines)
 
 

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-__all__ = ["ConfidenceInterval", "DivergenceStats", "HistogramBin", "LatencyStats",
-           "OutputCount", "VarianceReport"]
+from ._metrics import pair_prefix_length
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from ._tree import DivergenceTree
+
+__all__ = ["ConfidenceInterval", "DivergenceStats", "FailureMessage", "HistogramBin",
+           "LatencyStats", "OutputCount", "VarianceReport", "split_points"]
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
 
@@ -45,6 +54,19 @@ class OutputCount(BaseModel):
     """``Sample.latency_s`` (whole response, seconds) over this output's samples."""
     ttft: LatencyStats | None = None
     """``Sample.ttft_s`` (time to first token, seconds) over this output's streamed samples."""
+
+
+class FailureMessage(BaseModel):
+    """One reason samples failed, in the provider's (or the transport's) words."""
+
+    model_config = _FROZEN
+
+    kind: str
+    """``SampleError.kind``: http_status, connection, timeout, ..."""
+    status: int | None
+    message: str
+    """The message, cut to 300 characters; ``(other messages)`` past 64 distinct ones."""
+    count: int
 
 
 class HistogramBin(BaseModel):
@@ -157,9 +179,20 @@ class VarianceReport(BaseModel):
     """Whole-response latency of the ok samples, seconds; None when none measured it."""
     ttft: LatencyStats | None = None
     """Time to first token of the ok streamed samples, seconds; None when none was streamed."""
+    failure_messages: list[FailureMessage] = []
+    """The most common reasons samples failed (at most five), most common first."""
     by_fingerprint: dict[str, VarianceReport] = {}
     by_endpoint: dict[str, VarianceReport] = {}
     by_condition: dict[str, VarianceReport] = {}
+
+    def plot(self, path: str | os.PathLike[str] | None = None, *,
+             tree: DivergenceTree | None = None) -> Figure:
+        """``lv.plot_report``: the tree (when given), per-position entropy, divergence from
+        the mode and distinct outputs by condition as one matplotlib figure, saved as PNG
+        or SVG when ``path`` is given. Needs the ``plot`` extra."""
+        from ._render.plot import plot_report
+
+        return plot_report(self, path, tree=tree)
 
     def to_text(self) -> str:
         """A human-readable summary for a terminal."""
@@ -184,8 +217,19 @@ def _ci(ci: ConfidenceInterval | None) -> str:
     return "" if ci is None else f"  [{ci.level:.0%} CI {ci.low:.3f}..{ci.high:.3f}]"
 
 
+_UNIT = {"provider": "provider tokens", "words": "words"}
+
+
 def _summary_lines(r: VarianceReport) -> list[str]:
-    lines = [
+    lines: list[str] = []
+    if r.n_samples and not r.n_ok:
+        lines.append(f"every sample failed ({r.n_failed} of {r.n_samples}), so there are no "
+                     "outputs to compare; the most common reasons:")
+        lines.extend(_failure_lines(r))
+        lines.append(f"samples           {r.n_samples} (0 ok, {r.n_failed} failed)")
+        lines.append(f"failures          {_counts(r.failures)}")
+        return lines
+    lines += [
         f"samples           {r.n_samples} ({r.n_ok} ok, {r.n_failed} failed)",
         f"distinct outputs  {r.unique_count}" + ("  (all agree)" if r.all_agree else ""),
         f"most common       {r.mode_count} of {r.n_ok} ({_fmt(r.mode_fraction, '.1%')})",
@@ -196,8 +240,11 @@ def _summary_lines(r: VarianceReport) -> list[str]:
     if r.common_prefix_chars is None:
         lines.append("first divergence  none")
     else:
-        lines.append(f"first divergence  {r.tokenization} token {r.common_prefix_tokens}, "
-                     f"char {r.common_prefix_chars} (0-based)")
+        unit = _UNIT[r.tokenization]
+        shared = (f"all outputs agree on the {r.common_prefix_tokens} {unit.split()[-1]} "
+                  "before it" if r.common_prefix_tokens else "they differ from the start")
+        lines.append(f"first divergence  token {r.common_prefix_tokens} ({unit}), char "
+                     f"{r.common_prefix_chars}: {shared}")
     d = r.divergence_from_mode_tokens
     if d is not None:
         lines.append(f"prefix with mode  {d.samples} differing samples share "
@@ -216,18 +263,67 @@ def _summary_lines(r: VarianceReport) -> list[str]:
         lines.append(f"latency s         {_stats(r.latency, 'none measured')}")
         lines.append(f"ttft s            {_stats(r.ttft, 'none (no streamed samples)')}")
     if r.finish_reasons:
-        lines.append("finish reasons    " + ", ".join(
-            f"{k} {v}" for k, v in sorted(r.finish_reasons.items())))
+        lines.append(f"finish reasons    {_counts(r.finish_reasons)}")
     if len(r.system_fingerprints) > 0:
-        lines.append("fingerprints      " + ", ".join(
-            f"{k} {v}" for k, v in sorted(r.system_fingerprints.items())))
+        lines.append(f"fingerprints      {_counts(r.system_fingerprints)}")
     if r.failures:
-        lines.append("failures          " + ", ".join(
-            f"{k} {v}" for k, v in sorted(r.failures.items())))
-    for rank, output in enumerate(r.top_outputs, 1):
-        preview = output.text[:70].replace("\n", " ")
-        ellipsis = "..." if len(output.text) > 70 else ""
-        lines.append(f"  #{rank} x{output.count:<5} {preview!r}{ellipsis}{_medians(output)}")
+        lines.append(f"failures          {_counts(r.failures)}")
+        lines.extend(_failure_lines(r))
+    lines.extend(_top_output_lines(r))
+    return lines
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+
+
+def _failure_lines(r: VarianceReport) -> list[str]:
+    lines = []
+    for failure in r.failure_messages:
+        message = " ".join(failure.message.split())
+        said = message if message.startswith("HTTP ") else f"{failure.kind}: {message}"
+        said = said if len(said) <= 110 else said[:109] + "…"
+        lines.append(f"  x{failure.count:<5} {said}")
+    return lines
+
+
+def split_points(texts: Sequence[str]) -> list[tuple[int, int, int]]:
+    """For each text after the first (the mode): (where it leaves the mode, the index of
+    the earlier text it follows longest, where it leaves that one), in characters."""
+    points = []
+    for k in range(1, len(texts)):
+        shared = [pair_prefix_length(texts[k], texts[j]) for j in range(k)]
+        nearest = max(range(k), key=lambda j: (shared[j], -j))
+        points.append((shared[0], nearest, shared[nearest]))
+    return points
+
+
+def around(text: str, at: int, before: int = 20, after: int = 32) -> str:
+    """``text`` near character ``at``, with ``|`` marking it: "…the dragon |slept in…"."""
+    start = max(0, at - before)
+    head = ("…" if start else "") + repr(text[start:at] + "|" + text[at:at + after])
+    return head + ("…" if at + after < len(text) else "")
+
+
+def _top_output_lines(r: VarianceReport) -> list[str]:
+    outputs = r.top_outputs
+    if not outputs:
+        return []
+    lines = []
+    if len(outputs) > 1:
+        lines.append("top outputs       each from where it leaves the ones above it "
+                     "('|' marks the split)")
+    mode = outputs[0]
+    preview = repr(mode.text[:70].replace("\n", " ")) + ("…" if len(mode.text) > 70 else "")
+    lines.append(f"  #1 x{mode.count:<5} {preview}{_medians(mode)}")
+    points = split_points([o.text for o in outputs])
+    for rank, (output, (at_mode, nearest, at)) in enumerate(zip(outputs[1:], points,
+                                                                 strict=True), 2):
+        where = f"leaves the mode at char {at_mode}"
+        if nearest:
+            where += f", #{nearest + 1} at char {at}"
+        lines.append(f"  #{rank} x{output.count:<5} {where}: {around(output.text, at)}"
+                     f"{_medians(output)}")
     return lines
 
 
