@@ -74,6 +74,7 @@ from ._transport import (
     Timeouts,
     Transport,
 )
+from ._tree import DivergenceTree, DivergenceTreeCollector, TreeNode, divergence_tree
 from ._version import __version__
 
 __all__ = [
@@ -89,6 +90,8 @@ __all__ = [
     "ConnectError",
     "DistinctCount",
     "DivergenceStats",
+    "DivergenceTree",
+    "DivergenceTreeCollector",
     "Endpoint",
     "EngineError",
     "FailureMessage",
@@ -130,6 +133,7 @@ __all__ = [
     "Timeouts",
     "Transport",
     "TransportError",
+    "TreeNode",
     "Usage",
     "VarianceCollector",
     "VarianceReport",
@@ -138,6 +142,7 @@ __all__ = [
     "analyze_suite",
     "background_load",
     "batch_effect",
+    "divergence_tree",
     "engines",
     "judge",
     "read_request",
