@@ -341,3 +341,28 @@ def test_sample_many_sync_runs_on_uvloop_unless_opted_out(
     monkeypatch.setenv("LLMVARIANCE_UVLOOP", "0")
     once()
     assert loops[0].startswith("uvloop") and loops[-1].startswith("asyncio")
+
+
+async def test_a_run_keeping_samples_defers_young_collections_and_restores_the_thresholds(
+        ) -> None:
+    import gc
+
+    before = gc.get_threshold()
+    during: list[int] = []
+    transport = lv.MockTransport(lambda r: lv.HTTPResponse(200, chat_body("same")))
+
+    async def run(n: int, keep: bool) -> None:
+        await lv.sample_many(REQ, n, endpoint=EP, transport=transport, keep_samples=keep,
+                             on_sample=lambda s: during.append(gc.get_threshold()[0]))
+
+    await run(5, True)
+    assert set(during) == {100_000}  # a kept sample per ~120 responses would rescan them all
+    assert gc.get_threshold() == before
+    during.clear()
+    await run(5, False)  # nothing piles up: nothing changed
+    assert set(during) == {before[0]}
+    during.clear()
+    async with anyio.create_task_group() as tg:  # overlapping runs: restored by the last
+        tg.start_soon(run, 50, True)
+        tg.start_soon(run, 5, True)
+    assert set(during) == {100_000} and gc.get_threshold() == before

@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import numpy.typing as npt
 
 __all__ = ["BUCKETS", "HIGH_S", "LOW_S", "RELATIVE_ERROR", "LatencySketch"]
 
@@ -29,18 +28,20 @@ _VALUES = 2 * LOW_S * _GAMMA ** np.arange(BUCKETS, dtype=np.float64) / (_GAMMA +
 class LatencySketch:
     """Counts of durations (seconds) in log-spaced buckets, plus the exact count, min and max.
 
-    Memory is one array of ``BUCKETS`` int64 counts (about 3 KB) however many values are
-    added. ``quantile(q)`` interpolates linearly between order statistics like
-    ``numpy.quantile(values, q)``, each order statistic read from its bucket and clamped to
-    [min, max]; for values in 1 ms .. 1 h the result is within ``RELATIVE_ERROR`` (2%) of
-    the exact quantile, and the 0 and 1 quantiles are exact. Merging adds the counts, so
-    the sketch of a union equals the merge of the sketches, bucket for bucket.
+    Memory is one list of ``BUCKETS`` counts (about 3 KB) however many values are added:
+    a list, not an array, because adding is on every response's path and incrementing a
+    list item is ~20x cheaper than a numpy one. ``quantile(q)`` interpolates linearly
+    between order statistics like ``numpy.quantile(values, q)``, each order statistic read
+    from its bucket and clamped to [min, max]; for values in 1 ms .. 1 h the result is
+    within ``RELATIVE_ERROR`` (2%) of the exact quantile, and the 0 and 1 quantiles are
+    exact. Merging adds the counts, so the sketch of a union equals the merge of the
+    sketches, bucket for bucket.
     """
 
     __slots__ = ("count", "counts", "max", "min")
 
     def __init__(self) -> None:
-        self.counts: npt.NDArray[np.int64] = np.zeros(BUCKETS, dtype=np.int64)
+        self.counts: list[int] = [0] * BUCKETS
         self.count = 0
         self.min = math.inf
         self.max = -math.inf
@@ -62,7 +63,10 @@ class LatencySketch:
 
     def merge(self, other: LatencySketch) -> None:
         """Add ``other``'s values to this sketch."""
-        self.counts += other.counts
+        counts = self.counts
+        for i, c in enumerate(other.counts):
+            if c:
+                counts[i] += c
         self.count += other.count
         self.min = min(self.min, other.min)
         self.max = max(self.max, other.max)
@@ -98,8 +102,8 @@ class LatencySketch:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, LatencySketch):
             return NotImplemented
-        return (self.count, self.min, self.max) == (other.count, other.min, other.max) and bool(
-            np.array_equal(self.counts, other.counts))
+        return ((self.count, self.min, self.max, self.counts)
+                == (other.count, other.min, other.max, other.counts))
 
     __hash__ = None  # type: ignore[assignment]
 
