@@ -96,7 +96,7 @@ class ClientPool:
     zero real time.
     """
 
-    __slots__ = ("_clock", "_concurrency", "_endpoint", "_headers", "_limiter",
+    __slots__ = ("_clock", "_concurrency", "_endpoint", "_headers", "_label", "_limiter",
                  "_owns_transport", "_redactor", "_retry", "_rng", "_sent_at", "_sleep",
                  "_slots", "_stats", "_transport", "_wall_clock")
 
@@ -123,6 +123,7 @@ class ClientPool:
         ConfigError.check_type("transport", transport, Transport)
         ConfigError.check_int("max_response_bytes", max_response_bytes)
         self._endpoint = endpoint
+        self._label = endpoint.label  # endpoints are frozen
         self._concurrency = concurrency
         # asyncio's semaphore: anyio's adds two scheduler round-trips per request.
         self._slots = asyncio.Semaphore(concurrency)
@@ -218,7 +219,7 @@ class ClientPool:
             if not outcome.retryable or attempt >= policy.max_attempts:
                 message = self._redactor.text(outcome.message)[:_MAX_MESSAGE_CHARS]
                 error = SampleError(kind=outcome.kind, message=message, status=outcome.status)
-                return Sample(index=index, endpoint=self._endpoint.label, attempts=attempt,
+                return Sample(index=index, endpoint=self._label, attempts=attempt,
                               condition=call.condition, latency_s=self._clock() - start,
                               error=error)
             self._stats.retries += 1
@@ -258,7 +259,7 @@ class ClientPool:
         if self._redactor.may_leak(response.body) or self._redactor.in_text(completion):
             fields = self._redactor.response(completion)
         try:
-            sample = Sample(index=index, endpoint=self._endpoint.label, latency_s=latency,
+            sample = Sample(index=index, endpoint=self._label, latency_s=latency,
                             attempts=attempt, condition=call.condition, **fields, **timing)
         except ValidationError as exc:
             first = exc.errors()[0]
