@@ -27,6 +27,14 @@ from ._matrix import MatrixResult, MatrixRow, server_matrix
 from ._pool import ClientPool, PoolStats
 from ._progress import Progress
 from ._ratelimit import RateLimit, RateLimiter
+from ._render.html import html_report
+from ._render.plot import (
+    plot_conditions,
+    plot_divergence,
+    plot_entropy,
+    plot_report,
+    plot_tree,
+)
 from ._report import (
     ConfidenceInterval,
     DivergenceStats,
@@ -144,7 +152,13 @@ __all__ = [
     "batch_effect",
     "divergence_tree",
     "engines",
+    "html_report",
     "judge",
+    "plot_conditions",
+    "plot_divergence",
+    "plot_entropy",
+    "plot_report",
+    "plot_tree",
     "read_request",
     "read_run",
     "read_suite",

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
+import orjson
+
 from .._collect import VarianceCollector
-from .._runfile import read_run
+from .._errors import ConfigError
+from .._runfile import RunContents, read_run
+from .._tree import DEFAULT_MAX_LEAVES, DivergenceTree, DivergenceTreeCollector
 
 
 def add_parser(commands: Any) -> None:
@@ -21,17 +26,67 @@ def add_parser(commands: Any) -> None:
                         help="also report each group separately")
     parser.add_argument("--bootstrap", type=int, default=0, metavar="N",
                         help="add bootstrap intervals from N resamples (seeded)")
+    parser.add_argument("--tree", action="store_true",
+                        help="also print the divergence tree: where the outputs split, with "
+                             "counts")
+    parser.add_argument("--min-count", type=int, metavar="N",
+                        help="in the tree, leave out alternatives with fewer than N samples "
+                             f"(default: as few as keep it to {DEFAULT_MAX_LEAVES} leaves)")
+    parser.add_argument("--plot", metavar="OUT",
+                        help="write the figures to OUT (.png or .svg; needs the plot extra)")
+    parser.add_argument("--html", metavar="OUT",
+                        help="write a self-contained HTML report to OUT")
+
+
+def _figures_or_hint() -> None:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise ConfigError("plot", "needs matplotlib: pip install 'llmvariance[plot]'"
+                          ) from None
 
 
 async def run(args: argparse.Namespace) -> int:
+    if args.min_count is not None:
+        ConfigError.check_int("min_count", args.min_count)
+    if args.plot:
+        _figures_or_hint()  # before reading files that may be large
     collector = VarianceCollector()
+    trees = DivergenceTreeCollector() if args.tree or args.plot or args.html else None
+    runs: list[RunContents] = []
     for path in args.files:
-        collector.update(read_run(path).iter_samples())
+        contents = read_run(path)
+        runs.append(contents)
+        for sample in contents.iter_samples():
+            collector.add(sample)
+            if trees is not None:
+                trees.add(sample)
     report = collector.report(bootstrap=args.bootstrap,
                               group_by=[args.group_by] if args.group_by else [])
+    tree: DivergenceTree | None = None
+    if trees is not None:
+        tree = trees.tree(min_count=args.min_count)
+    if args.plot:
+        from .._render.plot import plot_report
+
+        plot_report(report, args.plot, tree=tree)
+        print(f"wrote {args.plot}", file=sys.stderr)
+    if args.html:
+        from .._render.html import html_report
+
+        page = html_report(report, args.html, tree=tree, runs=runs)
+        without = "" if "<svg" in page else " (without figures: pip install 'llmvariance[plot]')"
+        print(f"wrote {args.html}{without}", file=sys.stderr)
     if args.json:
-        print(report.model_dump_json(indent=2))
+        if args.tree and tree is not None:
+            both = {"report": report.model_dump(mode="json"), "tree": tree.model_dump(mode="json")}
+            print(orjson.dumps(both, option=orjson.OPT_INDENT_2).decode())
+        else:
+            print(report.model_dump_json(indent=2))
     else:
         print(f"{len(args.files)} run file(s)")
         print(report.to_text())
+        if args.tree and tree is not None:
+            print()
+            print(tree.to_text())
     return 0

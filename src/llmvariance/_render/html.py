@@ -1,0 +1,356 @@
+"""The HTML report: one self-contained file a person can open, keep and send.
+
+Everything is inline — CSS, the figures as SVG — and nothing is fetched: no script, no
+font, no image from anywhere. Every string that came from a server (outputs, messages,
+fingerprints) or from a run file is HTML-escaped; the endpoint is shown without its key
+(run files never hold it), without a password in its URL and without query values.
+Without matplotlib (the ``plot`` extra) the page has everything but the figures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from html import escape
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from .._errors import ConfigError
+from .._report import VarianceReport, split_points
+from .._runfile import RunContents
+from .._tree import DivergenceTree, TreeNode
+from .._version import __version__
+from ._style import CSS
+
+__all__ = ["html_report"]
+
+_SECRET_KEYS = frozenset({"api_key", "apikey", "authorization", "x-api-key", "password",
+                          "secret", "token", "access_token"})
+
+
+def _e(value: object) -> str:
+    return escape(str(value), quote=True)
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
+
+
+def _num(value: float | None, spec: str = ".3f") -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def _unit(tokenization: str) -> str:
+    return "provider tokens" if tokenization == "provider" else "words"
+
+
+# -- sections ----------------------------------------------------------------------------
+
+def _headline(r: VarianceReport) -> str:
+    if r.n_samples and not r.n_ok:
+        return (f"Every sample failed ({r.n_failed} of {r.n_samples}): there are no outputs "
+                "to compare. The reasons are below.")
+    if not r.n_ok:
+        return "No samples."
+    if r.all_agree:
+        return f"All {r.n_ok} outputs are identical."
+    return (f"{r.unique_count} distinct outputs among {r.n_ok} identical requests; the most "
+            f"common one came {r.mode_count} times ({_pct(r.mode_fraction)}). They first "
+            f"differ at token {r.common_prefix_tokens} ({_unit(r.tokenization)}).")
+
+
+def _card(label: str, value: str, note: str = "") -> str:
+    note_html = f'<span class="note">{_e(note)}</span>' if note else ""
+    return (f'<div class="card"><span class="label">{_e(label)}</span>'
+            f'<span class="value">{_e(value)}</span>{note_html}</div>')
+
+
+def _summary(r: VarianceReport) -> str:
+    first = ("none" if r.common_prefix_tokens is None
+             else f"token {r.common_prefix_tokens}")
+    cards = [
+        _card("samples", f"{r.n_samples}", f"{r.n_ok} ok, {r.n_failed} failed"),
+        _card("distinct outputs", f"{r.unique_count}", "all agree" if r.all_agree else ""),
+        _card("most common", _pct(r.mode_fraction), f"{r.mode_count} of {r.n_ok}"),
+        _card("agreement rate", _num(r.agreement_rate), "P(two samples agree)"),
+        _card("entropy", f"{r.entropy_bits:.3f} bits",
+              f"normalized {r.normalized_entropy:.3f}"),
+        _card("first divergence", first,
+              "" if r.common_prefix_chars is None
+              else f"char {r.common_prefix_chars}, {_unit(r.tokenization)}"),
+    ]
+    if r.divergence_margin is not None:
+        cards.append(_card("divergence margin", f"{r.divergence_margin:.4f}",
+                           "the mode's top-1 minus top-2 logprob there"))
+    if r.logprob_noise_mean is not None:
+        cards.append(_card("logprob noise", f"{r.logprob_noise_mean:.3g}",
+                           f"max {_num(r.logprob_noise_max, '.3g')}"))
+    if r.latency is not None:
+        cards.append(_card("latency", f"{r.latency.median_s:.3f} s",
+                           f"median; p90 {r.latency.p90_s:.3f} s"))
+    alert = "alert" if r.n_samples and not r.n_ok else ""
+    rows = [f'<p class="headline {alert}">{_e(_headline(r))}</p>',
+            f'<div class="cards">{"".join(cards)}</div>']
+    extra = [(name, counts) for name, counts in (("finish reasons", r.finish_reasons),
+                                                 ("fingerprints", r.system_fingerprints),
+                                                 ("failures", r.failures)) if counts]
+    if extra:
+        rows.append('<dl class="counts">' + "".join(
+            f"<dt>{_e(name)}</dt><dd>"
+            + ", ".join(f"{_e(k)} <b>{v}</b>" for k, v in sorted(counts.items())) + "</dd>"
+            for name, counts in extra) + "</dl>")
+    return _section("summary", "Summary", "".join(rows)) + _failures(r)
+
+
+def _failures(r: VarianceReport) -> str:
+    if not r.failure_messages:
+        return ""
+    rows = "".join(
+        f"<tr><td class=\"num\">{f.count}</td><td>{_e(f.kind)}</td>"
+        f"<td class=\"num\">{_e(f.status if f.status is not None else '')}</td>"
+        f"<td><code>{_e(f.message)}</code></td></tr>" for f in r.failure_messages)
+    table = ("<table><thead><tr><th>samples</th><th>kind</th><th>status</th>"
+             f"<th>message</th></tr></thead><tbody>{rows}</tbody></table>")
+    return _section("failures", "Why samples failed",
+                    "<p>The most common messages, in the server's words.</p>" + table)
+
+
+def _tree_item(tree: DivergenceTree, node: TreeNode) -> str:
+    text = (f"<code>{_e(node.text)}</code>" if node.text
+            else '<span class="ends">(the output ends here)</span>')
+    if node.is_branch_point:
+        margin = "" if node.margin is None else f", margin {node.margin:.3g}"
+        where = f"splits at token {node.end_token} (char {node.end_char}){margin}"
+    else:
+        where = f"ends at token {node.end_token}"
+    share = node.count / tree.n if tree.n else 0.0
+    head = (f'<span class="count" title="{share:.1%} of the samples">{node.count}</span> '
+            f'{text} <span class="where">{_e(where)}</span>')
+    items = [_tree_item(tree, child) for child in tree.children(node)]
+    if node.pruned_branches:
+        plural = "s" if node.pruned_branches > 1 else ""
+        items.append(f'<li class="pruned"><span class="count">{node.pruned_samples}</span> '
+                     f"{node.pruned_branches} rarer alternative{plural}, each under "
+                     f"{tree.min_count} samples, not shown</li>")
+    below = f"<ul>{''.join(items)}</ul>" if items else ""
+    return f'<li class="node" data-count="{node.count}">{head}{below}</li>'
+
+
+def _tree(tree: DivergenceTree | None, figure: str) -> str:
+    if tree is None or tree.root is None:
+        return _section("tree", "Divergence tree", "<p>No successful samples.</p>")
+    pruned = ""
+    if tree.pruned_branches:
+        pruned = (f"<p class=\"note\">{tree.pruned_branches} alternatives with fewer than "
+                  f"{tree.min_count} samples each ({tree.pruned_samples} samples in all) are "
+                  "counted at their branch point but not drawn.</p>")
+    intro = (f"<p>{tree.n} samples, {tree.unique_count} distinct outputs. Each line is text "
+             "its samples share; where they split, the alternatives follow with their "
+             f"counts, which add up to the line above. Positions are 0-based "
+             f"{_unit(tree.tokenization)}; the margin is the top-1 minus top-2 logprob "
+             "where they split (small: a near-tie that noise could flip).</p>")
+    listing = f'<ul class="tree">{_tree_item(tree, tree.root)}</ul>'
+    return _section("tree", "Divergence tree", intro + figure + listing + pruned)
+
+
+def _outputs(r: VarianceReport) -> str:
+    if not r.top_outputs:
+        return ""
+    texts = [o.text for o in r.top_outputs]
+    points = [(0, 0, len(texts[0])), *split_points(texts)]
+    items = []
+    for rank, (output, (at_mode, nearest, at)) in enumerate(zip(r.top_outputs, points,
+                                                                strict=True), 1):
+        if rank == 1:
+            where = "the most common output"
+            body = f"<span class=\"same\">{_e(output.text)}</span>"
+        else:
+            where = f"leaves the most common output at char {at_mode}"
+            if nearest:
+                where += f", and #{nearest + 1} at char {at}"
+            body = (f"<span class=\"same\">{_e(output.text[:at_mode])}</span>"
+                    f"<mark>{_e(output.text[at_mode:])}</mark>")
+        share = output.count / r.n_ok if r.n_ok else 0.0
+        items.append(
+            f'<li><div class="output-head"><b>#{rank}</b> <span class="count">'
+            f"{output.count}</span> samples ({share:.1%}) · {_e(where)}</div>"
+            f'<p class="output">{body}</p></li>')
+    intro = ("<p>Each output in full; the part after it leaves the most common output is "
+             "highlighted.</p>")
+    return _section("outputs", "Top outputs", intro + f'<ol class="outputs">{"".join(items)}'
+                    "</ol>")
+
+
+def _groups(r: VarianceReport) -> str:
+    parts = []
+    for title, groups in (("By fingerprint", r.by_fingerprint),
+                          ("By endpoint", r.by_endpoint), ("By condition", r.by_condition)):
+        if not groups:
+            continue
+        rows = "".join(
+            f"<tr><td>{_e(name)}</td><td class=\"num\">{g.n_ok}</td>"
+            f"<td class=\"num\">{g.n_failed}</td><td class=\"num\">{g.unique_count}</td>"
+            f"<td class=\"num\">{_num(g.agreement_rate)}</td>"
+            f"<td class=\"num\">{g.entropy_bits:.3f}</td><td class=\"num\">"
+            f"{'none' if g.common_prefix_tokens is None else g.common_prefix_tokens}</td></tr>"
+            for name, g in groups.items())
+        parts.append(f"<h3>{_e(title)}</h3><table><thead><tr><th>group</th><th>ok</th>"
+                     "<th>failed</th><th>distinct</th><th>agreement</th><th>entropy (bits)"
+                     "</th><th>first divergence</th></tr></thead>"
+                     f"<tbody>{rows}</tbody></table>")
+    if not parts:
+        return ""
+    return _section("groups", "Groups", "".join(parts))
+
+
+def safe_url(url: str) -> str:
+    """``url`` without a password and without query values (Gemini-style ``?key=``)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "(unreadable URL)"
+    netloc = parts.hostname or ""
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    if parts.username:
+        netloc = f"{parts.username}:***@{netloc}" if parts.password else (
+            f"{parts.username}@{netloc}")
+    query = "&".join(f"{p.split('=', 1)[0]}=***" if "=" in p else p
+                     for p in parts.query.split("&") if p)
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+def _scrub(value: Any) -> Any:
+    """A copy of a JSON value with anything named like a credential masked."""
+    if isinstance(value, Mapping):
+        return {k: "***" if str(k).lower() in _SECRET_KEYS else _scrub(v)
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrub(v) for v in value]
+    return value
+
+
+def _run(contents: RunContents) -> str:
+    header = contents.header
+    found = header.get("endpoint")
+    endpoint: dict[str, Any] = found if isinstance(found, dict) else {}
+    base_url = endpoint.get("base_url")
+    names = endpoint.get("header_names") or []
+    rows = [("file", contents.path.name), ("started", header.get("started_at")),
+            ("llmvariance", header.get("library_version")), ("n", contents.max_n),
+            ("endpoint", safe_url(base_url) if isinstance(base_url, str) else None),
+            ("endpoint name", endpoint.get("name")),
+            ("extra headers (names only)", ", ".join(map(str, names)) or None)]
+    table = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows
+                    if v is not None)
+    fields = header.get("request")
+    shown = {k: v for k, v in fields.items() if v not in (None, {}, [])} if isinstance(
+        fields, dict) else {}
+    request = json.dumps(_scrub(shown), indent=2, ensure_ascii=False)
+    return (f'<div class="run"><table class="kv">{table}</table>'
+            f"<details open><summary>request</summary><pre>{_e(request)}</pre></details>"
+            "</div>")
+
+
+def _runs(runs: Sequence[RunContents]) -> str:
+    if not runs:
+        return ""
+    note = ("<p class=\"note\">The API key is never stored in a run file and never shown "
+            "here.</p>")
+    return _section("run", "The run", note + "".join(_run(c) for c in runs))
+
+
+def _section(anchor: str, title: str, body: str) -> str:
+    return f'<section id="{anchor}"><h2>{_e(title)}</h2>{body}</section>'
+
+
+# -- figures -----------------------------------------------------------------------------
+
+def _figures(report: VarianceReport, tree: DivergenceTree | None
+             ) -> tuple[str, str] | None:
+    """(the tree's figure, the other figures) as inline SVG; None without matplotlib."""
+    try:
+        from . import plot
+        from .figure import svg
+    except ImportError:  # pragma: no cover - plot itself imports matplotlib lazily
+        return None
+    try:
+        parts = [("entropy", plot.plot_entropy(report)),
+                 ("divergence", plot.plot_divergence(report))]
+        if len(report.by_condition) > 1:
+            parts.append(("conditions", plot.plot_conditions(report)))
+        tree_figure = (plot.plot_tree(tree) if tree is not None and tree.root is not None
+                       else None)
+    except ImportError:
+        return None
+    tree_svg = "" if tree_figure is None else _figure(svg(tree_figure, "tree"), "tree")
+    others = "".join(_figure(svg(drawn, name), name) for name, drawn in parts)
+    return tree_svg, others
+
+
+_METADATA = re.compile(r"<metadata>.*?</metadata>\s*", re.DOTALL)
+
+
+def _figure(svg: str, name: str) -> str:
+    return f'<figure class="plot" id="plot-{name}">{_METADATA.sub("", svg, count=1)}</figure>'
+
+
+# -- the page ----------------------------------------------------------------------------
+
+def html_report(report: VarianceReport, path: str | os.PathLike[str] | None = None, *,
+                tree: DivergenceTree | None = None, runs: Iterable[RunContents] = (),
+                title: str | None = None, plots: bool = True) -> str:
+    """The report as one self-contained HTML page (returned, and written to ``path``).
+
+    ``tree`` adds the divergence tree, ``runs`` (``lv.read_run(...)``) the request and
+    endpoint each run file was written for. Figures need matplotlib (``plots=False``,
+    or its absence, leaves them out).
+    """
+    runs = list(runs)
+    figures = _figures(report, tree) if plots else None
+    tree_svg, other_svgs = figures if figures is not None else ("", "")
+    plots_body = other_svgs or ("<p class=\"note\">Figures need matplotlib: "
+                                "<code>pip install 'llmvariance[plot]'</code>.</p>")
+    models = sorted({str(c.header.get("request", {}).get("model")) for c in runs
+                     if isinstance(c.header.get("request"), dict)})
+    heading = title or ("llmvariance report" + (f": {', '.join(models)}" if models else ""))
+    body = "".join([
+        f"<header><h1>{_e(heading)}</h1><p class=\"sub\">How much the output varied across "
+        f"{report.n_samples} identical requests.</p></header>",
+        _nav(report, tree is not None, runs),
+        _summary(report), _tree(tree, tree_svg),
+        _section("plots", "Figures", plots_body), _outputs(report), _groups(report),
+        _runs(runs),
+        f"<footer>Written by llmvariance {_e(__version__)}. This file loads nothing from "
+        "the network.</footer>",
+    ])
+    page = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+            f"<title>{_e(heading)}</title><style>{CSS}</style></head>"
+            f"<body><main>{body}</main></body></html>\n")
+    if path is not None:
+        target = Path(path)
+        try:
+            target.write_text(page, encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError("path", f"cannot write {target}: {exc.strerror}") from None
+    return page
+
+
+def _nav(report: VarianceReport, has_tree: bool, runs: Sequence[RunContents]) -> str:
+    links = [("summary", "Summary")]
+    if report.failure_messages:
+        links.append(("failures", "Failures"))
+    if has_tree:
+        links.append(("tree", "Tree"))
+    links += [("plots", "Figures")]
+    if report.top_outputs:
+        links.append(("outputs", "Top outputs"))
+    if report.by_fingerprint or report.by_endpoint or report.by_condition:
+        links.append(("groups", "Groups"))
+    if runs:
+        links.append(("run", "Run"))
+    return "<nav>" + "".join(f'<a href="#{a}">{_e(t)}</a>' for a, t in links) + "</nav>"

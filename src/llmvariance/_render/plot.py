@@ -1,0 +1,170 @@
+"""Figures of a report and of an experiment's conditions (matplotlib, the ``plot`` extra).
+
+Every ``plot_*`` returns a ``matplotlib.figure.Figure`` and, given ``path``, saves it as
+PNG or SVG (by the suffix); ``plot_tree`` lives in ``tree_plot``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from .._errors import ConfigError
+from .._report import VarianceReport
+from .._tree import DivergenceTree
+from .figure import (
+    BLUE,
+    GREEN,
+    GREY,
+    INK,
+    RED,
+    axes_for,
+    figure_of,
+    finish,
+    new_figure,
+    note,
+    style,
+    unit,
+)
+from .tree_plot import plot_tree, tree_height
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+    from .._experiment import BatchEffectResult
+    from .._matrix import MatrixResult
+
+__all__ = ["plot_conditions", "plot_divergence", "plot_entropy", "plot_report", "plot_tree"]
+
+
+# -- per-position entropy ----------------------------------------------------------------
+
+def plot_entropy(report: VarianceReport, path: str | os.PathLike[str] | None = None, *,
+                 ax: Axes | None = None) -> Figure:
+    """Entropy of the token at each position (bits), with the first divergence marked."""
+    ax = axes_for(ax, 8, 2.8)
+    style(ax, "Entropy of the token at each position")
+    values = report.per_position_entropy
+    if not values:
+        note(ax, "no successful samples")
+        return finish(figure_of(ax), path)
+    ax.bar(range(len(values)), values, width=1.0, color=BLUE, linewidth=0)
+    first = report.common_prefix_tokens
+    if first is not None:
+        ax.axvline(first - 0.5, color=RED, linestyle="--", linewidth=1)
+        ax.annotate(f"first divergence: token {first}", (first - 0.5, 1), xytext=(4, -4),
+                    xycoords=("data", "axes fraction"), textcoords="offset points",
+                    va="top", fontsize=8, color=RED)
+    ax.set_xlim(-0.5, len(values) - 0.5)
+    ax.set_ylim(0, max(1.0, max(values) * 1.15))
+    ax.set_xlabel(f"position (0-based {unit(report)})", fontsize=9)
+    ax.set_ylabel("bits", fontsize=9)
+    return finish(figure_of(ax), path)
+
+
+# -- divergence from the mode ------------------------------------------------------------
+
+def plot_divergence(report: VarianceReport, path: str | os.PathLike[str] | None = None, *,
+                    ax: Axes | None = None) -> Figure:
+    """Histogram: for each sample that differs from the most common output, how many
+    tokens it shares with it before leaving it."""
+    ax = axes_for(ax, 8, 2.8)
+    style(ax, "Where differing samples leave the most common output")
+    stats = report.divergence_from_mode_tokens
+    if stats is None:
+        note(ax, "every sample agrees" if report.n_ok else "no successful samples")
+        return finish(figure_of(ax), path)
+    for b in stats.histogram:
+        ax.bar((b.lo + b.hi) / 2, b.count, width=(b.hi - b.lo + 1) * 0.9, color=GREEN,
+               linewidth=0)
+    ax.set_xlabel(f"{unit(report)} shared with the most common output", fontsize=9)
+    ax.set_ylabel("samples", fontsize=9)
+    ax.yaxis.get_major_locator().set_params(integer=True)  # type: ignore[call-arg]
+    ax.text(1, 1, f"{stats.samples} differing samples, median {stats.median:g}",
+            transform=ax.transAxes, ha="right", va="top", fontsize=8, color=INK)
+    return finish(figure_of(ax), path)
+
+
+# -- distinct outputs by condition -------------------------------------------------------
+
+def _condition_series(source: Any) -> tuple[list[str], dict[str, list[tuple[int, int]]]]:
+    """Condition names and, per series (a configuration, or one unnamed), (distinct, n)."""
+    from .._experiment import BatchEffectResult
+    from .._matrix import MatrixResult
+
+    if isinstance(source, MatrixResult):
+        names = list(source.conditions)
+        return names, {row.config: [_pair(row.conditions.get(c)) for c in names]
+                       for row in source.rows}
+    if isinstance(source, BatchEffectResult):
+        reports: Mapping[str, VarianceReport] = source.conditions
+    elif isinstance(source, VarianceReport):
+        reports = source.by_condition
+    elif isinstance(source, Mapping):
+        reports = source
+    else:
+        raise ConfigError("source", "must be a BatchEffectResult, MatrixResult, a mapping of "
+                          f"condition to VarianceReport, or a VarianceReport; got "
+                          f"{type(source).__name__}")
+    names = list(reports)
+    return names, {"": [_pair(reports[c]) for c in names]}
+
+
+def _pair(report: VarianceReport | None) -> tuple[int, int]:
+    return (0, 0) if report is None else (report.unique_count, report.n_ok)
+
+
+def plot_conditions(source: BatchEffectResult | MatrixResult | Mapping[str, VarianceReport]
+                    | VarianceReport, path: str | os.PathLike[str] | None = None, *,
+                    ax: Axes | None = None) -> Figure:
+    """Distinct outputs under each condition (sequential, burst, loaded, concurrency=K),
+    one bar per condition, or per configuration and condition for a server matrix."""
+    names, series = _condition_series(source)
+    ax = axes_for(ax, 8, 3)
+    style(ax, "Distinct outputs by condition")
+    if not names:
+        note(ax, "no conditions")
+        return finish(figure_of(ax), path)
+    width = 0.8 / len(series)
+    palette = [BLUE, RED, GREEN, "#e9c46a", "#7b2cbf", GREY]
+    for k, (label, pairs) in enumerate(series.items()):
+        xs = [i - 0.4 + width * (k + 0.5) for i in range(len(names))]
+        bars = ax.bar(xs, [d for d, _ in pairs], width=width * 0.92,
+                      color=palette[k % len(palette)], label=label or None)
+        for bar, (distinct, n) in zip(bars, pairs, strict=True):
+            ax.annotate(f"{distinct}/{n}", (bar.get_x() + bar.get_width() / 2,
+                                            bar.get_height()),
+                        xytext=(0, 2), textcoords="offset points", ha="center", fontsize=7,
+                        color=INK, parse_math=False)
+    ax.set_xticks(range(len(names)), names, fontsize=8, parse_math=False)
+    ax.set_ylabel("distinct outputs", fontsize=9)
+    top = max((d for pairs in series.values() for d, _ in pairs), default=1)
+    ax.set_ylim(0, max(1, top) * 1.2)
+    ax.yaxis.get_major_locator().set_params(integer=True)  # type: ignore[call-arg]
+    if len(series) > 1:
+        ax.legend(fontsize=8, frameon=False)
+    return finish(figure_of(ax), path)
+
+
+# -- everything at once ------------------------------------------------------------------
+
+def plot_report(report: VarianceReport, path: str | os.PathLike[str] | None = None, *,
+                tree: DivergenceTree | None = None) -> Figure:
+    """One figure with every panel that has something to show: the tree (when given),
+    per-position entropy, divergence from the mode, and distinct outputs by condition."""
+    panels: list[tuple[float, Any]] = []
+    if tree is not None and tree.root is not None:
+        panels.append((tree_height(tree), lambda ax: plot_tree(tree, ax=ax)))
+    panels.append((2.8, lambda ax: plot_entropy(report, ax=ax)))
+    panels.append((2.8, lambda ax: plot_divergence(report, ax=ax)))
+    if len(report.by_condition) > 1:
+        panels.append((3.0, lambda ax: plot_conditions(report, ax=ax)))
+    figure = new_figure(10, sum(height for height, _ in panels))
+    grid = figure.subplots(len(panels), 1, squeeze=False,
+                           gridspec_kw={"height_ratios": [h for h, _ in panels]})
+    axes: list[Axes] = list(grid[:, 0])
+    for ax, (_, draw) in zip(axes, panels, strict=True):
+        draw(ax)
+    return finish(figure, path)
