@@ -19,7 +19,7 @@ import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -30,6 +30,9 @@ from ._endpoint import Endpoint
 from ._errors import ConfigError
 from ._request import ChatRequest, CompletionRequest, MessagesRequest, Request, ResponsesRequest
 from ._sample import Sample
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 try:
     import fcntl
@@ -128,6 +131,13 @@ class RunContents:
     def samples(self) -> dict[int, Sample]:
         """Every index's latest sample, loaded into memory (``iter_samples`` streams)."""
         return {sample.index: sample for sample in self.iter_samples()}
+
+    def to_pandas(self, *, tokens: bool = False) -> pd.DataFrame:
+        """Every index's latest sample as one row, sorted by index, with typed columns
+        (as ``SampleSet.to_pandas``). Needs pandas."""
+        from ._frames import samples_frame
+
+        return samples_frame(self.iter_samples(), tokens=tokens, sort=True)
 
 
 class _LastRecords:

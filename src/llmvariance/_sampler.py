@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from pydantic import BaseModel, ConfigDict
@@ -30,6 +30,9 @@ from ._runfile import RunContents, RunFile
 from ._sample import Sample
 from ._transport import DEFAULT_MAX_RESPONSE_BYTES, Timeouts, Transport
 from ._version import __version__
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["SampleSet", "sample_many", "sample_many_sync"]
 
@@ -57,6 +60,13 @@ class SampleSet(BaseModel):
     @property
     def failures(self) -> list[Sample]:
         return [s for s in self.samples if s.error is not None]
+
+    def to_pandas(self, *, tokens: bool = False) -> pd.DataFrame:
+        """One row per sample, in index order, with typed columns (see ``_frames``);
+        ``tokens=True`` adds tokens and logprobs as list columns. Needs pandas."""
+        from ._frames import samples_frame
+
+        return samples_frame(self.samples, tokens=tokens)
 
 
 def _check_request(request: object) -> Request:
