@@ -27,14 +27,6 @@ from ._matrix import MatrixResult, MatrixRow, server_matrix
 from ._pool import ClientPool, PoolStats
 from ._progress import Progress
 from ._ratelimit import RateLimit, RateLimiter
-from ._render.html import html_report
-from ._render.plot import (
-    plot_conditions,
-    plot_divergence,
-    plot_entropy,
-    plot_report,
-    plot_tree,
-)
 from ._report import (
     ConfidenceInterval,
     DivergenceStats,
@@ -59,6 +51,7 @@ from ._runfile import RunContents, read_run
 from ._sample import Sample, SampleError, Usage
 from ._sampler import SampleSet, sample_many, sample_many_sync
 from ._stream import SampleStream, stream_samples
+from ._suite import SuiteEntry, SuiteResult, sample_suite
 from ._suitefile import (
     SuiteFileError,
     SuiteRequest,
@@ -134,9 +127,11 @@ __all__ = [
     "SampleSet",
     "SampleStream",
     "StreamError",
+    "SuiteEntry",
     "SuiteFileError",
     "SuiteReport",
     "SuiteRequest",
+    "SuiteResult",
     "TextBlock",
     "Timeouts",
     "Transport",
@@ -152,19 +147,14 @@ __all__ = [
     "batch_effect",
     "divergence_tree",
     "engines",
-    "html_report",
     "judge",
-    "plot_conditions",
-    "plot_divergence",
-    "plot_entropy",
-    "plot_report",
-    "plot_tree",
     "read_request",
     "read_run",
     "read_suite",
     "request_from_body",
     "sample_many",
     "sample_many_sync",
+    "sample_suite",
     "server_matrix",
     "stream_samples",
 ]

@@ -60,6 +60,8 @@ class PreparedCall:
     """Estimated cost against a token limit."""
     condition: str | None = None
     """Recorded on every sample of the run (``Sample.condition``)."""
+    request_id: str | None = None
+    """Recorded on every sample (``Sample.request_id``): which request of a suite."""
 
 
 @dataclass(slots=True)
@@ -170,7 +172,8 @@ class ClientPool:
         self._stats.paused_s = self._limiter.paused_s
         return self._stats
 
-    def prepare(self, request: Request, condition: str | None = None) -> PreparedCall:
+    def prepare(self, request: Request, condition: str | None = None,
+                request_id: str | None = None) -> PreparedCall:
         """Encode ``request`` once; raises ``ConfigError`` if it can never be sent."""
         tokens = estimate_tokens(request)
         try:
@@ -183,7 +186,7 @@ class ClientPool:
             headers = self._headers  # the session's own: the transport adds nothing per request
         http = HTTPRequest("POST", self._endpoint.base_url + adapter.path, headers,
                            adapter.encode(request), stream=request.stream)
-        return PreparedCall(adapter, http, tokens, condition)
+        return PreparedCall(adapter, http, tokens, condition, request_id)
 
     async def send(self, call: PreparedCall, index: int) -> Sample:
         """Send ``call`` as request ``index``, retrying per policy; always returns a Sample."""
@@ -220,8 +223,8 @@ class ClientPool:
                 message = self._redactor.text(outcome.message)[:_MAX_MESSAGE_CHARS]
                 error = SampleError(kind=outcome.kind, message=message, status=outcome.status)
                 return Sample(index=index, endpoint=self._label, attempts=attempt,
-                              condition=call.condition, latency_s=self._clock() - start,
-                              error=error)
+                              condition=call.condition, request_id=call.request_id,
+                              latency_s=self._clock() - start, error=error)
             self._stats.retries += 1
             await self._wait_before_retry(outcome, attempt, start)
 
@@ -260,7 +263,8 @@ class ClientPool:
             fields = self._redactor.response(completion)
         try:
             sample = Sample(index=index, endpoint=self._label, latency_s=latency,
-                            attempts=attempt, condition=call.condition, **fields, **timing)
+                            attempts=attempt, condition=call.condition,
+                            request_id=call.request_id, **fields, **timing)
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"])

@@ -10,6 +10,10 @@ superseded by its new record.
     {"record": "header", "format": "llmvariance.run/1", "request": {...}, ...}
     {"record": "sample", "index": 0, "text": "...", ...}
     {"record": "resume", "at": "2026-11-27T23:40:00Z", "n": 300}
+
+A suite's run file (``sample_suite``) has ``"suite": [{"id": ..., "request": {...}}, ...]``
+in its header instead of ``request``, and each sample names its ``request_id``: there,
+"an index" is a (request id, index) pair.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -39,9 +43,12 @@ try:
 except ImportError:  # pragma: no cover - Windows: no advisory lock
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["FORMAT", "RunContents", "RunFile", "read_run"]
+__all__ = ["FORMAT", "RunContents", "RunFile", "Suite", "read_run"]
 
 FORMAT = "llmvariance.run/1"
+
+Suite = Sequence[tuple[str, Request]]
+"""The requests of a suite, each with its id, in order."""
 
 
 def _now() -> str:
@@ -63,6 +70,13 @@ def _request_from(record: dict[str, Any]) -> Request:
     return model.model_validate(fields)
 
 
+def _header_requests(request: Request | Suite) -> dict[str, Any]:
+    """The header's ``request`` of one request, or ``suite`` of a suite's."""
+    if isinstance(request, Sequence):
+        return {"suite": [{"id": rid, "request": _request_record(r)} for rid, r in request]}
+    return {"request": _request_record(request)}
+
+
 class RunContents:
     """What a run file holds: its header and where the latest record of each index is.
 
@@ -70,12 +84,15 @@ class RunContents:
     streams the samples from the file one at a time; ``samples`` loads them all.
     """
 
-    __slots__ = ("_last", "cut_line", "good_bytes", "header", "max_n", "path")
+    __slots__ = ("_last", "cut_line", "good_bytes", "header", "max_n", "path", "suite_ids")
 
     def __init__(self, path: Path, header: dict[str, Any], last: _LastRecords,
-                 good_bytes: int, cut_line: bool, max_n: int) -> None:
+                 good_bytes: int, cut_line: bool, max_n: int,
+                 suite_ids: list[str] | None = None) -> None:
         self.path = path
         self.header = header
+        self.suite_ids = suite_ids
+        """A suite's request ids in order; None for a run of one request."""
         self._last = last
         self.good_bytes = good_bytes
         """Length of the file up to the end of its last complete line."""
@@ -86,7 +103,19 @@ class RunContents:
 
     @property
     def request(self) -> Request:
+        """The request of a one-request run (a suite's file has ``requests``)."""
+        if self.suite_ids is not None:
+            raise ConfigError("output", f"{self.path} is a suite's run file; read its "
+                              "requests with .requests")
         return _request_from(self.header["request"])
+
+    @property
+    def requests(self) -> list[tuple[str, Request]]:
+        """A suite's requests with their ids (a one-request run: ``[("", request)]``)."""
+        if self.suite_ids is None:
+            return [("", self.request)]
+        return [(entry["id"], _request_from(entry["request"]))
+                for entry in self.header["suite"]]
 
     @property
     def n(self) -> int | None:
@@ -105,8 +134,14 @@ class RunContents:
         return self._last.count()
 
     def ok_indices(self) -> set[int]:
-        """Indices whose latest sample is ok (not failed)."""
+        """Indices whose latest sample is ok (not failed); for a suite see ``ok_pairs``."""
         return self._last.ok_indices()
+
+    def ok_pairs(self) -> set[tuple[str, int]]:
+        """(request id, index) pairs whose latest sample is ok (a one-request run: id "")."""
+        ids = self.suite_ids or [""]
+        k = len(ids)
+        return {(ids[key % k], key // k) for key in self._last.ok_indices()}
 
     def iter_samples(self) -> Iterator[Sample]:
         """The latest sample of every index, in file order, read one line at a time."""
@@ -205,13 +240,15 @@ def read_run(path: str | os.PathLike[str]) -> RunContents:
         if header.get("format") != FORMAT:
             raise ConfigError("output", f"{path} has format {header.get('format')!r}; "
                               f"this version reads {FORMAT!r}")
+        suite_ids, positions = _suite_positions(header, path)
+        k = len(suite_ids) if suite_ids is not None else 1
         last = _LastRecords()
         first_n = header.get("n")
         max_n = first_n if isinstance(first_n, int) else 0
         offset = len(first)
         for number, line in enumerate(handle, 2):
             if not line.endswith(b"\n"):  # cut by a crash while writing
-                return RunContents(path, header, last, offset, True, max_n)
+                return RunContents(path, header, last, offset, True, max_n, suite_ids)
             try:
                 record = _as_record(orjson.loads(line), path, number)
             except orjson.JSONDecodeError:
@@ -219,7 +256,7 @@ def read_run(path: str | os.PathLike[str]) -> RunContents:
                     raise ConfigError("output", f"{path}:{number} is not a JSON record; the "
                                       "file is damaged beyond a cut last line") from None
                 # the last line: a cut record that a stray newline completed
-                return RunContents(path, header, last, offset, True, max_n)
+                return RunContents(path, header, last, offset, True, max_n, suite_ids)
             kind = record.get("record")
             if kind == "sample":
                 index = record.get("index")
@@ -227,11 +264,31 @@ def read_run(path: str | os.PathLike[str]) -> RunContents:
                         or index >= max_n):
                     raise ConfigError("output", f"{path}:{number}: bad sample index {index!r} "
                                       f"(the run asked for {max_n})")
-                last.record(index, offset, record.get("error") is None)
+                position = 0
+                if positions is not None:
+                    position = positions.get(record.get("request_id"), -1)
+                    if position < 0:
+                        raise ConfigError("output", f"{path}:{number}: request_id "
+                                          f"{record.get('request_id')!r} is not in the suite")
+                last.record(index * k + position, offset, record.get("error") is None)
             elif kind == "resume" and isinstance(record.get("n"), int):
                 max_n = max(max_n, record["n"])
             offset += len(line)
-    return RunContents(path, header, last, offset, False, max_n)
+    return RunContents(path, header, last, offset, False, max_n, suite_ids)
+
+
+def _suite_positions(header: dict[str, Any], path: Path
+                     ) -> tuple[list[str], dict[Any, int]] | tuple[None, None]:
+    """A suite header's ids in order and each id's position (None, None: one request)."""
+    suite = header.get("suite")
+    if suite is None:
+        return None, None
+    entries = suite if isinstance(suite, list) else []
+    ids = [entry.get("id") for entry in entries if isinstance(entry, dict)]
+    strings = [i for i in ids if isinstance(i, str)]
+    if not strings or len(strings) != len(entries) or len(set(strings)) != len(strings):
+        raise ConfigError("output", f"{path}: the header's suite is damaged")
+    return strings, {rid: position for position, rid in enumerate(strings)}
 
 
 class RunFile:
@@ -249,10 +306,11 @@ class RunFile:
         self._pending = pending
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], request: Request, n: int, endpoint: Endpoint,
+    def open(cls, path: str | os.PathLike[str], request: Request | Suite, n: int,
+             endpoint: Endpoint,
              version: str, *, allow_endpoint_change: bool = False,
              ) -> tuple[RunFile, RunContents | None]:
-        """Open ``path`` for ``request``: create it, or resume it.
+        """Open ``path`` for ``request`` (or a suite's requests): create it, or resume it.
 
         Returns the file and, when resuming, what it already holds. Only an empty or
         missing file is written from the start; anything else must be a run file of this
@@ -276,7 +334,7 @@ class RunFile:
                 run = cls(path, handle)
                 run._write({
                     "record": "header", "format": FORMAT, "library_version": version,
-                    "started_at": _now(), "n": n, "request": _request_record(request),
+                    "started_at": _now(), "n": n, **_header_requests(request),
                     "endpoint": {"base_url": endpoint.base_url, "name": endpoint.label,
                                  "header_names": sorted(endpoint.headers)},
                 })
@@ -325,9 +383,21 @@ class RunFile:
             self._handle.close()
 
 
-def _check_same_request(path: Path, contents: RunContents, request: Request) -> None:
+def _check_same_request(path: Path, contents: RunContents, request: Request | Suite
+                        ) -> None:
+    wanted = _header_requests(request)
+    if ("suite" in wanted) != ("suite" in contents.header):
+        what = "a suite" if "suite" in wanted else "one request"
+        raise ConfigError("output", f"{path} was not written for {what}; choose another "
+                          "output file")
+    if "suite" in wanted:
+        if contents.header["suite"] != wanted["suite"]:
+            raise ConfigError("output", f"{path} was written for a different suite (its "
+                              "requests or ids differ); resume with the same suite or choose "
+                              "another output file")
+        return
     stored = contents.header.get("request", {})
-    wanted = _request_record(request)
+    wanted = wanted["request"]
     if stored != wanted:
         differ = sorted(k for k in stored.keys() | wanted.keys()
                         if stored.get(k) != wanted.get(k))

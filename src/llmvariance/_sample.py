@@ -71,6 +71,8 @@ class Sample(BaseModel):
     endpoint: str | None = None
     condition: str | None = None
     """The experiment condition the sample was taken under (e.g. ``burst``), if any."""
+    request_id: str | None = None
+    """In a suite (``sample_suite``): the id of the request this sample answers."""
     latency_s: float = 0.0
     """Seconds from sending the (last) attempt to having its whole response."""
     ttft_s: float | None = None

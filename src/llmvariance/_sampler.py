@@ -69,6 +69,7 @@ class SampleSet(BaseModel):
         return samples_frame(self.samples, tokens=tokens)
 
 
+
 def _check_request(request: object) -> Request:
     if not isinstance(request, REQUEST_TYPES):
         names = ", ".join(t.__name__ for t in REQUEST_TYPES)
@@ -226,8 +227,35 @@ async def _run(
         except BaseException:
             run_file.close()
             raise
-    resumed = len(skip)
-    todo: Iterator[int] = (i for i in range(n) if i not in skip)
+
+    def consume(sample: Sample) -> None:
+        if options.keep_samples:
+            results[sample.index] = sample
+        collector.add(sample)
+
+    todo = ((call, i) for i in range(n) if i not in skip)
+    await drive(pool, todo, n, len(skip), workers, options, run_file, consume)
+    samples = [results[i] for i in range(n)] if options.keep_samples else []
+    return SampleSet(request=request, endpoint=pool.endpoint.label, samples=samples,
+                     report=collector.report(), kept_samples=options.keep_samples)
+
+
+async def drive(
+    pool: ClientPool,
+    todo: Iterator[tuple[PreparedCall, int]],
+    total: int,
+    resumed: int,
+    workers: int,
+    options: _Options,
+    run_file: RunFile | None,
+    consume: Callable[[Sample], None],
+) -> None:
+    """Send every ``(call, index)`` of ``todo`` through ``pool`` with ``workers`` workers.
+
+    Each sample goes to the run file, then ``consume``, then the hooks; ``total`` and
+    ``resumed`` are for progress. The run file is closed at the end, whatever happens; an
+    exception of a hook, ``consume`` or the run file stops the run and is raised as itself.
+    """
     done, failed = resumed, 0
     start = time.monotonic()
     error: BaseException | None = None  # the first one a hook or the run file raised
@@ -236,7 +264,7 @@ async def _run(
         if options.progress is not None:
             stats = pool.stats
             options.progress(Progress(
-                total=n, done=done, failed=failed, resumed=resumed,
+                total=total, done=done, failed=failed, resumed=resumed,
                 elapsed_s=time.monotonic() - start, rate_limited=stats.rate_limited,
                 paused_s=stats.paused_s, retries=stats.retries, timeouts=stats.timeouts,
                 in_flight=pool.in_flight, oldest_in_flight_s=pool.oldest_in_flight_s))
@@ -249,17 +277,15 @@ async def _run(
 
     async def worker() -> None:
         nonlocal done, failed
-        # Workers share one iterator: next() never awaits, so each index goes to one worker.
-        for index in todo:
+        # Workers share one iterator: next() never awaits, so each job goes to one worker.
+        for call, index in todo:
             sample = await pool.send(call, index)
-            if options.keep_samples:
-                results[index] = sample
             done += 1
             failed += sample.error is not None
             try:
                 if run_file is not None:
                     run_file.write(sample)
-                collector.add(sample)
+                consume(sample)
                 if options.on_sample is not None:
                     options.on_sample(sample)
                 report_progress()
@@ -287,7 +313,7 @@ async def _run(
                 if options.progress is not None:
                     outer.start_soon(ticker, finished)
                 async with anyio.create_task_group() as tg:
-                    for _ in range(min(n - resumed, workers)):
+                    for _ in range(min(total - resumed, workers)):
                         tg.start_soon(worker)
                 finished.set()
     finally:
@@ -300,9 +326,6 @@ async def _run(
                 error.add_note(f"closing the run file failed too: {close_error}")
     if error is not None:
         raise error
-    samples = [results[i] for i in range(n)] if options.keep_samples else []
-    return SampleSet(request=request, endpoint=pool.endpoint.label, samples=samples,
-                     report=collector.report(), kept_samples=options.keep_samples)
 
 
 def _resume(existing: RunContents, n: int, results: dict[int, Sample] | None,

@@ -10,12 +10,12 @@ from pydantic import ValidationError
 
 from .._errors import ConfigError, EngineError
 from .._loop import run as run_loop
-from . import batch_effect, demo, matrix, report, sample, serve
+from . import batch_effect, demo, matrix, report, sample, serve, suite
 from ._common import describe
 
 __all__ = ["main"]
 
-COMMANDS = {"sample": sample, "batch-effect": batch_effect, "matrix": matrix,
+COMMANDS = {"sample": sample, "suite": suite, "batch-effect": batch_effect, "matrix": matrix,
             "report": report, "demo": demo, "serve": serve}
 
 

@@ -17,8 +17,8 @@ from .._request import (
 )
 from .._retry import RetryPolicy
 
-__all__ = ["add_endpoint_flags", "add_request_flags", "describe", "endpoint", "rate_limit",
-           "request", "retry"]
+__all__ = ["add_api_flags", "add_endpoint_flags", "add_request_flags", "api", "describe",
+           "endpoint", "rate_limit", "request", "retry"]
 
 
 def add_endpoint_flags(parser: argparse.ArgumentParser) -> None:
@@ -33,12 +33,16 @@ def add_request_flags(parser: argparse.ArgumentParser, *, model: bool = True,
                       prompt_required: bool = True) -> None:
     """``--model`` (unless ``model=False``), ``--prompt``, limits, ``--api``, ``--stream``."""
     if model:
-        parser.add_argument("--model", required=True)
+        parser.add_argument("--model", required=prompt_required)
     parser.add_argument("--prompt", required=prompt_required)
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--temperature", type=float, default=0.0)
+    add_api_flags(parser)
+
+
+def add_api_flags(parser: argparse.ArgumentParser) -> None:
+    """``--api`` (None when not given: ``api(args)`` reads it) and ``--stream``."""
     parser.add_argument("--api", choices=["chat", "completions", "messages", "responses"],
-                        default="chat",
                         help="OpenAI chat (default), legacy completions, Anthropic messages "
                              "(key from $ANTHROPIC_API_KEY) or OpenAI responses")
     parser.add_argument("--completion", action="store_const", dest="api",
@@ -47,10 +51,16 @@ def add_request_flags(parser: argparse.ArgumentParser, *, model: bool = True,
                         help="stream the answers (adds time to first token)")
 
 
-def endpoint(args: argparse.Namespace) -> Endpoint:
+def api(args: argparse.Namespace) -> str:
+    """``--api``, chat when not given."""
+    return getattr(args, "api", None) or "chat"
+
+
+def endpoint(args: argparse.Namespace, anthropic: bool = False) -> Endpoint:
     """The endpoint of ``--base-url``; the key comes from the environment, never argv:
-    ``$ANTHROPIC_API_KEY`` for ``--api messages``, else ``$OPENAI_API_KEY``."""
-    if getattr(args, "api", "chat") == "messages":
+    ``$ANTHROPIC_API_KEY`` for ``--api messages`` (or ``anthropic``), else
+    ``$OPENAI_API_KEY``."""
+    if anthropic or api(args) == "messages":
         overrides = {"base_url": args.base_url} if args.base_url else {}
         return Endpoint.anthropic(**overrides)
     return Endpoint(base_url=args.base_url) if args.base_url else Endpoint()
@@ -71,11 +81,12 @@ def request(args: argparse.Namespace, model: str | None = None) -> Request:
     model = model or args.model
     common = {"model": model, "temperature": args.temperature, "stream": args.stream}
     user = [{"role": "user", "content": args.prompt}]
-    if args.api == "completions":
+    kind = api(args)
+    if kind == "completions":
         return CompletionRequest(prompt=args.prompt, max_tokens=args.max_tokens, **common)
-    if args.api == "messages":
+    if kind == "messages":
         return MessagesRequest(messages=user, max_tokens=args.max_tokens, **common)
-    if args.api == "responses":
+    if kind == "responses":
         return ResponsesRequest(input=args.prompt, max_output_tokens=args.max_tokens, **common)
     return ChatRequest(messages=user, max_tokens=args.max_tokens, **common)
 

@@ -6,8 +6,11 @@ import argparse
 from typing import Any
 
 from .._collect import analyze
+from .._errors import ConfigError
 from .._progress import ProgressBar
+from .._request import MessagesRequest, Request
 from .._sampler import sample_many
+from .._suitefile import read_request
 from . import _common
 
 
@@ -16,7 +19,12 @@ def add_parser(commands: Any) -> None:
         "sample", help="send one request N times and report how the outputs vary",
         description="The API key is read from $OPENAI_API_KEY, never from the command line.")
     _common.add_endpoint_flags(parser)
-    _common.add_request_flags(parser)
+    _common.add_request_flags(parser, prompt_required=False)
+    parser.add_argument("--request", metavar="BODY.json",
+                        help="the request as one API body (OpenAI chat/completions/"
+                             "responses or Anthropic messages, e.g. with system prompts, "
+                             "logit_bias, seed, logprobs); --model, --api and --stream "
+                             "override it, the other request flags are ignored")
     parser.add_argument("-n", type=int, default=30, help="number of requests (default 30)")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--out", metavar="FILE",
@@ -29,10 +37,22 @@ def add_parser(commands: Any) -> None:
                         help="add bootstrap intervals from N resamples (seeded)")
 
 
+def _request(args: argparse.Namespace) -> Request:
+    if args.request is not None:
+        return read_request(args.request, api=args.api, model=args.model,
+                            stream=True if args.stream else None)
+    for flag in ("model", "prompt"):
+        if getattr(args, flag) is None:
+            raise ConfigError(f"--{flag}", "required (or give the whole body with --request)")
+    return _common.request(args)
+
+
 async def run(args: argparse.Namespace) -> int:
+    request = _request(args)
+    endpoint = _common.endpoint(args, anthropic=isinstance(request, MessagesRequest))
     with ProgressBar() as bar:
         result = await sample_many(
-            _common.request(args), args.n, endpoint=_common.endpoint(args),
+            request, args.n, endpoint=endpoint,
             concurrency=args.concurrency, rate_limit=_common.rate_limit(args),
             retry=_common.retry(args), output=args.out, progress=bar,
             allow_endpoint_change=args.allow_endpoint_change)
@@ -42,7 +62,7 @@ async def run(args: argparse.Namespace) -> int:
     if args.json:
         print(report.model_dump_json(indent=2))
     else:
-        print(f"{result.endpoint}  model={args.model}  n={args.n}  "
+        print(f"{result.endpoint}  model={request.model}  n={args.n}  "
               f"concurrency={args.concurrency}")
         print(report.to_text())
     return 0

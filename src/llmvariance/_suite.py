@@ -1,0 +1,221 @@
+"""Suites: many requests, N samples each, through one pool, and how reproducible they are.
+
+``sample_suite`` sends every request ``n`` times, interleaved (index 0 of every request,
+then index 1 of every request, ...), so each prompt meets comparable server load; one
+run file holds the whole suite and resumes exactly the (request, index) pairs missing or
+failed. The result has one entry per request and a ``SuiteReport`` (TARr@N, TARa@N).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from ._answers import AnswerSpec, Comparison, OutputTally
+from ._collect import VarianceCollector
+from ._endpoint import Endpoint, endpoint_or_default
+from ._errors import ConfigError
+from ._pool import ClientPool, PreparedCall
+from ._progress import Progress
+from ._ratelimit import RateLimit
+from ._report import VarianceReport
+from ._request import Request
+from ._retry import RetryPolicy
+from ._runfile import RunContents, RunFile
+from ._sample import Sample
+from ._sampler import _check_request, _Options, drive
+from ._suitereport import SuiteReport, suite_report
+from ._transport import DEFAULT_MAX_RESPONSE_BYTES, Timeouts, Transport
+from ._version import __version__
+
+__all__ = ["SuiteEntry", "SuiteResult", "sample_suite"]
+
+Requests = Mapping[str, Request] | Iterable[tuple[str, Request]] | Iterable[Request]
+
+
+class SuiteEntry(BaseModel):
+    """One request of a suite: its id, its samples (ordered by index) and its report."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str
+    request: Request
+    samples: list[Sample]
+    """Empty with ``keep_samples=False``."""
+    report: VarianceReport
+
+
+class SuiteResult(BaseModel):
+    """What ``sample_suite`` returns: an entry per request, in suite order, and the
+    suite's report."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    endpoint: str
+    n: int
+    entries: list[SuiteEntry]
+    report: SuiteReport
+    kept_samples: bool = True
+
+    def __getitem__(self, request_id: str) -> SuiteEntry:
+        for entry in self.entries:
+            if entry.id == request_id:
+                return entry
+        raise KeyError(request_id)
+
+    def to_text(self) -> str:
+        return self.report.to_text()
+
+
+def _suite(requests: Requests) -> list[tuple[str, Request]]:
+    """(id, request) pairs: a mapping's keys, given pairs, or positions "0", "1", ..."""
+    if isinstance(requests, str | bytes) or not isinstance(requests, Iterable):
+        raise ConfigError("requests", "must be requests, (id, request) pairs or a mapping "
+                          f"of id to request; got {type(requests).__name__}")
+    items: Iterable[Any] = requests.items() if isinstance(requests, Mapping) else requests
+    suite: list[tuple[str, Request]] = []
+    for position, item in enumerate(items):
+        rid, request = item if isinstance(item, tuple) else (str(position), item)
+        if not isinstance(rid, str) or not rid:
+            raise ConfigError("requests", f"item {position}: the id must be a non-empty "
+                              f"string, got {rid!r}")
+        try:
+            suite.append((rid, _check_request(request)))
+        except ConfigError as exc:
+            raise ConfigError("requests", f"item {position} ({rid}): {exc}") from None
+    if not suite:
+        raise ConfigError("requests", "the suite is empty")
+    ids = [rid for rid, _ in suite]
+    if len(set(ids)) != len(ids):
+        twice = sorted({rid for rid in ids if ids.count(rid) > 1})
+        raise ConfigError("requests", f"ids must be unique; repeated: {', '.join(twice)}")
+    return suite
+
+
+async def sample_suite(
+    requests: Requests,
+    n: int,
+    *,
+    endpoint: Endpoint | None = None,
+    pool: ClientPool | None = None,
+    concurrency: int | None = None,
+    rate_limit: RateLimit | None = None,
+    retry: RetryPolicy | None = None,
+    timeouts: Timeouts | None = None,
+    transport: Transport | None = None,
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+    output: str | os.PathLike[str] | None = None,
+    allow_endpoint_change: bool = False,
+    progress: Callable[[Progress], Any] | None = None,
+    on_sample: Callable[[Sample], Any] | None = None,
+    keep_samples: bool = True,
+    answer: AnswerSpec | None = None,
+    normalize: bool = False,
+) -> SuiteResult:
+    """Send each of ``requests`` ``n`` times through one pool; report per request and overall.
+
+    ``requests``: a mapping of id to request, ``(id, request)`` pairs (``read_suite``
+    gives them), or plain requests (ids "0", "1", ...). They may mix APIs and models; one
+    endpoint serves them all. Work is interleaved across requests, so every prompt sees
+    comparable load. ``answer`` (a regex, a ``JsonPointer`` or a callable) adds
+    answer-level agreement and TARa@N; ``normalize`` compares outputs with surrounding
+    whitespace stripped and runs of whitespace collapsed (the report says so).
+
+    The pool arguments, ``output`` (one run file for the suite: resuming sends only
+    missing or failed (request, index) pairs and refuses a different suite), the hooks
+    and ``keep_samples`` work as in ``sample_many``; every sample carries its
+    ``request_id``. Everything is checked before anything is sent.
+    """
+    suite = _suite(requests)
+    n = ConfigError.check_int("n", n)
+    comparison = Comparison(answer, normalize=normalize)
+    if concurrency is not None:
+        ConfigError.check_int("concurrency", concurrency)
+    ConfigError.check_type("pool", pool, ClientPool)
+    ConfigError.check_type("output", output, str, os.PathLike)
+    ConfigError.check_type("keep_samples", keep_samples, bool)
+    ConfigError.check_type("allow_endpoint_change", allow_endpoint_change, bool)
+    for name, hook in (("progress", progress), ("on_sample", on_sample)):
+        if hook is not None and not callable(hook):
+            raise ConfigError(name, f"must be callable, got {type(hook).__name__}")
+    options = _Options(output, allow_endpoint_change, on_sample, progress, keep_samples,
+                       None)
+    if pool is not None:
+        if any(s is not None for s in (endpoint, rate_limit, retry, timeouts, transport)):
+            raise ConfigError("pool", "a pool carries its own endpoint, limits and transport; "
+                              "pass either pool or those, not both")
+        workers = min(concurrency or pool.concurrency, pool.concurrency)
+        return await _run_suite(pool, suite, n, workers, options, comparison)
+    async with ClientPool(endpoint_or_default(endpoint), concurrency=concurrency or 8,
+                          rate_limit=rate_limit, retry=retry, timeouts=timeouts,
+                          transport=transport, max_response_bytes=max_response_bytes) as own:
+        return await _run_suite(own, suite, n, own.concurrency, options, comparison)
+
+
+class _Tracks:
+    """Per request: the collector, the output tally and (maybe) the samples by index."""
+
+    __slots__ = ("collector", "samples", "tally")
+
+    def __init__(self, comparison: Comparison) -> None:
+        self.collector = VarianceCollector()
+        self.tally: OutputTally = comparison.tally()
+        self.samples: dict[int, Sample] = {}
+
+    def add(self, sample: Sample, keep: bool) -> None:
+        if keep:
+            self.samples[sample.index] = sample
+        self.collector.add(sample)
+        self.tally.update((sample,))
+
+
+async def _run_suite(pool: ClientPool, suite: Sequence[tuple[str, Request]], n: int,
+                     workers: int, options: _Options, comparison: Comparison) -> SuiteResult:
+    calls = [pool.prepare(request, request_id=rid) for rid, request in suite]
+    tracks = {rid: _Tracks(comparison) for rid, _ in suite}
+    skip: set[tuple[str, int]] = set()
+    run_file: RunFile | None = None
+    if options.output is not None:
+        run_file, existing = RunFile.open(options.output, suite, n, pool.endpoint,
+                                          __version__,
+                                          allow_endpoint_change=options.allow_endpoint_change)
+        try:
+            if existing is not None:
+                skip = _resume(existing, n, tracks, options.keep_samples)
+        except BaseException:
+            run_file.close()
+            raise
+
+    def consume(sample: Sample) -> None:
+        tracks[sample.request_id or ""].add(sample, options.keep_samples)
+
+    def todo() -> Iterator[tuple[PreparedCall, int]]:
+        for index in range(n):
+            for call in calls:
+                if (call.request_id or "", index) not in skip:
+                    yield call, index
+
+    await drive(pool, todo(), n * len(calls), len(skip), workers, options, run_file, consume)
+    entries = []
+    for rid, request in suite:
+        track = tracks[rid]
+        samples = [track.samples[i] for i in range(n)] if options.keep_samples else []
+        entries.append(SuiteEntry(id=rid, request=request, samples=samples,
+                                  report=track.collector.report()))
+    report = suite_report(((e.id, e.report, tracks[e.id].tally) for e in entries), n=n)
+    return SuiteResult(endpoint=pool.endpoint.label, n=n, entries=entries, report=report,
+                       kept_samples=options.keep_samples)
+
+
+def _resume(existing: RunContents, n: int, tracks: dict[str, _Tracks], keep: bool
+            ) -> set[tuple[str, int]]:
+    """The (id, index) pairs below ``n`` the file holds ok, each fed to its track."""
+    done = {(rid, i) for rid, i in existing.ok_pairs() if i < n}
+    if done:
+        for sample in existing.iter_samples():
+            if (sample.request_id or "", sample.index) in done:
+                tracks[sample.request_id or ""].add(sample, keep)
+    return done
