@@ -27,6 +27,14 @@ from ._matrix import MatrixResult, MatrixRow, server_matrix
 from ._pool import ClientPool, PoolStats
 from ._progress import Progress
 from ._ratelimit import RateLimit, RateLimiter
+from ._render.html import html_report
+from ._render.plot import (
+    plot_conditions,
+    plot_divergence,
+    plot_entropy,
+    plot_report,
+    plot_tree,
+)
 from ._report import (
     ConfidenceInterval,
     DivergenceStats,
@@ -51,7 +59,7 @@ from ._runfile import RunContents, read_run
 from ._sample import Sample, SampleError, Usage
 from ._sampler import SampleSet, sample_many, sample_many_sync
 from ._stream import SampleStream, stream_samples
-from ._suite import SuiteEntry, SuiteResult, sample_suite
+from ._suite import SuiteEntry, SuiteResult, sample_suite, sample_suite_sync
 from ._suitefile import (
     SuiteFileError,
     SuiteRequest,
@@ -147,7 +155,13 @@ __all__ = [
     "batch_effect",
     "divergence_tree",
     "engines",
+    "html_report",
     "judge",
+    "plot_conditions",
+    "plot_divergence",
+    "plot_entropy",
+    "plot_report",
+    "plot_tree",
     "read_request",
     "read_run",
     "read_suite",
@@ -155,6 +169,7 @@ __all__ = [
     "sample_many",
     "sample_many_sync",
     "sample_suite",
+    "sample_suite_sync",
     "server_matrix",
     "stream_samples",
 ]
