@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import llmvariance as lv
-from llmvariance._tree.collect import _MARGIN_CAP
+from llmvariance._tree.collect import _MARGIN_CAP, _fixed_margins, _fixed_margins_ragged
 
 S = lv.Sample
 A = ["The", " cat", " sat", " on", " the", " mat"]
@@ -161,6 +161,15 @@ def test_huge_and_missing_margins_stay_finite() -> None:
     assert root is not None and root.margin == pytest.approx(0.2, abs=1e-9)
     root0 = lv.divergence_tree([*a, S(index=2, text="b", tokens=["b"])]).root
     assert root0 is not None and root0.margin == _MARGIN_CAP  # inf is capped; NaN skipped
+
+
+@settings(max_examples=60)
+@given(st.integers(2, 5).flatmap(lambda k: st.lists(st.lists(
+    st.one_of(st.floats(-60, 0), st.just(-float("inf"))), min_size=k, max_size=k),
+    max_size=6)))
+def test_margins_are_the_same_whichever_way_they_are_computed(rows: list[list[float]]) -> None:
+    top = [{f"t{i}": v for i, v in enumerate(row)} for row in rows]
+    assert _fixed_margins(top).tolist() == _fixed_margins_ragged(top).tolist()
 
 
 def test_bad_arguments_name_the_field() -> None:

@@ -65,6 +65,20 @@ class _Entry:
 
 def _fixed_margins(top: Sequence[dict[str, float]]) -> IntArray:
     """Top-1 minus top-2 logprob per position in units of 2**-32 nat; -1 where missing."""
+    try:  # the usual case, as many alternatives at every position: one numpy pass
+        values = np.array([list(alternatives.values()) for alternatives in top],
+                          dtype=np.float64)
+    except ValueError:
+        values = np.empty((0, 0))
+    if values.ndim != 2 or values.shape[0] != len(top) or values.shape[1] < 2:
+        return _fixed_margins_ragged(top)
+    best = np.partition(values, -2, axis=1)[:, -2:]
+    with np.errstate(invalid="ignore"):  # -inf minus -inf: no margin
+        margins = np.rint(np.minimum(best[:, 1] - best[:, 0], _MARGIN_CAP) * _SCALE)
+    return np.where(np.isnan(margins), -1, margins).astype(np.int64)
+
+
+def _fixed_margins_ragged(top: Sequence[dict[str, float]]) -> IntArray:
     out = []
     for alternatives in top:
         value = -1
