@@ -138,9 +138,8 @@ CHILD = """
 import sys, llmvariance as lv
 suite = {f"p{i}": lv.ChatRequest(model="moe", messages=[{"role": "user", "content": f"q{i}"}],
                                  max_tokens=8) for i in range(6)}
-import anyio
-anyio.run(lambda: lv.sample_suite(suite, 40, endpoint=lv.Endpoint(base_url=sys.argv[1]),
-                                  concurrency=8, output=sys.argv[2]))
+lv.sample_suite_sync(suite, 40, endpoint=lv.Endpoint(base_url=sys.argv[1]), concurrency=8,
+                     output=sys.argv[2])
 """
 
 

@@ -59,7 +59,7 @@ from ._runfile import RunContents, read_run
 from ._sample import Sample, SampleError, Usage
 from ._sampler import SampleSet, sample_many, sample_many_sync
 from ._stream import SampleStream, stream_samples
-from ._suite import SuiteEntry, SuiteResult, sample_suite
+from ._suite import SuiteEntry, SuiteResult, sample_suite, sample_suite_sync
 from ._suitefile import (
     SuiteFileError,
     SuiteRequest,
@@ -169,6 +169,7 @@ __all__ = [
     "sample_many",
     "sample_many_sync",
     "sample_suite",
+    "sample_suite_sync",
     "server_matrix",
     "stream_samples",
 ]

@@ -69,7 +69,6 @@ class SampleSet(BaseModel):
         return samples_frame(self.samples, tokens=tokens)
 
 
-
 def _check_request(request: object) -> Request:
     if not isinstance(request, REQUEST_TYPES):
         names = ", ".join(t.__name__ for t in REQUEST_TYPES)

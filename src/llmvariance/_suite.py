@@ -8,6 +8,8 @@ failed. The result has one entry per request and a ``SuiteReport`` (TARr@N, TARa
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
@@ -18,6 +20,7 @@ from ._answers import AnswerSpec, Comparison, OutputTally
 from ._collect import VarianceCollector
 from ._endpoint import Endpoint, endpoint_or_default
 from ._errors import ConfigError
+from ._loop import run as run_loop
 from ._pool import ClientPool, PreparedCall
 from ._progress import Progress
 from ._ratelimit import RateLimit
@@ -31,7 +34,7 @@ from ._suitereport import SuiteReport, suite_report
 from ._transport import DEFAULT_MAX_RESPONSE_BYTES, Timeouts, Transport
 from ._version import __version__
 
-__all__ = ["SuiteEntry", "SuiteResult", "sample_suite"]
+__all__ = ["SuiteEntry", "SuiteResult", "sample_suite", "sample_suite_sync"]
 
 Requests = Mapping[str, Request] | Iterable[tuple[str, Request]] | Iterable[Request]
 
@@ -219,3 +222,17 @@ def _resume(existing: RunContents, n: int, tracks: dict[str, _Tracks], keep: boo
             if (sample.request_id or "", sample.index) in done:
                 tracks[sample.request_id or ""].add(sample, keep)
     return done
+
+
+@functools.wraps(sample_suite)
+def sample_suite_sync(*args: Any, **kwargs: Any) -> SuiteResult:
+    """``sample_suite`` for code without a running event loop (on uvloop when installed)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        raise RuntimeError("sample_suite_sync cannot run inside an event loop; "
+                           "use `await sample_suite(...)` instead")
+    result: SuiteResult = run_loop(functools.partial(sample_suite, *args, **kwargs))
+    return result
