@@ -115,6 +115,8 @@ def test_when_every_sample_failed_the_page_says_so_first() -> None:
     summary = page[page.index('<section id="summary">'):]
     assert summary.index("Every sample failed (3 of 3)") < summary.index("cards")
     assert '<section id="failures">' in page and "does not exist." in page
+    assert "<svg" not in page and "No successful samples to draw." in page
+    assert 'class="card"' in page and page.count('class="card"') == 1  # samples only
 
 
 def test_without_matplotlib_the_page_has_everything_but_figures(

@@ -66,17 +66,19 @@ async def run(args: argparse.Namespace) -> int:
     tree: DivergenceTree | None = None
     if trees is not None:
         tree = trees.tree(min_count=args.min_count)
+    wrote = []
     if args.plot:
         from .._render.plot import plot_report
 
         plot_report(report, args.plot, tree=tree)
-        print(f"wrote {args.plot}", file=sys.stderr)
+        wrote.append(f"wrote {args.plot}")
     if args.html:
         from .._render.html import html_report
 
         page = html_report(report, args.html, tree=tree, runs=runs)
-        without = "" if "<svg" in page else " (without figures: pip install 'llmvariance[plot]')"
-        print(f"wrote {args.html}{without}", file=sys.stderr)
+        without = ("" if "<svg" in page or not report.n_ok
+                   else " (without figures: pip install 'llmvariance[plot]')")
+        wrote.append(f"wrote {args.html}{without}")
     if args.json:
         if args.tree and tree is not None:
             both = {"report": report.model_dump(mode="json"), "tree": tree.model_dump(mode="json")}
@@ -89,4 +91,7 @@ async def run(args: argparse.Namespace) -> int:
         if args.tree and tree is not None:
             print()
             print(tree.to_text())
+    sys.stdout.flush()  # the report first, then what was written
+    for line in wrote:
+        print(line, file=sys.stderr)
     return 0

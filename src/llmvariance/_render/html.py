@@ -69,10 +69,26 @@ def _card(label: str, value: str, note: str = "") -> str:
 
 
 def _summary(r: VarianceReport) -> str:
-    first = ("none" if r.common_prefix_tokens is None
-             else f"token {r.common_prefix_tokens}")
+    cards = [_card("samples", f"{r.n_samples}", f"{r.n_ok} ok, {r.n_failed} failed")]
+    if r.n_ok:
+        cards += _metric_cards(r)
+    alert = "alert" if r.n_samples and not r.n_ok else ""
+    rows = [f'<p class="headline {alert}">{_e(_headline(r))}</p>',
+            f'<div class="cards">{"".join(cards)}</div>']
+    extra = [(name, counts) for name, counts in (("finish reasons", r.finish_reasons),
+                                                 ("fingerprints", r.system_fingerprints),
+                                                 ("failures", r.failures)) if counts]
+    if extra:
+        rows.append('<dl class="counts">' + "".join(
+            f"<dt>{_e(name)}</dt><dd>"
+            + ", ".join(f"{_e(k)} <b>{v}</b>" for k, v in sorted(counts.items())) + "</dd>"
+            for name, counts in extra) + "</dl>")
+    return _section("summary", "Summary", "".join(rows)) + _failures(r)
+
+
+def _metric_cards(r: VarianceReport) -> list[str]:
+    first = "none" if r.common_prefix_tokens is None else f"token {r.common_prefix_tokens}"
     cards = [
-        _card("samples", f"{r.n_samples}", f"{r.n_ok} ok, {r.n_failed} failed"),
         _card("distinct outputs", f"{r.unique_count}", "all agree" if r.all_agree else ""),
         _card("most common", _pct(r.mode_fraction), f"{r.mode_count} of {r.n_ok}"),
         _card("agreement rate", _num(r.agreement_rate), "P(two samples agree)"),
@@ -91,18 +107,7 @@ def _summary(r: VarianceReport) -> str:
     if r.latency is not None:
         cards.append(_card("latency", f"{r.latency.median_s:.3f} s",
                            f"median; p90 {r.latency.p90_s:.3f} s"))
-    alert = "alert" if r.n_samples and not r.n_ok else ""
-    rows = [f'<p class="headline {alert}">{_e(_headline(r))}</p>',
-            f'<div class="cards">{"".join(cards)}</div>']
-    extra = [(name, counts) for name, counts in (("finish reasons", r.finish_reasons),
-                                                 ("fingerprints", r.system_fingerprints),
-                                                 ("failures", r.failures)) if counts]
-    if extra:
-        rows.append('<dl class="counts">' + "".join(
-            f"<dt>{_e(name)}</dt><dd>"
-            + ", ".join(f"{_e(k)} <b>{v}</b>" for k, v in sorted(counts.items())) + "</dd>"
-            for name, counts in extra) + "</dl>")
-    return _section("summary", "Summary", "".join(rows)) + _failures(r)
+    return cards
 
 
 def _failures(r: VarianceReport) -> str:
@@ -310,10 +315,12 @@ def html_report(report: VarianceReport, path: str | os.PathLike[str] | None = No
     or its absence, leaves them out).
     """
     runs = list(runs)
-    figures = _figures(report, tree) if plots else None
+    figures = _figures(report, tree) if plots and report.n_ok else None
     tree_svg, other_svgs = figures if figures is not None else ("", "")
-    plots_body = other_svgs or ("<p class=\"note\">Figures need matplotlib: "
-                                "<code>pip install 'llmvariance[plot]'</code>.</p>")
+    plots_body = other_svgs or (
+        "<p class=\"note\">No successful samples to draw.</p>" if not report.n_ok else
+        "<p class=\"note\">Figures need matplotlib: "
+        "<code>pip install 'llmvariance[plot]'</code>.</p>")
     models = sorted({str(c.header.get("request", {}).get("model")) for c in runs
                      if isinstance(c.header.get("request"), dict)})
     heading = title or ("llmvariance report" + (f": {', '.join(models)}" if models else ""))
