@@ -72,6 +72,8 @@ p.output { margin: 4px 0; padding: 8px 12px; background: var(--bg); border-radiu
            white-space: pre-wrap; word-break: break-word; }
 p.output .same { color: var(--muted); }
 mark { background: var(--mark); color: var(--ink); padding: 0 1px; border-radius: 2px; }
+mark.shared { background: #fdf6dc; color: var(--muted); }
+.same { color: var(--muted); }
 details summary { cursor: pointer; color: var(--muted); font-size: 13px; }
 .run + .run { border-top: 1px solid var(--line); margin-top: 12px; padding-top: 12px; }
 footer { color: var(--muted); font-size: 12px; text-align: center; margin-top: 24px; }

@@ -171,20 +171,26 @@ def _outputs(r: VarianceReport) -> str:
                                                                 strict=True), 1):
         if rank == 1:
             where = "the most common output"
-            body = f"<span class=\"same\">{_e(output.text)}</span>"
+            body = _e(output.text)
         else:
             where = f"leaves the most common output at char {at_mode}"
+            shared = ""
             if nearest:
                 where += f", and #{nearest + 1} at char {at}"
-            body = (f"<span class=\"same\">{_e(output.text[:at_mode])}</span>"
-                    f"<mark>{_e(output.text[at_mode:])}</mark>")
+                shared = (f"<mark class=\"shared\" title=\"as in #{nearest + 1}\">"
+                          f"{_e(output.text[at_mode:at])}</mark>")
+            else:
+                at = at_mode
+            body = (f"<span class=\"same\">{_e(output.text[:at_mode])}</span>{shared}"
+                    f"<mark>{_e(output.text[at:])}</mark>")
         share = output.count / r.n_ok if r.n_ok else 0.0
         items.append(
             f'<li><div class="output-head"><b>#{rank}</b> <span class="count">'
             f"{output.count}</span> samples ({share:.1%}) · {_e(where)}</div>"
             f'<p class="output">{body}</p></li>')
-    intro = ("<p>Each output in full; the part after it leaves the most common output is "
-             "highlighted.</p>")
+    intro = ("<p>Each output in full: <span class=\"same\">grey</span> as in the most "
+             "common output, <mark class=\"shared\">pale</mark> as in an output above it, "
+             "<mark>highlighted</mark> where it goes its own way.</p>")
     return _section("outputs", "Top outputs", intro + f'<ol class="outputs">{"".join(items)}'
                     "</ol>")
 
