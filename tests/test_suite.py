@@ -256,3 +256,27 @@ async def test_sample_takes_one_request_body_and_refuses_a_bad_one(tmp_path: Pat
         assert code == 2 and "temperature" in err and "body.json" in err
         code, out, err = await run_cli("sample", "--base-url", url, "--prompt", "hi")
         assert code == 2 and "--model: required" in err
+
+
+async def test_report_groups_a_suite_file_by_request_and_gives_its_tar(tmp_path: Path) -> None:
+    path = tmp_path / "run.jsonl"
+    requests = {"same": chat("steady"), "other": chat("also steady")}
+    await lv.sample_suite(requests, 4, endpoint=EP, transport=lv.MockTransport(echo),
+                          output=path)
+    code, out, err = await run_cli("report", str(path), "--answer", r"(\w+)")
+    assert code == 0, err
+    assert "by request:" in out and "TARr@4            1.000" in out and "TARa@4" in out
+    assert out.index("other") < out.index("same")  # group rows in id order
+    code, out, err = await run_cli("report", str(path), "--json")
+    assert code == 0, err
+    parts = orjson.loads(out)
+    assert set(parts["report"]["by_request"]) == {"same", "other"}
+    assert parts["report"]["by_request"]["same"]["n_ok"] == 4
+    assert parts["suite"]["tar_raw"] == 1.0 and parts["suite"]["n_prompts"] == 2
+    single = tmp_path / "single.jsonl"
+    await lv.sample_many(chat("x"), 2, endpoint=EP, transport=lv.MockTransport(echo),
+                         output=single)
+    code, out, err = await run_cli("report", str(path), str(single))
+    assert code == 2 and "cannot be merged" in err
+    code, out, err = await run_cli("report", str(single), "--answer", "x")
+    assert code == 2 and "suite" in err

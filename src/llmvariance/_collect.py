@@ -34,7 +34,7 @@ __all__ = ["GROUP_DIMENSIONS", "VarianceCollector", "analyze"]
 
 _TOP_OUTPUTS = 5
 _NONE = "(none)"
-GROUP_DIMENSIONS = ("fingerprint", "endpoint", "condition")
+GROUP_DIMENSIONS = ("fingerprint", "endpoint", "condition", "request")
 _ALL_NONE = dict.fromkeys(GROUP_DIMENSIONS, _NONE)
 
 FloatArray = npt.NDArray[np.float64]
@@ -442,11 +442,13 @@ class VarianceCollector:
             by_fingerprint=groups.get("fingerprint", {}),
             by_endpoint=groups.get("endpoint", {}),
             by_condition=groups.get("condition", {}),
+            by_request=groups.get("request", {}),
         )
 
 
 def _keys(sample: Sample) -> dict[str, str]:
-    keys = {"endpoint": sample.endpoint or _NONE, "condition": sample.condition or _NONE}
+    keys = {"endpoint": sample.endpoint or _NONE, "condition": sample.condition or _NONE,
+            "request": sample.request_id or _NONE}
     if sample.error is None:  # a failure has no fingerprint: it joins no fingerprint group
         keys["fingerprint"] = sample.system_fingerprint or _NONE
     return keys

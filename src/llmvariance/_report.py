@@ -140,8 +140,9 @@ class VarianceReport(BaseModel):
       own samples, so one can see whether the diverging outputs were served more slowly.
 
     ``tokenization`` says whether tokens are the provider's (every sample had them) or
-    the word fallback. ``by_fingerprint``, ``by_endpoint`` and ``by_condition`` hold the
-    same report per group, present when a run has at least two groups of that kind.
+    the word fallback. ``by_fingerprint``, ``by_endpoint``, ``by_condition`` and
+    ``by_request`` (a suite's requests, by ``Sample.request_id``) hold the same report per
+    group, present when a run has at least two groups of that kind.
     """
 
     model_config = _FROZEN
@@ -184,6 +185,7 @@ class VarianceReport(BaseModel):
     by_fingerprint: dict[str, VarianceReport] = {}
     by_endpoint: dict[str, VarianceReport] = {}
     by_condition: dict[str, VarianceReport] = {}
+    by_request: dict[str, VarianceReport] = {}
 
     def plot(self, path: str | os.PathLike[str] | None = None, *,
              tree: DivergenceTree | None = None) -> Figure:
@@ -199,7 +201,8 @@ class VarianceReport(BaseModel):
         lines = _summary_lines(self)
         for title, groups in (("fingerprint", self.by_fingerprint),
                               ("endpoint", self.by_endpoint),
-                              ("condition", self.by_condition)):
+                              ("condition", self.by_condition),
+                              ("request", self.by_request)):
             if groups:
                 lines.append(f"by {title}:")
                 lines.extend(_group_row(name, r) for name, r in sorted(groups.items()))

@@ -213,6 +213,24 @@ async def _run_suite(pool: ClientPool, suite: Sequence[tuple[str, Request]], n: 
                        kept_samples=options.keep_samples)
 
 
+def suite_report_from_runs(runs: Sequence[RunContents], *, answer: AnswerSpec | None = None,
+                           normalize: bool = False) -> SuiteReport:
+    """The ``SuiteReport`` of suite run files (merged by request id), read a record at a
+    time; ``n`` is the largest any of them asked for."""
+    comparison = Comparison(answer, normalize=normalize)
+    tracks: dict[str, _Tracks] = {}
+    for contents in runs:
+        if contents.suite_ids is None:
+            raise ConfigError("files", f"{contents.path} is not a suite's run file")
+        for rid in contents.suite_ids:
+            tracks.setdefault(rid, _Tracks(comparison))
+        for sample in contents.iter_samples():
+            tracks[sample.request_id or ""].add(sample, keep=False)
+    n = max(contents.max_n for contents in runs)
+    return suite_report(((rid, t.collector.report(), t.tally) for rid, t in tracks.items()),
+                        n=n)
+
+
 def _resume(existing: RunContents, n: int, tracks: dict[str, _Tracks], keep: bool
             ) -> set[tuple[str, int]]:
     """The (id, index) pairs below ``n`` the file holds ok, each fed to its track."""

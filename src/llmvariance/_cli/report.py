@@ -8,9 +8,12 @@ from typing import Any
 
 import orjson
 
+from .._answers import AnswerSpec, JsonPointer
 from .._collect import VarianceCollector
 from .._errors import ConfigError
 from .._runfile import RunContents, read_run
+from .._suite import suite_report_from_runs
+from .._suitereport import SuiteReport
 from .._tree import DEFAULT_MAX_LEAVES, DivergenceTree, DivergenceTreeCollector
 
 
@@ -22,8 +25,10 @@ def add_parser(commands: Any) -> None:
                     "record at a time, so their size does not matter.")
     parser.add_argument("files", nargs="+", metavar="FILE")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
-    parser.add_argument("--group-by", choices=["fingerprint", "endpoint", "condition"],
-                        help="also report each group separately")
+    parser.add_argument("--group-by", choices=["fingerprint", "endpoint", "condition",
+                                               "request"],
+                        help="also report each group separately (a suite's files are "
+                             "grouped by request anyway)")
     parser.add_argument("--bootstrap", type=int, default=0, metavar="N",
                         help="add bootstrap intervals from N resamples (seeded)")
     parser.add_argument("--tree", action="store_true",
@@ -36,6 +41,16 @@ def add_parser(commands: Any) -> None:
                         help="write the figures to OUT (.png or .svg; needs the plot extra)")
     parser.add_argument("--html", metavar="OUT",
                         help="write a self-contained HTML report to OUT")
+    suite = parser.add_argument_group("suite run files (llmvariance suite --out)")
+    answers = suite.add_mutually_exclusive_group()
+    answers.add_argument("--answer", metavar="REGEX",
+                         help="the answer in each output (first group of the first match, "
+                              "or the whole match); adds TARa@N. Write --answer=REGEX when "
+                              "it starts with -")
+    answers.add_argument("--answer-pointer", metavar="POINTER",
+                         help="the answer as a JSON pointer (e.g. /answer) into JSON outputs")
+    suite.add_argument("--normalize", action="store_true",
+                       help="compare outputs with whitespace stripped and collapsed")
 
 
 def _figures_or_hint() -> None:
@@ -63,6 +78,7 @@ async def run(args: argparse.Namespace) -> int:
                 trees.add(sample)
     report = collector.report(bootstrap=args.bootstrap,
                               group_by=[args.group_by] if args.group_by else [])
+    suite = _suite_report(args, runs)
     tree: DivergenceTree | None = None
     if trees is not None:
         tree = trees.tree(min_count=args.min_count)
@@ -80,14 +96,21 @@ async def run(args: argparse.Namespace) -> int:
                    else " (without figures: pip install 'llmvariance[plot]')")
         wrote.append(f"wrote {args.html}{without}")
     if args.json:
-        if args.tree and tree is not None:
-            both = {"report": report.model_dump(mode="json"), "tree": tree.model_dump(mode="json")}
-            print(orjson.dumps(both, option=orjson.OPT_INDENT_2).decode())
+        if (args.tree and tree is not None) or suite is not None:
+            parts = {"report": report.model_dump(mode="json")}
+            if args.tree and tree is not None:
+                parts["tree"] = tree.model_dump(mode="json")
+            if suite is not None:
+                parts["suite"] = suite.model_dump(mode="json")
+            print(orjson.dumps(parts, option=orjson.OPT_INDENT_2).decode())
         else:
             print(report.model_dump_json(indent=2))
     else:
         print(f"{len(args.files)} run file(s)")
         print(report.to_text())
+        if suite is not None:
+            print()
+            print(suite.to_text())
         if args.tree and tree is not None:
             print()
             print(tree.to_text())
@@ -95,3 +118,19 @@ async def run(args: argparse.Namespace) -> int:
     for line in wrote:
         print(line, file=sys.stderr)
     return 0
+
+
+def _suite_report(args: argparse.Namespace, runs: list[RunContents]) -> SuiteReport | None:
+    """The suite report when the files are a suite's (TARr@N, TARa@N), else None."""
+    suites = [r.suite_ids is not None for r in runs]
+    if not any(suites):
+        if args.answer or args.answer_pointer or args.normalize:
+            raise ConfigError("answer", "--answer, --answer-pointer and --normalize are for "
+                              "a suite's run files (llmvariance suite --out)")
+        return None
+    if not all(suites):
+        raise ConfigError("files", "a suite's run files cannot be merged with other runs")
+    answer: AnswerSpec | None = args.answer
+    if args.answer_pointer is not None:
+        answer = JsonPointer(args.answer_pointer)
+    return suite_report_from_runs(runs, answer=answer, normalize=args.normalize)
