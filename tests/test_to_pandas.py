@@ -1,5 +1,5 @@
-"""DataFrames: one typed row per sample, and the run file read by pandas and polars as
-the README says."""
+"""DataFrames (to_pandas): one typed row per sample, and the run file read by pandas and
+polars as the README says."""
 
 from __future__ import annotations
 
