@@ -33,6 +33,11 @@ ANSWER = r"-?\d+(?:\.\d+)?|\w+"
 
 SCALE_CLIENT = """
 import json, resource, sys, time, llmvariance as lv
+def peak_rss_mb():  # VmHWM: ru_maxrss would include the parent's RSS at fork
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 url, keep = sys.argv[1], sys.argv[2] == "1"
 suite = {f"p{i:03d}": lv.ChatRequest(model="moe", max_tokens=8,
                                      messages=[{"role": "user", "content": f"prompt {i}"}])
@@ -41,7 +46,7 @@ start = time.perf_counter()
 out = lv.sample_suite_sync(suite, 50, endpoint=lv.Endpoint(base_url=url), concurrency=64,
                            keep_samples=keep, output=sys.argv[3])
 print(json.dumps({"seconds": time.perf_counter() - start,
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "peak_rss_mb": peak_rss_mb(),
                   "requests": sum(e.report.n_samples for e in out.entries),
                   "tar_raw": out.report.tar_raw}))
 """

@@ -171,12 +171,17 @@ def echo_server_url_sync() -> Iterator[str]:
 
 _CLIENT = """
 import resource, sys, orjson, llmvariance as lv
+def peak_rss_mb():  # VmHWM: ru_maxrss would include the parent's RSS at fork
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 req = lv.ChatRequest(model="m", messages=[{"role": "user", "content": "hi"}])
 result = lv.sample_many_sync(req, 1, endpoint=lv.Endpoint(base_url=sys.argv[1]))
 s = result.samples[0]
 print(orjson.dumps({"kind": s.error.kind if s.error else None, "attempts": s.attempts,
                     "message": s.error.message if s.error else "",
-                    "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}).decode())
+                    "rss_mb": peak_rss_mb()}).decode())
 """
 
 
