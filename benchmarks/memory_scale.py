@@ -2,8 +2,9 @@
 
 A loopback server in its own process answers every request with one fixed chat body; each
 (N, keep_samples) point runs in a fresh client process, which reports its own peak RSS
-(``VmHWM``: ``ru_maxrss`` would include the parent's RSS at fork) and wall time, writing a run file as a real study would. The baseline for
-the ratio column is the same client at the smallest N.
+(``VmHWM``; ``ru_maxrss`` would include the parent's RSS at fork) and wall time, writing
+a run file as a real study would. The baseline for the ratio column is the same client at
+the smallest N.
 
     python benchmarks/memory_scale.py [--sizes 10000,100000,1000000] [--concurrency 64]
 """
