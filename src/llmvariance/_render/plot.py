@@ -82,6 +82,7 @@ def plot_divergence(report: VarianceReport, path: str | os.PathLike[str] | None 
     ax.set_xlabel(f"{unit(report)} shared with the most common output", fontsize=9)
     ax.set_ylabel("samples", fontsize=9)
     ax.yaxis.get_major_locator().set_params(integer=True)  # type: ignore[call-arg]
+    ax.xaxis.get_major_locator().set_params(integer=True)  # type: ignore[call-arg]
     ax.text(1, 1, f"{stats.samples} differing samples, median {stats.median:g}",
             transform=ax.transAxes, ha="right", va="top", fontsize=8, color=INK)
     return finish(figure_of(ax), path)
