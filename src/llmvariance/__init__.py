@@ -23,6 +23,7 @@ from ._errors import (
     TransportError,
 )
 from ._experiment import BatchEffectResult, background_load, batch_effect, judge
+from ._http1 import Http1Transport
 from ._matrix import MatrixResult, MatrixRow, server_matrix
 from ._pool import ClientPool, PoolStats
 from ._progress import Progress
@@ -107,6 +108,7 @@ __all__ = [
     "HTTPRequest",
     "HTTPResponse",
     "HistogramBin",
+    "Http1Transport",
     "InputMessage",
     "JsonPointer",
     "LLMVarianceError",

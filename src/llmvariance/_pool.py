@@ -30,6 +30,7 @@ from ._errors import (
     TransportError,
 )
 from ._hints import ServerHints, has_limit_state, parse_hints
+from ._http1 import Http1Transport
 from ._ratelimit import RateLimit, RateLimiter, estimate_tokens
 from ._redact import Redactor
 from ._request import Request
@@ -37,7 +38,6 @@ from ._retry import RetryPolicy, is_retryable_status
 from ._sample import ErrorKind, Sample, SampleError
 from ._transport import (
     DEFAULT_MAX_RESPONSE_BYTES,
-    AiohttpTransport,
     HTTPRequest,
     HTTPResponse,
     Timeouts,
@@ -136,7 +136,7 @@ class ClientPool:
         self._retry = retry or RetryPolicy()
         self._owns_transport = transport is None
         self._headers = endpoint.request_headers()
-        self._transport = transport or AiohttpTransport(
+        self._transport = transport or Http1Transport(
             max_connections=concurrency, timeouts=timeouts, headers=self._headers,
             max_response_bytes=max_response_bytes)
         self._clock = clock

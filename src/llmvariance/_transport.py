@@ -1,9 +1,11 @@
 """The network seam: bytes out, status + headers + bytes back.
 
-``AiohttpTransport`` is the real one: one ``ClientSession`` whose connector allows as
-many connections as the pool allows requests, so connections are reused and never
-queue inside aiohttp. ``MockTransport(handler)`` answers from a function, so unit tests
-of everything above this seam run without a socket.
+The pool's default is ``Http1Transport`` (``_http1.py``: one socket write per request,
+llhttp parsing). ``AiohttpTransport`` is the general one, for whoever wants aiohttp's
+client (``ClientPool(..., transport=AiohttpTransport(...))``): one ``ClientSession`` whose
+connector allows as many connections as the pool allows requests, so connections are
+reused and never queue inside aiohttp. ``MockTransport(handler)`` answers from a
+function, so unit tests of everything above this seam run without a socket.
 """
 
 from __future__ import annotations
