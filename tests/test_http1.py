@@ -8,9 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import os
+import shutil
+import ssl
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
+import anyio
 import pytest
 
 import llmvariance as lv
@@ -251,3 +257,51 @@ async def test_sample_many_uses_it_by_default_and_keeps_connections_alive() -> N
                                       concurrency=1)
     assert result.report.n_ok == 40 and result.texts == ["same"] * 40
     assert connections == [1]
+
+
+async def test_https_with_a_certificate_the_system_trusts(tmp_path: Path) -> None:
+    """TLS through the default context: a local CA's certificate, trusted via
+    $SSL_CERT_FILE in a child process (the system store stays untouched)."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("needs the openssl command to make a certificate")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    made = await anyio.run_process(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"], check=False)
+    assert made.returncode == 0, made.stderr
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    body = b'{"choices": [{"message": {"content": "over tls"}, "finish_reason": "stop"}]}'
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            for _ in range(3):
+                await read_request(reader)
+                writer.write(ok(body))
+                await writer.drain()
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=context)
+    port = server.sockets[0].getsockname()[1]
+    child = ("import sys, llmvariance as lv\n"
+             "r = lv.sample_many_sync(lv.ChatRequest(model='m', messages=[{'role': 'user', "
+             "'content': 'hi'}]), 3, endpoint=lv.Endpoint(base_url=sys.argv[1]), "
+             "concurrency=1, retry=lv.RetryPolicy(max_attempts=1))\n"
+             "print(r.texts, [s.error for s in r.samples])")
+    try:
+        for trusted in (True, False):
+            env = {**os.environ, "SSL_CERT_FILE": str(cert) if trusted else os.devnull}
+            out = await anyio.run_process([sys.executable, "-c", child,
+                                           f"https://127.0.0.1:{port}/v1"], env=env,
+                                          check=False)
+            text = out.stdout.decode()
+            if trusted:
+                assert "['over tls', 'over tls', 'over tls']" in text, out.stderr
+            else:  # an untrusted certificate is a failed sample, never accepted
+                assert "CERTIFICATE_VERIFY_FAILED" in text, text + out.stderr.decode()
+    finally:
+        server.close()
+        await server.wait_closed()
