@@ -108,6 +108,13 @@ async def test_bodies_by_length_chunks_close_and_gzip_arrive_whole(
     assert got[0].headers["x-trace"] == "abc"  # names are case-insensitive
     assert connections == [1]  # one kept-alive connection for all three
 
+    interim = b"HTTP/1.1 100 Continue\r\n\r\n" + ok()  # a server may send it unasked
+    async with scripted(answer(interim)) as (url, _):
+        t = transport(kind)
+        response = await t.send(post(url))
+        assert (response.status, response.body) == (200, BODY)
+        await t.aclose()
+
     until_close = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + BODY
     async with scripted(answer(until_close, close=True)) as (url, _):
         t = transport(kind)

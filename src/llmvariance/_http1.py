@@ -182,11 +182,14 @@ class _Connection(asyncio.Protocol):
             self.times.append(self.last - self.sent)
 
     def on_message_complete(self) -> None:
+        status = self.parser.get_status_code()
+        if 100 <= status < 200:  # an interim response (100 Continue): the answer follows
+            self.reset()
+            return
         self.complete = True
         result, self.result = self.result, None
         if result is None or result.done():
             return
-        status = self.parser.get_status_code()
         headers = CIMultiDictProxy(CIMultiDict(self.headers))
         body = b"".join(self.chunks)
         chunks = None
