@@ -312,3 +312,32 @@ async def test_https_with_a_certificate_the_system_trusts(tmp_path: Path) -> Non
     finally:
         server.close()
         await server.wait_closed()
+
+
+async def test_never_more_sockets_than_max_connections() -> None:
+    held = asyncio.Event()
+    arrived: list[int] = []
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        arrived.append(1)
+        if len(arrived) == 2:
+            held.set()
+        await held.wait()
+        writer.write(ok())
+        await writer.drain()
+        await read_request(reader)
+        writer.write(ok())
+        await writer.drain()
+        await reader.read()
+
+    async with scripted(script) as (url, connections):
+        t = lv.Http1Transport(max_connections=2)
+        first = [asyncio.ensure_future(t.send(post(url))) for _ in range(2)]
+        await held.wait()
+        with pytest.raises(lv.ConnectError, match="more than 2"):
+            await t.send(post(url))  # a caller past the limit is refused, not queued
+        assert [(await f).body for f in first] == [BODY, BODY]
+        assert (await t.send(post(url))).body == BODY  # an idle connection is reused
+        await t.aclose()
+    assert connections == [1, 1]

@@ -294,7 +294,9 @@ class Http1Transport(Transport):
             connection = idle.pop()
             if connection.transport is not None and not connection.transport.is_closing():
                 return connection
-        if len(self._open) >= self._max_connections:
+        if len(self._open) >= self._max_connections and sum(
+                c.transport is None or not c.transport.is_closing() for c in self._open
+        ) >= self._max_connections:  # (closed ones leave at their connection_lost)
             raise ConnectError(f"more than {self._max_connections} requests at once")
         scheme, host, port = origin
         context = None
