@@ -280,3 +280,18 @@ async def test_report_groups_a_suite_file_by_request_and_gives_its_tar(tmp_path:
     assert code == 2 and "cannot be merged" in err
     code, out, err = await run_cli("report", str(single), "--answer", "x")
     assert code == 2 and "suite" in err
+
+
+async def test_the_html_report_of_a_suite_shows_each_request_and_its_group(
+        tmp_path: Path) -> None:
+    path, page = tmp_path / "run.jsonl", tmp_path / "report.html"
+    requests = {"first": chat("alpha prompt", "m1"), "second": chat("beta prompt", "m2")}
+    await lv.sample_suite(requests, 3, endpoint=lv.Endpoint(base_url=EP.base_url,
+                                                             api_key="sk-secret-123456"),
+                          transport=lv.MockTransport(echo), output=path)
+    code, out, err = await run_cli("report", str(path), "--html", str(page))
+    assert code == 0, err
+    html = page.read_text()
+    assert "By request" in html and "alpha prompt" in html and "beta prompt" in html
+    assert html.index("<summary>first</summary>") < html.index("<summary>second</summary>")
+    assert "llmvariance report: m1, m2" in html and "sk-secret" not in html

@@ -198,7 +198,8 @@ def _outputs(r: VarianceReport) -> str:
 def _groups(r: VarianceReport) -> str:
     parts = []
     for title, groups in (("By fingerprint", r.by_fingerprint),
-                          ("By endpoint", r.by_endpoint), ("By condition", r.by_condition)):
+                          ("By endpoint", r.by_endpoint), ("By condition", r.by_condition),
+                          ("By request", r.by_request)):
         if not groups:
             continue
         rows = "".join(
@@ -257,13 +258,28 @@ def _run(contents: RunContents) -> str:
             ("extra headers (names only)", ", ".join(map(str, names)) or None)]
     table = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows
                     if v is not None)
-    fields = header.get("request")
+    suite = header.get("suite")
+    entries = [(e.get("id"), e.get("request")) for e in suite if isinstance(e, dict)
+               ] if isinstance(suite, list) else [("request", header.get("request"))]
+    details = "".join(
+        f"<details{' open' if len(entries) == 1 else ''}><summary>{_e(name)}</summary>"
+        f"<pre>{_e(_request_json(fields))}</pre></details>" for name, fields in entries)
+    return f'<div class="run"><table class="kv">{table}</table>{details}</div>'
+
+
+def _request_fields(contents: RunContents) -> list[dict[str, Any]]:
+    """The request fields in a run file's header: its request, or each of its suite's."""
+    header = contents.header
+    suite = header.get("suite")
+    found = [e.get("request") for e in suite if isinstance(e, dict)] if isinstance(
+        suite, list) else [header.get("request")]
+    return [r for r in found if isinstance(r, dict)]
+
+
+def _request_json(fields: object) -> str:
     shown = {k: v for k, v in fields.items() if v not in (None, {}, [])} if isinstance(
         fields, dict) else {}
-    request = json.dumps(_scrub(shown), indent=2, ensure_ascii=False)
-    return (f'<div class="run"><table class="kv">{table}</table>'
-            f"<details open><summary>request</summary><pre>{_e(request)}</pre></details>"
-            "</div>")
+    return json.dumps(_scrub(shown), indent=2, ensure_ascii=False)
 
 
 def _runs(runs: Sequence[RunContents]) -> str:
@@ -327,8 +343,7 @@ def html_report(report: VarianceReport, path: str | os.PathLike[str] | None = No
         "<p class=\"note\">No successful samples to draw.</p>" if not report.n_ok else
         "<p class=\"note\">Figures need matplotlib: "
         "<code>pip install 'llmvariance[plot]'</code>.</p>")
-    models = sorted({str(c.header.get("request", {}).get("model")) for c in runs
-                     if isinstance(c.header.get("request"), dict)})
+    models = sorted({str(r.get("model")) for c in runs for r in _request_fields(c)})
     heading = title or ("llmvariance report" + (f": {', '.join(models)}" if models else ""))
     body = "".join([
         f"<header><h1>{_e(heading)}</h1><p class=\"sub\">How much the output varied across "
@@ -362,7 +377,7 @@ def _nav(report: VarianceReport, has_tree: bool, runs: Sequence[RunContents]) ->
     links += [("plots", "Figures")]
     if report.top_outputs:
         links.append(("outputs", "Top outputs"))
-    if report.by_fingerprint or report.by_endpoint or report.by_condition:
+    if report.by_fingerprint or report.by_endpoint or report.by_condition or report.by_request:
         links.append(("groups", "Groups"))
     if runs:
         links.append(("run", "Run"))
