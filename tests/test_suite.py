@@ -291,6 +291,7 @@ async def test_the_html_report_of_a_suite_shows_each_request_and_its_group(
                           transport=lv.MockTransport(echo), output=path)
     code, out, err = await run_cli("report", str(path), "--html", str(page))
     assert code == 0, err
+    assert "by request:" in out and f"wrote {page}" in err
     html = page.read_text()
     assert "By request" in html and "alpha prompt" in html and "beta prompt" in html
     assert html.index("<summary>first</summary>") < html.index("<summary>second</summary>")
