@@ -7,8 +7,8 @@ import functools
 import gc
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -121,32 +121,51 @@ async def sample_many(
     """
     request = _check_request(request)
     n = ConfigError.check_int("n", n)
-    if concurrency is not None:
-        ConfigError.check_int("concurrency", concurrency)
-    ConfigError.check_type("pool", pool, ClientPool)
-    ConfigError.check_type("output", output, str, os.PathLike)
     ConfigError.check_type("condition", condition, str)
+    options = checked_options(output, allow_endpoint_change, on_sample, progress,
+                              keep_samples, _SINK.get())
+    async with pool_for(pool, concurrency, endpoint, rate_limit, retry, timeouts, transport,
+                        max_response_bytes) as (used, workers):
+        call = used.prepare(request, condition)
+        return await _run(used, call, request, n, workers, options)
+
+
+def checked_options(output: str | os.PathLike[str] | None, allow_endpoint_change: bool,
+                    on_sample: Callable[[Sample], Any] | None,
+                    progress: Callable[[Progress], Any] | None, keep_samples: bool,
+                    sink: Callable[[Sample], Awaitable[None]] | None) -> _Options:
+    """The run options ``sample_many`` and ``sample_suite`` share, type-checked."""
+    ConfigError.check_type("output", output, str, os.PathLike)
     ConfigError.check_type("allow_endpoint_change", allow_endpoint_change, bool)
     ConfigError.check_type("keep_samples", keep_samples, bool)
     for name, hook in (("progress", progress), ("on_sample", on_sample)):
         if hook is not None and not callable(hook):
             raise ConfigError(name, f"must be callable, got {type(hook).__name__}")
-    options = _Options(output, allow_endpoint_change, on_sample, progress, keep_samples,
-                       _SINK.get())
+    return _Options(output, allow_endpoint_change, on_sample, progress, keep_samples, sink)
+
+
+@asynccontextmanager
+async def pool_for(pool: ClientPool | None, concurrency: int | None,
+                   endpoint: Endpoint | None, rate_limit: RateLimit | None,
+                   retry: RetryPolicy | None, timeouts: Timeouts | None,
+                   transport: Transport | None, max_response_bytes: int
+                   ) -> AsyncIterator[tuple[ClientPool, int]]:
+    """The caller's pool (and this run's share of its slots), or one opened for the run
+    from the other settings and closed after it; each with the number of workers."""
+    if concurrency is not None:
+        ConfigError.check_int("concurrency", concurrency)
+    ConfigError.check_type("pool", pool, ClientPool)
     if pool is not None:
-        own_settings = (endpoint, rate_limit, retry, timeouts, transport)
-        if any(setting is not None for setting in own_settings):
+        if any(s is not None for s in (endpoint, rate_limit, retry, timeouts, transport)):
             raise ConfigError("pool", "a pool carries its own endpoint, limits and transport; "
                               "pass either pool or those, not both")
-        call = pool.prepare(request, condition)
-        workers = min(concurrency or pool.concurrency, pool.concurrency)
-        return await _run(pool, call, request, n, workers, options)
+        yield pool, min(concurrency or pool.concurrency, pool.concurrency)
+        return
     # ClientPool checks the types of the rest before anything is sent
     async with ClientPool(endpoint_or_default(endpoint), concurrency=concurrency or 8,
                           rate_limit=rate_limit, retry=retry, timeouts=timeouts,
                           transport=transport, max_response_bytes=max_response_bytes) as own:
-        call = own.prepare(request, condition)
-        return await _run(own, call, request, n, own.concurrency, options)
+        yield own, own.concurrency
 
 
 @dataclass(frozen=True, slots=True)
@@ -346,12 +365,18 @@ def sample_many_sync(*args: Any, **kwargs: Any) -> SampleSet:
     """``sample_many`` for code without a running event loop (scripts, plain notebooks);
     on uvloop when it is installed (``pip install llmvariance[fast]``; opt out with
     ``LLMVARIANCE_UVLOOP=0``)."""
+    result: SampleSet = run_sync(sample_many, *args, **kwargs)
+    return result
+
+
+def run_sync(function: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> Any:
+    """``await function(...)`` from code without a running event loop."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
         pass
     else:
-        raise RuntimeError("sample_many_sync cannot run inside an event loop; "
-                           "use `await sample_many(...)` instead")
-    result: SampleSet = run_loop(functools.partial(sample_many, *args, **kwargs))
-    return result
+        name = function.__name__
+        raise RuntimeError(f"{name}_sync cannot run inside an event loop; "
+                           f"use `await {name}(...)` instead")
+    return run_loop(functools.partial(function, *args, **kwargs))

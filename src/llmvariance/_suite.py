@@ -8,7 +8,6 @@ failed. The result has one entry per request and a ``SuiteReport`` (TARr@N, TARa
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -18,9 +17,8 @@ from pydantic import BaseModel, ConfigDict
 
 from ._answers import AnswerSpec, Comparison, OutputTally
 from ._collect import VarianceCollector
-from ._endpoint import Endpoint, endpoint_or_default
+from ._endpoint import Endpoint
 from ._errors import ConfigError
-from ._loop import run as run_loop
 from ._pool import ClientPool, PreparedCall
 from ._progress import Progress
 from ._ratelimit import RateLimit
@@ -29,7 +27,7 @@ from ._request import Request
 from ._retry import RetryPolicy
 from ._runfile import RunContents, RunFile
 from ._sample import Sample
-from ._sampler import _check_request, _Options, drive
+from ._sampler import _check_request, _Options, checked_options, drive, pool_for, run_sync
 from ._suitereport import SuiteReport, suite_report
 from ._transport import DEFAULT_MAX_RESPONSE_BYTES, Timeouts, Transport
 from ._version import __version__
@@ -135,27 +133,11 @@ async def sample_suite(
     suite = _suite(requests)
     n = ConfigError.check_int("n", n)
     comparison = Comparison(answer, normalize=normalize)
-    if concurrency is not None:
-        ConfigError.check_int("concurrency", concurrency)
-    ConfigError.check_type("pool", pool, ClientPool)
-    ConfigError.check_type("output", output, str, os.PathLike)
-    ConfigError.check_type("keep_samples", keep_samples, bool)
-    ConfigError.check_type("allow_endpoint_change", allow_endpoint_change, bool)
-    for name, hook in (("progress", progress), ("on_sample", on_sample)):
-        if hook is not None and not callable(hook):
-            raise ConfigError(name, f"must be callable, got {type(hook).__name__}")
-    options = _Options(output, allow_endpoint_change, on_sample, progress, keep_samples,
-                       None)
-    if pool is not None:
-        if any(s is not None for s in (endpoint, rate_limit, retry, timeouts, transport)):
-            raise ConfigError("pool", "a pool carries its own endpoint, limits and transport; "
-                              "pass either pool or those, not both")
-        workers = min(concurrency or pool.concurrency, pool.concurrency)
-        return await _run_suite(pool, suite, n, workers, options, comparison)
-    async with ClientPool(endpoint_or_default(endpoint), concurrency=concurrency or 8,
-                          rate_limit=rate_limit, retry=retry, timeouts=timeouts,
-                          transport=transport, max_response_bytes=max_response_bytes) as own:
-        return await _run_suite(own, suite, n, own.concurrency, options, comparison)
+    options = checked_options(output, allow_endpoint_change, on_sample, progress,
+                              keep_samples, None)
+    async with pool_for(pool, concurrency, endpoint, rate_limit, retry, timeouts, transport,
+                        max_response_bytes) as (used, workers):
+        return await _run_suite(used, suite, n, workers, options, comparison)
 
 
 class _Tracks:
@@ -245,12 +227,5 @@ def _resume(existing: RunContents, n: int, tracks: dict[str, _Tracks], keep: boo
 @functools.wraps(sample_suite)
 def sample_suite_sync(*args: Any, **kwargs: Any) -> SuiteResult:
     """``sample_suite`` for code without a running event loop (on uvloop when installed)."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        pass
-    else:
-        raise RuntimeError("sample_suite_sync cannot run inside an event loop; "
-                           "use `await sample_suite(...)` instead")
-    result: SuiteResult = run_loop(functools.partial(sample_suite, *args, **kwargs))
+    result: SuiteResult = run_sync(sample_suite, *args, **kwargs)
     return result
