@@ -4,8 +4,8 @@ from email.utils import format_datetime
 import pytest
 from multidict import CIMultiDict
 
-from llmvariance._hints import ServerHints, has_limit_state, parse_duration
-from llmvariance._hints import parse_hints as parse_raw
+from llmvariance._client.hints import ServerHints, has_limit_state, parse_duration
+from llmvariance._client.hints import parse_hints as parse_raw
 
 NOW = 1_700_000_000.0
 

@@ -4,7 +4,7 @@ import orjson
 import pytest
 
 import llmvariance as lv
-from llmvariance.providers import OpenAIChatAdapter, OpenAICompletionAdapter
+from llmvariance._client.providers import OpenAIChatAdapter, OpenAICompletionAdapter
 
 CHAT_BODY = {
     "id": "chatcmpl-123",

@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import llmvariance as lv
-from llmvariance.providers import iter_sse
+from llmvariance._client.providers import iter_sse
 
 pytestmark = pytest.mark.anyio
 

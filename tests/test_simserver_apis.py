@@ -14,7 +14,7 @@ import orjson
 import pytest
 from pydantic import ValidationError
 
-from llmvariance._hints import parse_hints
+from llmvariance._client.hints import parse_hints
 from llmvariance.testing import Faults, SimServer
 
 pytestmark = pytest.mark.anyio

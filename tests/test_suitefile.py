@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 import llmvariance as lv
+from llmvariance._client.providers import adapter_for
 from llmvariance._suitefile import (
     SuiteFileError,
     detect_api,
@@ -16,7 +17,6 @@ from llmvariance._suitefile import (
     read_suite,
     request_from_body,
 )
-from llmvariance.providers import adapter_for
 
 EXAMPLE = Path(__file__).parent.parent / "examples" / "suite.jsonl"
 USER = [{"role": "user", "content": "What is 2 + 2?"}]

@@ -8,8 +8,20 @@
 
 from . import engines
 from ._answers import JsonPointer
+from ._client.endpoint import Endpoint
+from ._client.http1 import Http1Transport
+from ._client.pool import ClientPool, PoolStats
+from ._client.ratelimit import RateLimit, RateLimiter
+from ._client.retry import RetryPolicy
+from ._client.transport import (
+    AiohttpTransport,
+    HTTPRequest,
+    HTTPResponse,
+    MockTransport,
+    Timeouts,
+    Transport,
+)
 from ._collect import VarianceCollector, analyze
-from ._endpoint import Endpoint
 from ._errors import (
     ConfigError,
     ConnectError,
@@ -23,11 +35,8 @@ from ._errors import (
     TransportError,
 )
 from ._experiment import BatchEffectResult, background_load, batch_effect, judge
-from ._http1 import Http1Transport
 from ._matrix import MatrixResult, MatrixRow, server_matrix
-from ._pool import ClientPool, PoolStats
 from ._progress import Progress
-from ._ratelimit import RateLimit, RateLimiter
 from ._render.html import html_report
 from ._render.plot import (
     plot_conditions,
@@ -55,7 +64,6 @@ from ._request import (
     ResponsesRequest,
     TextBlock,
 )
-from ._retry import RetryPolicy
 from ._runfile import RunContents, read_run
 from ._sample import Sample, SampleError, Usage
 from ._sampler import SampleSet, sample_many, sample_many_sync
@@ -75,14 +83,6 @@ from ._suitereport import (
     PromptStats,
     SuiteReport,
     analyze_suite,
-)
-from ._transport import (
-    AiohttpTransport,
-    HTTPRequest,
-    HTTPResponse,
-    MockTransport,
-    Timeouts,
-    Transport,
 )
 from ._tree import DivergenceTree, DivergenceTreeCollector, TreeNode, divergence_tree
 from ._version import __version__

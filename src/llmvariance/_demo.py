@@ -5,7 +5,7 @@ from __future__ import annotations
 import textwrap
 from collections.abc import Sequence
 
-from ._endpoint import Endpoint
+from ._client.endpoint import Endpoint
 from ._experiment import BatchEffectResult, batch_effect
 from ._report import VarianceReport, around, split_points
 from ._request import ChatRequest

@@ -21,10 +21,12 @@ from typing import Literal
 import anyio
 from pydantic import BaseModel, ConfigDict
 
-from ._endpoint import Endpoint, endpoint_or_default
+from ._client.endpoint import Endpoint, endpoint_or_default
+from ._client.pool import ClientPool, PreparedCall
+from ._client.ratelimit import RateLimit
+from ._client.retry import RetryPolicy
+from ._client.transport import Timeouts, Transport
 from ._errors import ConfigError
-from ._pool import ClientPool, PreparedCall
-from ._ratelimit import RateLimit
 from ._report import VarianceReport
 from ._request import (
     ChatMessage,
@@ -34,10 +36,8 @@ from ._request import (
     Request,
     ResponsesRequest,
 )
-from ._retry import RetryPolicy
 from ._sample import Sample
 from ._sampler import SampleSet, sample_many
-from ._transport import Timeouts, Transport
 
 __all__ = ["BatchEffectResult", "VerdictKind", "background_load", "batch_effect", "judge"]
 

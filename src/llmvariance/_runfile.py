@@ -30,7 +30,7 @@ import numpy.typing as npt
 import orjson
 from pydantic import ValidationError
 
-from ._endpoint import Endpoint
+from ._client.endpoint import Endpoint
 from ._errors import ConfigError
 from ._request import ChatRequest, CompletionRequest, MessagesRequest, Request, ResponsesRequest
 from ._sample import Sample

@@ -6,8 +6,9 @@ import argparse
 
 from pydantic import ValidationError
 
-from .._endpoint import Endpoint
-from .._ratelimit import RateLimit
+from .._client.endpoint import Endpoint
+from .._client.ratelimit import RateLimit
+from .._client.retry import RetryPolicy
 from .._request import (
     ChatRequest,
     CompletionRequest,
@@ -15,7 +16,6 @@ from .._request import (
     Request,
     ResponsesRequest,
 )
-from .._retry import RetryPolicy
 
 __all__ = ["add_api_flags", "add_endpoint_flags", "add_request_flags", "api", "describe",
            "endpoint", "rate_limit", "request", "retry"]

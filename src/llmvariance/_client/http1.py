@@ -21,9 +21,9 @@ from urllib.parse import urlsplit
 import httptools
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from ._errors import ConnectError, MalformedResponseError, RequestTimeout, ResponseTooLargeError
-from ._transport import DEFAULT_MAX_RESPONSE_BYTES, HTTPRequest, HTTPResponse, Timeouts, Transport
-from ._version import __version__
+from .._errors import ConnectError, MalformedResponseError, RequestTimeout, ResponseTooLargeError
+from .._version import __version__
+from .transport import DEFAULT_MAX_RESPONSE_BYTES, HTTPRequest, HTTPResponse, Timeouts, Transport
 
 __all__ = ["Http1Transport"]
 

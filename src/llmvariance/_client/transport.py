@@ -22,7 +22,7 @@ import anyio
 from multidict import CIMultiDict, CIMultiDictProxy
 from pydantic import BaseModel, ConfigDict, Field
 
-from ._errors import (
+from .._errors import (
     ConnectError,
     MalformedResponseError,
     RequestTimeout,

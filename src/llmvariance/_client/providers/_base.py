@@ -8,9 +8,9 @@ from typing import Any, ClassVar, TypedDict
 
 import orjson
 
-from .._endpoint import Endpoint
-from .._errors import MalformedResponseError
-from .._request import Request
+from ..._errors import MalformedResponseError
+from ..._request import Request
+from ..endpoint import Endpoint
 from ._sse import SSEEvent
 
 __all__ = ["Completion", "ProviderAdapter", "StreamResult", "body_fields", "error_message",

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ._endpoint import Endpoint
+from .endpoint import Endpoint
 
 __all__ = ["MASK", "NOT_SECRET", "Redactor"]
 

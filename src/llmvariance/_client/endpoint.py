@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
-from ._errors import ConfigError
+from .._errors import ConfigError
 
 __all__ = ["Endpoint", "endpoint_or_default"]
 

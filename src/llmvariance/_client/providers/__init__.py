@@ -6,8 +6,8 @@ handling; ``_sse`` is the event-stream framing they share. The request type pick
 
 from __future__ import annotations
 
-from .._endpoint import Endpoint
-from .._request import ChatRequest, CompletionRequest, MessagesRequest, Request
+from ..._request import ChatRequest, CompletionRequest, MessagesRequest, Request
+from ..endpoint import Endpoint
 from ._base import Completion, ProviderAdapter
 from ._sse import SSEEvent, iter_sse, stream_timing
 from .anthropic import AnthropicMessagesAdapter

@@ -16,9 +16,9 @@ from typing import Any, ClassVar
 
 import orjson
 
-from .._endpoint import Endpoint
-from .._errors import MalformedResponseError, StreamError
-from .._request import MessagesRequest, Request
+from ..._errors import MalformedResponseError, StreamError
+from ..._request import MessagesRequest, Request
+from ..endpoint import Endpoint
 from ._base import Completion, ProviderAdapter, StreamResult, body_fields, load_json
 from ._sse import SSEEvent
 

@@ -17,8 +17,8 @@ from typing import Any, ClassVar
 
 import orjson
 
-from .._errors import MalformedResponseError, StreamError
-from .._request import ChatRequest, CompletionRequest, Request
+from ..._errors import MalformedResponseError, StreamError
+from ..._request import ChatRequest, CompletionRequest, Request
 from ._base import Completion, ProviderAdapter, StreamResult, body_fields, load_json
 from ._sse import SSEEvent
 

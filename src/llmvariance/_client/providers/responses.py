@@ -17,8 +17,8 @@ from typing import Any, ClassVar
 
 import orjson
 
-from .._errors import MalformedResponseError, StreamError
-from .._request import Request, ResponsesRequest
+from ..._errors import MalformedResponseError, StreamError
+from ..._request import Request, ResponsesRequest
 from ._base import Completion, ProviderAdapter, StreamResult, body_fields, load_json
 from ._sse import SSEEvent
 

@@ -26,7 +26,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ._request import ChatRequest, CompletionRequest, MessagesRequest, Request, TextBlock
+from .._request import ChatRequest, CompletionRequest, MessagesRequest, Request, TextBlock
 
 __all__ = ["RateLimit", "RateLimiter", "estimate_tokens"]
 

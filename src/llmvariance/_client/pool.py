@@ -20,8 +20,7 @@ from typing import Any, Self
 import anyio
 from pydantic import ValidationError
 
-from ._endpoint import Endpoint
-from ._errors import (
+from .._errors import (
     ConfigError,
     MalformedResponseError,
     RequestTimeout,
@@ -29,21 +28,22 @@ from ._errors import (
     StreamError,
     TransportError,
 )
-from ._hints import ServerHints, has_limit_state, parse_hints
-from ._http1 import Http1Transport
-from ._ratelimit import RateLimit, RateLimiter, estimate_tokens
-from ._redact import Redactor
-from ._request import Request
-from ._retry import RetryPolicy, is_retryable_status
-from ._sample import ErrorKind, Sample, SampleError
-from ._transport import (
+from .._request import Request
+from .._sample import ErrorKind, Sample, SampleError
+from .endpoint import Endpoint
+from .hints import ServerHints, has_limit_state, parse_hints
+from .http1 import Http1Transport
+from .providers import ProviderAdapter, adapter_for, iter_sse, stream_timing
+from .ratelimit import RateLimit, RateLimiter, estimate_tokens
+from .redact import Redactor
+from .retry import RetryPolicy, is_retryable_status
+from .transport import (
     DEFAULT_MAX_RESPONSE_BYTES,
     HTTPRequest,
     HTTPResponse,
     Timeouts,
     Transport,
 )
-from .providers import ProviderAdapter, adapter_for, iter_sse, stream_timing
 
 __all__ = ["ClientPool", "PoolStats", "PreparedCall"]
 
