@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 import llmvariance as lv
-from llmvariance._metrics import word_tokens
+from llmvariance._analysis.metrics import word_tokens
 
 from _common import median, table, write_json
 

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import llmvariance as lv
-from llmvariance._answers import (
+from llmvariance._analysis.answers import (
     Comparison,
     JsonPointer,
     OutputTally,

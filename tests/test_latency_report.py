@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import llmvariance as lv
-from llmvariance._latency import BUCKETS, RELATIVE_ERROR, LatencySketch
-from llmvariance._report import LatencyStats
+from llmvariance._analysis.latency import BUCKETS, RELATIVE_ERROR, LatencySketch
+from llmvariance._analysis.report import LatencyStats
 
 S = lv.Sample
 QUANTILES = (0.0, 0.1, 0.5, 0.9, 0.99, 1.0)

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import llmvariance as lv
-from llmvariance._metrics import (
+from llmvariance._analysis.metrics import (
     common_prefix_length,
     id_rows,
     pair_prefix_length,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import llmvariance as lv
-from llmvariance import _failures
+from llmvariance._analysis import failures as _failures
 
 S = lv.Sample
 

@@ -7,8 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import llmvariance as lv
-from llmvariance._answers import Comparison, JsonPointer
-from llmvariance._suitereport import analyze_suite, suite_report
+from llmvariance._analysis.answers import Comparison, JsonPointer
+from llmvariance._analysis.suitereport import analyze_suite, suite_report
 
 NUMBER = r"(\d+)"
 

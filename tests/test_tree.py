@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import llmvariance as lv
-from llmvariance._tree.collect import _MARGIN_CAP, _fixed_margins, _fixed_margins_ragged
+from llmvariance._analysis.tree.collect import _MARGIN_CAP, _fixed_margins, _fixed_margins_ragged
 
 S = lv.Sample
 A = ["The", " cat", " sat", " on", " the", " mat"]

@@ -7,7 +7,26 @@
 """
 
 from . import engines
-from ._answers import JsonPointer
+from ._analysis.answers import JsonPointer
+from ._analysis.collect import VarianceCollector, analyze
+from ._analysis.report import (
+    ConfidenceInterval,
+    DivergenceStats,
+    FailureMessage,
+    HistogramBin,
+    LatencyStats,
+    OutputCount,
+    VarianceReport,
+)
+from ._analysis.suitereport import (
+    AnswerCount,
+    DistinctCount,
+    PromptAnswers,
+    PromptStats,
+    SuiteReport,
+    analyze_suite,
+)
+from ._analysis.tree import DivergenceTree, DivergenceTreeCollector, TreeNode, divergence_tree
 from ._client.endpoint import Endpoint
 from ._client.http1 import Http1Transport
 from ._client.pool import ClientPool, PoolStats
@@ -21,7 +40,6 @@ from ._client.transport import (
     Timeouts,
     Transport,
 )
-from ._collect import VarianceCollector, analyze
 from ._errors import (
     ConfigError,
     ConnectError,
@@ -45,15 +63,6 @@ from ._render.plot import (
     plot_report,
     plot_tree,
 )
-from ._report import (
-    ConfidenceInterval,
-    DivergenceStats,
-    FailureMessage,
-    HistogramBin,
-    LatencyStats,
-    OutputCount,
-    VarianceReport,
-)
 from ._request import (
     ChatMessage,
     ChatRequest,
@@ -76,15 +85,6 @@ from ._suitefile import (
     read_suite,
     request_from_body,
 )
-from ._suitereport import (
-    AnswerCount,
-    DistinctCount,
-    PromptAnswers,
-    PromptStats,
-    SuiteReport,
-    analyze_suite,
-)
-from ._tree import DivergenceTree, DivergenceTreeCollector, TreeNode, divergence_tree
 from ._version import __version__
 
 __all__ = [

@@ -5,9 +5,9 @@ from __future__ import annotations
 import textwrap
 from collections.abc import Sequence
 
+from ._analysis.report import VarianceReport, around, split_points
 from ._client.endpoint import Endpoint
 from ._experiment import BatchEffectResult, batch_effect
-from ._report import VarianceReport, around, split_points
 from ._request import ChatRequest
 
 __all__ = ["run_demo"]

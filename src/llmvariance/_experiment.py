@@ -21,13 +21,13 @@ from typing import Literal
 import anyio
 from pydantic import BaseModel, ConfigDict
 
+from ._analysis.report import VarianceReport
 from ._client.endpoint import Endpoint, endpoint_or_default
 from ._client.pool import ClientPool, PreparedCall
 from ._client.ratelimit import RateLimit
 from ._client.retry import RetryPolicy
 from ._client.transport import Timeouts, Transport
 from ._errors import ConfigError
-from ._report import VarianceReport
 from ._request import (
     ChatMessage,
     ChatRequest,

@@ -18,12 +18,12 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from ._analysis.report import VarianceReport
 from ._client.endpoint import Endpoint
 from ._client.retry import RetryPolicy
 from ._client.transport import Timeouts
 from ._errors import ConfigError
 from ._experiment import VerdictKind, batch_effect
-from ._report import VarianceReport
 from ._request import Request
 
 __all__ = ["MatrixResult", "MatrixRow", "parse_config", "server_matrix"]

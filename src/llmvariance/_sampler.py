@@ -16,16 +16,16 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from pydantic import BaseModel, ConfigDict
 
+from ._analysis.collect import VarianceCollector
+from ._analysis.report import VarianceReport
 from ._client.endpoint import Endpoint, endpoint_or_default
 from ._client.pool import ClientPool, PreparedCall
 from ._client.ratelimit import RateLimit
 from ._client.retry import RetryPolicy
 from ._client.transport import DEFAULT_MAX_RESPONSE_BYTES, Timeouts, Transport
-from ._collect import VarianceCollector
 from ._errors import ConfigError
 from ._loop import run as run_loop
 from ._progress import Progress
-from ._report import VarianceReport
 from ._request import REQUEST_TYPES, Request
 from ._runfile import RunContents, RunFile
 from ._sample import Sample

@@ -15,21 +15,21 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from ._answers import AnswerSpec, Comparison, OutputTally
+from ._analysis.answers import AnswerSpec, Comparison, OutputTally
+from ._analysis.collect import VarianceCollector
+from ._analysis.report import VarianceReport
+from ._analysis.suitereport import SuiteReport, suite_report
 from ._client.endpoint import Endpoint
 from ._client.pool import ClientPool, PreparedCall
 from ._client.ratelimit import RateLimit
 from ._client.retry import RetryPolicy
 from ._client.transport import DEFAULT_MAX_RESPONSE_BYTES, Timeouts, Transport
-from ._collect import VarianceCollector
 from ._errors import ConfigError
 from ._progress import Progress
-from ._report import VarianceReport
 from ._request import Request
 from ._runfile import RunContents, RunFile
 from ._sample import Sample
 from ._sampler import _check_request, _Options, checked_options, drive, pool_for, run_sync
-from ._suitereport import SuiteReport, suite_report
 from ._version import __version__
 
 __all__ = ["SuiteEntry", "SuiteResult", "sample_suite", "sample_suite_sync"]

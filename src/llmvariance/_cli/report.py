@@ -8,13 +8,13 @@ from typing import Any
 
 import orjson
 
-from .._answers import AnswerSpec, JsonPointer
-from .._collect import VarianceCollector
+from .._analysis.answers import AnswerSpec, JsonPointer
+from .._analysis.collect import VarianceCollector
+from .._analysis.suitereport import SuiteReport
+from .._analysis.tree import DEFAULT_MAX_LEAVES, DivergenceTree, DivergenceTreeCollector
 from .._errors import ConfigError
 from .._runfile import RunContents, read_run
 from .._suite import suite_report_from_runs
-from .._suitereport import SuiteReport
-from .._tree import DEFAULT_MAX_LEAVES, DivergenceTree, DivergenceTreeCollector
 
 
 def add_parser(commands: Any) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .._collect import analyze
+from .._analysis.collect import analyze
 from .._errors import ConfigError
 from .._progress import ProgressBar
 from .._request import MessagesRequest, Request

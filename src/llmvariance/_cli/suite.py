@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .._answers import AnswerSpec, JsonPointer
+from .._analysis.answers import AnswerSpec, JsonPointer
 from .._progress import ProgressBar
 from .._request import MessagesRequest
 from .._suite import sample_suite

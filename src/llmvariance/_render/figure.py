@@ -14,9 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .._analysis.report import VarianceReport
+from .._analysis.tree import DivergenceTree
 from .._errors import ConfigError
-from .._report import VarianceReport
-from .._tree import DivergenceTree
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from .._analysis.report import VarianceReport, split_points
+from .._analysis.tree import DivergenceTree, TreeNode
 from .._errors import ConfigError
-from .._report import VarianceReport, split_points
 from .._runfile import RunContents
-from .._tree import DivergenceTree, TreeNode
 from .._version import __version__
 from ._style import CSS
 

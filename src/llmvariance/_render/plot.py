@@ -10,9 +10,9 @@ import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from .._analysis.report import VarianceReport
+from .._analysis.tree import DivergenceTree
 from .._errors import ConfigError
-from .._report import VarianceReport
-from .._tree import DivergenceTree
 from .figure import (
     BLUE,
     GREEN,

@@ -6,7 +6,7 @@ import math
 import os
 from typing import TYPE_CHECKING
 
-from .._tree import DivergenceTree, TreeNode
+from .._analysis.tree import DivergenceTree, TreeNode
 from .figure import BLUE, GREY, INK, RED, axes_for, figure_of, finish, note, style, unit
 
 if TYPE_CHECKING:

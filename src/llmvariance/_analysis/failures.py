@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-from ._report import FailureMessage
-from ._sample import SampleError
+from .._sample import SampleError
+from .report import FailureMessage
 
 __all__ = ["FailureMessages"]
 

@@ -8,12 +8,12 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from ._metrics import pair_prefix_length
+from .metrics import pair_prefix_length
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from ._tree import DivergenceTree
+    from .tree import DivergenceTree
 
 __all__ = ["ConfidenceInterval", "DivergenceStats", "FailureMessage", "HistogramBin",
            "LatencyStats", "OutputCount", "VarianceReport", "split_points"]
@@ -191,8 +191,11 @@ class VarianceReport(BaseModel):
              tree: DivergenceTree | None = None) -> Figure:
         """``lv.plot_report``: the tree (when given), per-position entropy, divergence from
         the mode and distinct outputs by condition as one matplotlib figure, saved as PNG
-        or SVG when ``path`` is given. Needs the ``plot`` extra."""
-        from ._render.plot import plot_report
+        or SVG when ``path`` is given. Needs the ``plot`` extra.
+
+        The figures import the models, never the reverse: this method (like ``df.plot`` in
+        pandas) imports them only when called, and is the analysis wing's only way back."""
+        from .._render.plot import plot_report
 
         return plot_report(self, path, tree=tree)
 

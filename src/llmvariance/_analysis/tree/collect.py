@@ -16,9 +16,9 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from .. import _metrics as m
-from .._errors import ConfigError
-from .._sample import Sample
+from ..._errors import ConfigError
+from ..._sample import Sample
+from .. import metrics as m
 from .model import DivergenceTree, TreeNode
 
 __all__ = ["DEFAULT_MAX_LEAVES", "DivergenceTreeCollector", "divergence_tree"]

@@ -17,10 +17,11 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import numpy.typing as npt
 
-from . import _metrics as m
-from ._failures import FailureMessages
-from ._latency import LatencySketch
-from ._report import (
+from .._sample import Sample
+from . import metrics as m
+from .failures import FailureMessages
+from .latency import LatencySketch
+from .report import (
     ConfidenceInterval,
     DivergenceStats,
     HistogramBin,
@@ -28,7 +29,6 @@ from ._report import (
     OutputCount,
     VarianceReport,
 )
-from ._sample import Sample
 
 __all__ = ["GROUP_DIMENSIONS", "VarianceCollector", "analyze"]
 

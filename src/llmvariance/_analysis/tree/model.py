@@ -121,7 +121,10 @@ class DivergenceTree(BaseModel):
         return self.to_text()
 
     def plot(self, path: str | os.PathLike[str] | None = None, **kwargs: Any) -> Any:
-        """``lv.plot_tree(self, path, ...)``: the tree as a matplotlib figure."""
-        from .._render.plot import plot_tree
+        """``lv.plot_tree(self, path, ...)``: the tree as a matplotlib figure.
+
+        Imported only when called (as ``df.plot`` is in pandas): the figures import the
+        models, and this is, with ``VarianceReport.plot``, the only way back."""
+        from ..._render.plot import plot_tree
 
         return plot_tree(self, path, **kwargs)

@@ -31,8 +31,8 @@ from typing import Any, Final
 
 import orjson
 
-from ._errors import ConfigError
-from ._sample import Sample
+from .._errors import ConfigError
+from .._sample import Sample
 
 __all__ = ["AnswerSpec", "Comparison", "JsonPointer", "OutputTally", "answer_extractor",
            "normalize_whitespace"]

@@ -30,12 +30,12 @@ from collections.abc import Iterable, Mapping
 
 from pydantic import BaseModel, ConfigDict
 
-from . import _metrics as m
-from ._answers import AnswerSpec, Comparison, OutputTally
-from ._collect import VarianceCollector
-from ._errors import ConfigError
-from ._report import VarianceReport
-from ._sample import Sample
+from .._errors import ConfigError
+from .._sample import Sample
+from . import metrics as m
+from .answers import AnswerSpec, Comparison, OutputTally
+from .collect import VarianceCollector
+from .report import VarianceReport
 
 __all__ = ["AnswerCount", "DistinctCount", "PromptAnswers", "PromptStats", "SuiteReport",
            "analyze_suite", "suite_report"]
