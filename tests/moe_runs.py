@@ -7,7 +7,7 @@ from pathlib import Path
 import anyio
 
 import llmvariance as lv
-from llmvariance._runfile import RunFile
+from llmvariance._runs.runfile import RunFile
 from llmvariance.testing import SimServer
 
 PROMPT = ("Write a unique, surprising, extremely randomized story with highly unpredictable "

@@ -18,7 +18,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 import llmvariance as lv
-from llmvariance._runfile import RunFile
+from llmvariance._runs.runfile import RunFile
 
 pytestmark = pytest.mark.anyio
 

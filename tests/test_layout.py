@@ -74,4 +74,4 @@ def test_no_private_module_is_left_at_the_top_that_belongs_to_a_wing() -> None:
     top = {p.stem for p in PACKAGE.glob("_*.py")}
     assert top == {"__init__", "__main__", "_demo", "_errors", "_experiment", "_loop", "_matrix",
                    "_progress", "_request", "_sample", "_sampler", "_stream", "_suite",
-                   "_version", "_runfile", "_suitefile", "_frames"} - set()
+                   "_version"}

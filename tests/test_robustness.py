@@ -220,7 +220,7 @@ async def test_odd_records_are_refused_by_line(tmp_path: Path) -> None:
 
 
 def test_a_refused_second_writer_leaves_the_file_intact(tmp_path: Path) -> None:
-    from llmvariance._runfile import RunFile
+    from llmvariance._runs.runfile import RunFile
 
     path = tmp_path / "run.jsonl"
     first, _ = RunFile.open(path, REQ, 3, EP, "test")

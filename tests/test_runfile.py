@@ -130,7 +130,7 @@ async def test_not_a_run_file_is_refused(tmp_path: Path) -> None:
 
 async def test_two_writers_cannot_share_a_file(tmp_path: Path) -> None:
     path = tmp_path / "run.jsonl"
-    from llmvariance._runfile import RunFile
+    from llmvariance._runs.runfile import RunFile
 
     held, _ = RunFile.open(path, REQ, 3, EP, "test")
     try:

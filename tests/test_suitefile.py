@@ -10,7 +10,7 @@ import pytest
 
 import llmvariance as lv
 from llmvariance._client.providers import adapter_for
-from llmvariance._suitefile import (
+from llmvariance._runs.suitefile import (
     SuiteFileError,
     detect_api,
     read_request,

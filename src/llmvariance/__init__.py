@@ -73,18 +73,18 @@ from ._request import (
     ResponsesRequest,
     TextBlock,
 )
-from ._runfile import RunContents, read_run
-from ._sample import Sample, SampleError, Usage
-from ._sampler import SampleSet, sample_many, sample_many_sync
-from ._stream import SampleStream, stream_samples
-from ._suite import SuiteEntry, SuiteResult, sample_suite, sample_suite_sync
-from ._suitefile import (
+from ._runs.runfile import RunContents, read_run
+from ._runs.suitefile import (
     SuiteFileError,
     SuiteRequest,
     read_request,
     read_suite,
     request_from_body,
 )
+from ._sample import Sample, SampleError, Usage
+from ._sampler import SampleSet, sample_many, sample_many_sync
+from ._stream import SampleStream, stream_samples
+from ._suite import SuiteEntry, SuiteResult, sample_suite, sample_suite_sync
 from ._version import __version__
 
 __all__ = [

@@ -27,7 +27,7 @@ from ._errors import ConfigError
 from ._loop import run as run_loop
 from ._progress import Progress
 from ._request import REQUEST_TYPES, Request
-from ._runfile import RunContents, RunFile
+from ._runs.runfile import RunContents, RunFile
 from ._sample import Sample
 from ._version import __version__
 
@@ -64,7 +64,7 @@ class SampleSet(BaseModel):
     def to_pandas(self, *, tokens: bool = False) -> pd.DataFrame:
         """One row per sample, in index order, with typed columns (see ``_frames``);
         ``tokens=True`` adds tokens and logprobs as list columns. Needs pandas."""
-        from ._frames import samples_frame
+        from ._runs.frames import samples_frame
 
         return samples_frame(self.samples, tokens=tokens)
 

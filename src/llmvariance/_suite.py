@@ -27,7 +27,7 @@ from ._client.transport import DEFAULT_MAX_RESPONSE_BYTES, Timeouts, Transport
 from ._errors import ConfigError
 from ._progress import Progress
 from ._request import Request
-from ._runfile import RunContents, RunFile
+from ._runs.runfile import RunContents, RunFile
 from ._sample import Sample
 from ._sampler import _check_request, _Options, checked_options, drive, pool_for, run_sync
 from ._version import __version__

@@ -13,7 +13,7 @@ from .._analysis.collect import VarianceCollector
 from .._analysis.suitereport import SuiteReport
 from .._analysis.tree import DEFAULT_MAX_LEAVES, DivergenceTree, DivergenceTreeCollector
 from .._errors import ConfigError
-from .._runfile import RunContents, read_run
+from .._runs.runfile import RunContents, read_run
 from .._suite import suite_report_from_runs
 
 

@@ -9,8 +9,8 @@ from .._analysis.collect import analyze
 from .._errors import ConfigError
 from .._progress import ProgressBar
 from .._request import MessagesRequest, Request
+from .._runs.suitefile import read_request
 from .._sampler import sample_many
-from .._suitefile import read_request
 from . import _common
 
 

@@ -8,8 +8,8 @@ from typing import Any
 from .._analysis.answers import AnswerSpec, JsonPointer
 from .._progress import ProgressBar
 from .._request import MessagesRequest
+from .._runs.suitefile import read_suite
 from .._suite import sample_suite
-from .._suitefile import read_suite
 from . import _common
 
 

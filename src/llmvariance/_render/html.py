@@ -21,7 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 from .._analysis.report import VarianceReport, split_points
 from .._analysis.tree import DivergenceTree, TreeNode
 from .._errors import ConfigError
-from .._runfile import RunContents
+from .._runs.runfile import RunContents
 from .._version import __version__
 from ._style import CSS
 

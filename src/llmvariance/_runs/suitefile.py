@@ -30,8 +30,8 @@ from typing import Any, Literal, NamedTuple
 import orjson
 from pydantic import ValidationError
 
-from ._errors import ConfigError, LLMVarianceError
-from ._request import ChatRequest, CompletionRequest, MessagesRequest, Request, ResponsesRequest
+from .._errors import ConfigError, LLMVarianceError
+from .._request import ChatRequest, CompletionRequest, MessagesRequest, Request, ResponsesRequest
 
 __all__ = ["API", "URLS", "SuiteFileError", "SuiteRequest", "detect_api", "read_request",
            "read_suite", "request_from_body"]

@@ -30,10 +30,10 @@ import numpy.typing as npt
 import orjson
 from pydantic import ValidationError
 
-from ._client.endpoint import Endpoint
-from ._errors import ConfigError
-from ._request import ChatRequest, CompletionRequest, MessagesRequest, Request, ResponsesRequest
-from ._sample import Sample
+from .._client.endpoint import Endpoint
+from .._errors import ConfigError
+from .._request import ChatRequest, CompletionRequest, MessagesRequest, Request, ResponsesRequest
+from .._sample import Sample
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -170,7 +170,7 @@ class RunContents:
     def to_pandas(self, *, tokens: bool = False) -> pd.DataFrame:
         """Every index's latest sample as one row, sorted by index, with typed columns
         (as ``SampleSet.to_pandas``). Needs pandas."""
-        from ._frames import samples_frame
+        from .frames import samples_frame
 
         return samples_frame(self.iter_samples(), tokens=tokens, sort=True)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from ._sample import Sample
+from .._sample import Sample
 
 if TYPE_CHECKING:
     import pandas as pd
