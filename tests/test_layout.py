@@ -75,3 +75,32 @@ def test_no_private_module_is_left_at_the_top_that_belongs_to_a_wing() -> None:
     assert top == {"__init__", "__main__", "_demo", "_errors", "_experiment", "_loop", "_matrix",
                    "_progress", "_request", "_sample", "_sampler", "_stream", "_suite",
                    "_version"}
+
+
+def _layout_table() -> list[str]:
+    readme = (PACKAGE.parent.parent / "README.md").read_text()
+    section = readme[readme.index("## Layout"):]
+    section = section[: section.index("\n## ", 1)] if "\n## " in section[1:] else section
+    entries: list[str] = []
+    for line in section.splitlines():
+        if line.startswith("| `"):
+            first = line.split("|")[1]
+            entries += [e for e in first.split("`")[1::2]]
+    return entries
+
+
+def test_the_readme_layout_table_names_every_module_and_nothing_else() -> None:
+    entries = _layout_table()
+    missing_on_disk = [e for e in entries if not (PACKAGE / e).exists()]
+    assert missing_on_disk == []
+    modules = [p.relative_to(PACKAGE).as_posix() for p in PACKAGE.rglob("*.py")
+               if p.name not in {"__init__.py", "__main__.py", "_version.py"}]
+    uncovered = [m for m in modules
+                 if not any(m == e or (e.endswith("/") and m.startswith(e)) for e in entries)]
+    assert uncovered == []
+
+
+def test_every_module_says_what_it_holds_in_its_first_line() -> None:
+    undocumented = [p.relative_to(PACKAGE).as_posix() for p in PACKAGE.rglob("*.py")
+                    if p.name != "__main__.py" and not ast.get_docstring(ast.parse(p.read_text()))]
+    assert undocumented == []

@@ -62,7 +62,7 @@ class SampleSet(BaseModel):
         return [s for s in self.samples if s.error is not None]
 
     def to_pandas(self, *, tokens: bool = False) -> pd.DataFrame:
-        """One row per sample, in index order, with typed columns (see ``_frames``);
+        """One row per sample, in index order, with typed columns (see ``_runs.frames``);
         ``tokens=True`` adds tokens and logprobs as list columns. Needs pandas."""
         from ._runs.frames import samples_frame
 

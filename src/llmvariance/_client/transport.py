@@ -1,6 +1,6 @@
 """The network seam: bytes out, status + headers + bytes back.
 
-The pool's default is ``Http1Transport`` (``_http1.py``: one socket write per request,
+The pool's default is ``Http1Transport`` (``http1.py``: one socket write per request,
 llhttp parsing). ``AiohttpTransport`` is the general one, for whoever wants aiohttp's
 client (``ClientPool(..., transport=AiohttpTransport(...))``): one ``ClientSession`` whose
 connector allows as many connections as the pool allows requests, so connections are
