@@ -105,7 +105,7 @@ def test_the_endpoint_is_shown_without_credentials(tmp_path: Path) -> None:
     page = lv.html_report(lv.analyze(run.iter_samples()), runs=[run])
     assert "sk-LEAK" not in page
     assert "http://user:***@127.0.0.1:1/v1?key=***" in page
-    assert "<td>x-team</td>" in page and "&quot;model&quot;: &quot;m&quot;" in page
+    assert "<td><bdi>x-team</bdi></td>" in page and "&quot;model&quot;: &quot;m&quot;" in page
 
 
 def test_when_every_sample_failed_the_page_says_so_first() -> None:
@@ -140,7 +140,7 @@ def test_groups_and_the_conditions_figure() -> None:
     groups = page[page.index('<section id="groups">'):]
     groups = groups[: groups.index("</section>")]
     assert "<h3>By condition</h3>" in groups
-    assert ("<tr><td>burst</td><td class=\"num\">3</td><td class=\"num\">0</td>"
+    assert ("<tr><td><bdi>burst</bdi></td><td class=\"num\">3</td><td class=\"num\">0</td>"
             "<td class=\"num\">3</td>") in groups
     assert 'id="plot-conditions"' in page
 
@@ -238,3 +238,55 @@ def test_the_network_check_sees_a_page_that_loads_something(tmp_path: Path) -> N
     assert external_references("<p>see http://example.test/ in text</p>") == []
     _, requests = chromium(tmp_path, page.as_uri(), "--dump-dom")
     assert [r["url"] for r in requests] == ["http://127.0.0.1:9/pixel.png"]
+
+
+RLO = "\u202e"  # RIGHT-TO-LEFT OVERRIDE, never closed
+READING_ORDER = """<script>
+(function () {
+  // The report's own words: every text node outside a server string that holds no
+  // invisible character itself. Each one's letters must run left to right on its line.
+  var reversed = [], checked = 0;
+  var walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  for (var node = walker.nextNode(); node; node = walker.nextNode()) {
+    var text = node.data;
+    if (!/[A-Za-z]{3}/.test(text) || /[^\\x20-\\x7e\\n]/.test(text)) continue;
+    if (node.parentElement.closest("script, style, svg, title")) continue;
+    checked += 1;
+    var last = null, range = document.createRange();
+    for (var i = 0; i < text.length; i++) {
+      if (!/[A-Za-z0-9]/.test(text[i])) { continue; }
+      range.setStart(node, i); range.setEnd(node, i + 1);
+      var box = range.getBoundingClientRect();
+      if (last && Math.abs(box.top - last.top) < 2 && box.left < last.left) {
+        reversed.push(text.trim()); break;
+      }
+      last = box;
+    }
+  }
+  document.body.setAttribute("data-checked", String(checked));
+  document.body.setAttribute("data-reversed", JSON.stringify(reversed));
+})();
+</script>"""
+
+
+@needs_chromium
+def test_bidi_overrides_from_the_server_never_reverse_the_reports_own_words(
+        tmp_path: Path) -> None:
+    texts = [f"abc{RLO}", f"abd{RLO} more", "xyz"]
+    samples = [S(index=i, text=texts[i % 3], finish_reason=f"stop{RLO}",
+                 system_fingerprint=f"fp{RLO}", condition=f"c{RLO}") for i in range(8)]
+    samples.append(S(index=8, error=lv.SampleError(kind="http_status", status=500,
+                                                  message=f"HTTP 500: oops{RLO} said")))
+    report = lv.analyze(samples)
+    html = tmp_path / "bidi.html"
+    page = lv.html_report(report, tree=lv.divergence_tree(samples), plots=False)
+    html.write_text(page.replace("</body>", READING_ORDER + "</body>"))
+    dumped, _ = chromium(tmp_path, html.as_uri(), "--dump-dom")
+    checked = int(re.search(r'data-checked="(\d+)"', dumped).group(1))  # type: ignore[union-attr]
+    found = re.search(r'data-reversed="([^"]*)"', dumped)
+    assert found is not None
+    reversed_words = json.loads(found.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+    assert checked > 40
+    assert reversed_words == []
+    # and the override is shown where it was, not acted on
+    assert page.count("U+202E") >= 5 and RLO not in page

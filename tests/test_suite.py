@@ -294,5 +294,7 @@ async def test_the_html_report_of_a_suite_shows_each_request_and_its_group(
     assert "by request:" in out and f"wrote {page}" in err
     html = page.read_text()
     assert "By request" in html and "alpha prompt" in html and "beta prompt" in html
-    assert html.index("<summary>first</summary>") < html.index("<summary>second</summary>")
-    assert "llmvariance report: m1, m2" in html and "sk-secret" not in html
+    assert html.index("<summary><bdi>first</bdi></summary>") < html.index(
+        "<summary><bdi>second</bdi></summary>")
+    assert "llmvariance report: <bdi>m1</bdi>, <bdi>m2</bdi>" in html
+    assert "<title>llmvariance report: m1, m2</title>" in html and "sk-secret" not in html

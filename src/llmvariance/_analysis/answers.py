@@ -4,10 +4,14 @@ answer extracted from that text.
 ``answer=`` is one of:
 
 - a callable ``str -> str | None`` (None: no answer found);
-- a regular expression, as a string or a compiled pattern: ``re.search`` finds its first
-  match; the answer is the first group that took part in it, or the whole match when
-  the pattern has no groups (``r"answer is (-?\\d+)"``). No match, or a match in which no
-  group took part, means no answer. A plain string is always a regular expression;
+- a regular expression, as a string or a compiled pattern: its first match (a search)
+  gives the answer, the first group that took part in it, or the whole match when the
+  pattern has no groups (``r"answer is (-?\\d+)"``). No match, or a match in which no
+  group took part, means no answer. A plain string is always a regular expression. It
+  is written in ``re``'s syntax (checked with ``re.compile``) and run by the ``regex``
+  module, whose matching can be stopped: a search that takes longer than
+  ``REGEX_TIMEOUT_S`` on one output (catastrophic backtracking) gives that output no
+  answer, with the reason;
 - ``JsonPointer("/a/0")`` (RFC 6901; ``""`` is the whole document): the output is parsed
   as JSON — the whole text with surrounding whitespace stripped, or failing that the
   first fenced block (a line of three backticks with an optional language tag, up to
@@ -15,11 +19,18 @@ answer extracted from that text.
   is its compact JSON with sorted keys, so ``4`` and ``"4"`` are the same answer and key
   order never matters. Unparseable JSON, or a pointer that leads nowhere: no answer.
 
-An output with no answer is *unparseable*. ``normalize=True`` compares outputs after
-stripping surrounding whitespace and collapsing each run of whitespace to one space
-(off by default). The answer is extracted from the text *as compared* (normalised when
-normalisation is on), so an answer is always a function of the compared text: outputs
-that agree always agree on their answer, which is what makes TARa@N ≥ TARr@N.
+An output with no answer is *unparseable*. An extractor that fails on one output — a
+regex that times out, a JSON value nested too deep to compare, a function that raises or
+returns something other than a string — makes that output unparseable and records why
+(``OutputTally.failures``); it never stops a suite, its resume or a report. A function's
+exception is counted, not raised, so one bad output costs one answer, not the study (the
+samples are kept either way: fix the function and report the run file again).
+
+``normalize=True`` compares outputs after stripping surrounding whitespace and collapsing
+each run of whitespace to one space (off by default). The answer is extracted from the
+text *as compared* (normalised when normalisation is on), so an answer is always a
+function of the compared text: outputs that agree always agree on their answer, which is
+what makes TARa@N ≥ TARr@N.
 """
 
 from __future__ import annotations
@@ -30,12 +41,20 @@ from collections.abc import Callable, Iterable
 from typing import Any, Final
 
 import orjson
+import regex
 
 from .._errors import ConfigError
 from .._sample import Sample
 
-__all__ = ["AnswerSpec", "Comparison", "JsonPointer", "OutputTally", "answer_extractor",
-           "normalize_whitespace"]
+__all__ = ["REGEX_TIMEOUT_S", "AnswerSpec", "Comparison", "JsonPointer", "OutputTally",
+           "answer_extractor", "normalize_whitespace"]
+
+REGEX_TIMEOUT_S: Final = 1.0
+"""The longest one regex search may take on one output, in seconds. A legitimate answer
+pattern takes microseconds on an output of a few kilobytes (``benchmarks/suite_scale.py``
+measures it); a pattern that backtracks catastrophically would otherwise hold the event
+loop, and so every request in flight, for minutes."""
+_REASON_CHARS: Final = 160
 
 
 class JsonPointer:
@@ -102,6 +121,14 @@ def _parse_json(text: str) -> Any:
     return _NOT_JSON
 
 
+class AnswerFailed(Exception):
+    """An extractor could not tell one output's answer; the message says why."""
+
+
+class AnswerTypeError(AnswerFailed, TypeError):
+    """The answer function returned something other than a str or None."""
+
+
 def _pointer_extractor(pointer: JsonPointer) -> Callable[[str], str | None]:
     def extract(text: str) -> str | None:
         document = _parse_json(text)
@@ -113,14 +140,21 @@ def _pointer_extractor(pointer: JsonPointer) -> Callable[[str], str | None]:
             return None
         if isinstance(value, str):
             return value
-        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+        try:
+            return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+        except orjson.JSONEncodeError as exc:  # nested deeper than orjson writes
+            raise AnswerFailed(f"the JSON value cannot be compared ({exc})") from None
 
     return extract
 
 
-def _regex_extractor(pattern: re.Pattern[str]) -> Callable[[str], str | None]:
+def _regex_extractor(pattern: regex.Pattern[str]) -> Callable[[str], str | None]:
     def extract(text: str) -> str | None:
-        match = pattern.search(text)
+        try:
+            match = pattern.search(text, timeout=REGEX_TIMEOUT_S)
+        except TimeoutError:
+            raise AnswerFailed(f"the regex took over {REGEX_TIMEOUT_S:g} s on this output "
+                               "(catastrophic backtracking?)") from None
         if match is None:
             return None
         if pattern.groups == 0:
@@ -134,8 +168,8 @@ def _checked(function: Callable[[str], str | None]) -> Callable[[str], str | Non
     def extract(text: str) -> str | None:
         answer = function(text)
         if answer is not None and not isinstance(answer, str):
-            raise TypeError(f"the answer function returned {type(answer).__name__}; "
-                            "it must return a str, or None for no answer")
+            raise AnswerTypeError(f"the answer function returned {type(answer).__name__}; "
+                                  "it must return a str, or None for no answer")
         return answer
 
     return extract
@@ -149,18 +183,45 @@ def answer_extractor(spec: AnswerSpec) -> Callable[[str], str | None]:
     if isinstance(spec, JsonPointer):
         return _pointer_extractor(spec)
     if isinstance(spec, str):
-        try:
-            return _regex_extractor(re.compile(spec))
-        except re.error as exc:
-            raise ConfigError("answer", f"not a valid regular expression: {exc}") from None
+        return _regex_extractor(_compiled(spec, 0))
     if isinstance(spec, re.Pattern):
         if not isinstance(spec.pattern, str):
             raise ConfigError("answer", "a bytes pattern cannot match text; use a str pattern")
-        return _regex_extractor(spec)
+        return _regex_extractor(_compiled(spec.pattern, spec.flags))
     if callable(spec):
         return _checked(spec)
     raise ConfigError("answer", "must be a function, a regular expression or a JsonPointer, "
                       f"got {type(spec).__name__}")
+
+
+_FLAGS: Final = tuple((int(flag), int(getattr(regex, flag.name)))
+                      for flag in re.RegexFlag if flag.name and hasattr(regex, flag.name))
+"""``re``'s flags as ``regex``'s (they differ: ASCII is 256 in one, 128 in the other)."""
+
+
+def _compiled(pattern: str, flags: int) -> regex.Pattern[str]:
+    """``pattern`` checked as ``re`` reads it, compiled by ``regex`` (which can time out)."""
+    try:
+        re.compile(pattern, flags)
+    except re.error as exc:
+        raise ConfigError("answer", f"not a valid regular expression: {exc}") from None
+    converted = sum(theirs for ours, theirs in _FLAGS if flags & ours)
+    try:
+        return regex.compile(pattern, converted | regex.VERSION0)
+    except regex.error as exc:  # pragma: no cover - re accepted it
+        raise ConfigError("answer", f"not a regular expression the regex module reads: "
+                          f"{exc}") from None
+
+
+def _reason(exc: Exception) -> str:
+    """Why an extractor failed, on one line and bounded."""
+    if isinstance(exc, AnswerFailed):
+        said = str(exc)
+    else:
+        said = f"the answer function raised {type(exc).__name__}"
+        if str(exc):
+            said += f": {' '.join(str(exc).split())}"
+    return said if len(said) <= _REASON_CHARS else said[:_REASON_CHARS - 1] + "…"
 
 
 def _describe(spec: AnswerSpec | None) -> str | None:
@@ -193,8 +254,19 @@ class Comparison:
         return normalize_whitespace(text) if self.normalize else text
 
     def answer(self, key: str) -> str | None:
-        """The answer of an already compared text (None without an extractor)."""
-        return None if self._extract is None else self._extract(key)
+        """The answer of an already compared text (None without an extractor, or when
+        the extractor failed on it)."""
+        return self.extract(key)[0]
+
+    def extract(self, key: str) -> tuple[str | None, str | None]:
+        """(the answer of an already compared text, why the extractor failed on it):
+        never raises for an extractor's failure on one output (see the module doc)."""
+        if self._extract is None:
+            return None, None
+        try:
+            return self._extract(key), None
+        except Exception as exc:  # one output's failure is that output's, not the run's
+            return None, _reason(exc)
 
     def tally(self) -> OutputTally:
         return OutputTally(self)
@@ -207,19 +279,23 @@ class OutputTally:
     """One prompt's ok outputs as compared: a count per distinct compared text, and the
     answer of each (extracted once per distinct text). Failed samples are skipped."""
 
-    __slots__ = ("_answers", "_counts", "comparison")
+    __slots__ = ("_answers", "_counts", "_failed", "comparison")
 
     def __init__(self, comparison: Comparison) -> None:
         self.comparison = comparison
         self._counts: dict[str, int] = {}
         self._answers: dict[str, str | None] = {}
+        self._failed: dict[str, str] = {}
+        """Compared text → why the extractor failed on it (only for those it failed on)."""
 
     def add(self, text: str) -> None:
         key = self.comparison.key(text)
         count = self._counts.get(key)
         if count is None:
             self._counts[key] = 1
-            self._answers[key] = self.comparison.answer(key)
+            self._answers[key], reason = self.comparison.extract(key)
+            if reason is not None:
+                self._failed[key] = reason
         else:
             self._counts[key] = count + 1
 
@@ -237,6 +313,8 @@ class OutputTally:
             for key, count in tally._counts.items():
                 merged._counts[key] = merged._counts.get(key, 0) + count
                 merged._answers.setdefault(key, tally._answers[key])
+                if key in tally._failed:
+                    merged._failed.setdefault(key, tally._failed[key])
         return merged
 
     @property
@@ -263,6 +341,14 @@ class OutputTally:
     def unparseable(self) -> int:
         """Outputs with no answer (all of them without an extractor)."""
         return sum(c for k, c in self._counts.items() if self._answers[k] is None)
+
+    @property
+    def failures(self) -> Counter[str]:
+        """Outputs the extractor failed on, by reason (they are among ``unparseable``)."""
+        found: Counter[str] = Counter()
+        for key, reason in self._failed.items():
+            found[reason] += self._counts[key]
+        return found
 
     @property
     def answer_value_counts(self) -> list[int]:

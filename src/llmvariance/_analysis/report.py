@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, ConfigDict
 
 from .metrics import pair_prefix_length
+from .printable import printable
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -280,14 +281,15 @@ def _summary_lines(r: VarianceReport) -> list[str]:
 
 
 def _counts(counts: dict[str, int]) -> str:
-    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+    return ", ".join(f"{printable(k)} {v}" for k, v in sorted(counts.items()))
 
 
 def _failure_lines(r: VarianceReport) -> list[str]:
     lines = []
     for failure in r.failure_messages:
-        message = " ".join(failure.message.split())
-        said = message if message.startswith("HTTP ") else f"{failure.kind}: {message}"
+        message = printable(" ".join(failure.message.split()))
+        said = (message if message.startswith("HTTP ")
+                else f"{printable(failure.kind)}: {message}")
         said = said if len(said) <= 110 else said[:109] + "…"
         lines.append(f"  x{failure.count:<5} {said}")
     return lines
@@ -348,6 +350,6 @@ def _medians(output: OutputCount) -> str:
 
 def _group_row(name: str, r: VarianceReport) -> str:
     first = "none" if r.common_prefix_tokens is None else str(r.common_prefix_tokens)
-    return (f"  {name:<24} n={r.n_ok:<6} distinct={r.unique_count:<5} "
+    return (f"  {printable(name):<24} n={r.n_ok:<6} distinct={r.unique_count:<5} "
             f"agreement={_fmt(r.agreement_rate)} entropy={r.entropy_bits:.3f} "
             f"first divergence={first}")

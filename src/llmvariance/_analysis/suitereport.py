@@ -15,7 +15,9 @@ Definitions (N = the samples asked for per prompt):
   outputs agree, a mix of unparseable and parsed outputs does not. Since each answer is a
   function of the compared text, a prompt whose outputs all agree has answers that all
   agree, so ``tar_answer >= tar_raw`` always. ``unparseable`` counts outputs without an
-  answer, so that a TARa@N propped up by outputs with no answer is visible.
+  answer, so that a TARa@N propped up by outputs with no answer is visible;
+  ``answer_failures`` says why for those the extractor failed on (a regex that timed
+  out, a function that raised: see ``answers``).
 - ``distinct_mean`` / ``distinct_median`` / ``agreement_mean`` / ``distinct_counts``:
   over evaluable prompts (``agreement_mean`` is None when N < 2).
 - ``prompts``: every prompt, most varying first: more distinct outputs first, then lower
@@ -35,6 +37,7 @@ from .._sample import Sample
 from . import metrics as m
 from .answers import AnswerSpec, Comparison, OutputTally
 from .collect import VarianceCollector
+from .printable import printable
 from .report import VarianceReport
 
 __all__ = ["AnswerCount", "DistinctCount", "PromptAnswers", "PromptStats", "SuiteReport",
@@ -43,6 +46,8 @@ __all__ = ["AnswerCount", "DistinctCount", "PromptAnswers", "PromptStats", "Suit
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
 _TOP_ANSWERS = 5
 _TEXT_ROWS = 20
+_MAX_REASONS = 10
+_OTHER_REASONS = "(other reasons)"
 
 
 class AnswerCount(BaseModel):
@@ -66,6 +71,8 @@ class PromptAnswers(BaseModel):
     """Exactly one answer value."""
     unparseable: int
     """Outputs with no answer."""
+    failures: dict[str, int] = {}
+    """Outputs the extractor failed on, by reason (a part of ``unparseable``)."""
     top: list[AnswerCount]
     """The most common answer values, most frequent first (at most five)."""
 
@@ -129,6 +136,9 @@ class SuiteReport(BaseModel):
     answer_agreement_mean: float | None
     unparseable: int
     """Ok outputs without an answer, over every prompt (0 without an extractor)."""
+    answer_failures: dict[str, int] = {}
+    """Ok outputs the extractor failed on, by reason, over every prompt: the
+    ``_MAX_REASONS`` most common reasons, the others summed under ``"(other reasons)"``."""
     prompts: list[PromptStats]
     """Every prompt, most varying first."""
 
@@ -161,12 +171,30 @@ def _prompt(request_id: str, report: VarianceReport, tally: OutputTally, n: int)
         answers = PromptAnswers(
             distinct=len(values), agreement_rate=m.agreement_rate(values),
             all_agree=len(values) == 1, unparseable=tally.unparseable,
+            failures=_bounded(tally.failures),
             top=[AnswerCount(answer=a, count=c) for a, c in ranked[:_TOP_ANSWERS]])
     return PromptStats(
         id=request_id, n_samples=report.n_samples, n_ok=report.n_ok, n_failed=report.n_failed,
         evaluable=report.n_ok == n and report.n_failed == 0, distinct=len(counts),
         agreement_rate=m.agreement_rate(counts), all_agree=len(counts) == 1,
         first_divergence_tokens=report.common_prefix_tokens, answers=answers)
+
+
+def _bounded(reasons: Counter[str]) -> dict[str, int]:
+    """The most common reasons, the rest summed under one key: a function whose message
+    names each output cannot grow the report with the outputs."""
+    if len(reasons) <= _MAX_REASONS:
+        return dict(reasons.most_common())
+    kept = reasons.most_common(_MAX_REASONS - 1)
+    return {**dict(kept), _OTHER_REASONS: sum(reasons.values()) - sum(c for _, c in kept)}
+
+
+def _reasons(prompts: list[PromptStats]) -> Counter[str]:
+    total: Counter[str] = Counter()
+    for p in prompts:
+        if p.answers is not None:
+            total.update(p.answers.failures)
+    return total
 
 
 def _mean(values: list[float]) -> float | None:
@@ -209,6 +237,7 @@ def suite_report(entries: Iterable[tuple[str, VarianceReport, OutputTally]], *, 
         answer_distinct_mean=_mean([float(a.distinct) for a in graded]),
         answer_agreement_mean=_mean(answer_agreements),
         unparseable=sum(p.answers.unparseable for p in prompts if p.answers is not None),
+        answer_failures=_bounded(_reasons(prompts)),
         prompts=sorted(prompts, key=lambda p: (-p.distinct, _or_one(p.agreement_rate), p.id)),
     )
 
@@ -245,7 +274,8 @@ def _fmt(value: float | None, spec: str = ".3f") -> str:
 def _lines(r: SuiteReport) -> list[str]:
     failed = ""
     if r.incomplete:
-        named = ", ".join(r.incomplete[:5]) + (", ..." if len(r.incomplete) > 5 else "")
+        named = ", ".join(printable(i) for i in r.incomplete[:5])
+        named += ", ..." if len(r.incomplete) > 5 else ""
         failed = f"; {len(r.incomplete)} with failures: {named}"
     compared = " (whitespace normalised)" if r.normalized else ""
     agreeing = sum(p.all_agree for p in r.prompts if p.evaluable)
@@ -258,8 +288,10 @@ def _lines(r: SuiteReport) -> list[str]:
         agreed = sum(p.answers.all_agree for p in r.prompts
                      if p.evaluable and p.answers is not None)
         lines.append(f"TARa@{r.n:<12} {_fmt(r.tar_answer)}  ({agreed} of {r.n_evaluable} "
-                     f"prompts: all answers agree; answer = {r.answer})")
+                     f"prompts: all answers agree; answer = {printable(r.answer)})")
         lines.append(f"unparseable       {r.unparseable} outputs without an answer")
+        lines += [f"  x{count:<5} {printable(reason)}"
+                  for reason, count in r.answer_failures.items()]
     spread = ", ".join(f"{c.distinct}: {c.prompts}" for c in r.distinct_counts)
     lines += [
         f"distinct outputs  mean {_fmt(r.distinct_mean, '.2f')}, median "
@@ -286,7 +318,7 @@ def _lines(r: SuiteReport) -> list[str]:
 def _row(p: PromptStats, n: int) -> str:
     first = "none" if p.first_divergence_tokens is None else str(p.first_divergence_tokens)
     ok = f"{p.n_ok}/{n}"
-    row = (f"  {p.id[:20]:<20} {ok:>5} {p.distinct:>8} {_fmt(p.agreement_rate):>9} "
+    row = (f"  {printable(p.id)[:20]:<20} {ok:>5} {p.distinct:>8} {_fmt(p.agreement_rate):>9} "
            f"{first:>9}")
     a = p.answers
     if a is not None:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from pydantic import ValidationError
 
+from .._analysis.printable import printable
 from .._errors import ConfigError, EngineError
 from .._loop import run as run_loop
 from . import batch_effect, demo, matrix, report, sample, serve, suite
@@ -35,7 +36,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = run_loop(COMMANDS[args.command].run, args)
     except (ConfigError, ValidationError, EngineError) as exc:
         message = describe(exc) if isinstance(exc, ValidationError) else str(exc)
-        print(f"llmvariance {args.command}: error: {message}", file=sys.stderr)
+        # a server's log tail or a file's contents may be in it: no raw control bytes
+        print(f"llmvariance {args.command}: error: {printable(message, lines=True)}",
+              file=sys.stderr)
         return 2 if not isinstance(exc, EngineError) else 1
     except KeyboardInterrupt:
         return 130

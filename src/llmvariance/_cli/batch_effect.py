@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from .._analysis.printable import printable
 from .._demo import render
 from .._errors import ConfigError
 from .._experiment import batch_effect
@@ -46,6 +47,7 @@ async def run(args: argparse.Namespace) -> int:
     if args.json:
         print(result.model_dump_json(indent=2, exclude={"samples"}))
     else:
-        print(f"{result.endpoint}  model={args.model}  n={args.n} per condition")
+        print(f"{printable(result.endpoint)}  model={printable(args.model)}  n={args.n} "
+              "per condition")
         print(render({args.model: result}))
     return 0

@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from .._analysis.collect import analyze
+from .._analysis.printable import printable
 from .._errors import ConfigError
 from .._progress import ProgressBar
 from .._request import MessagesRequest, Request
@@ -62,7 +63,7 @@ async def run(args: argparse.Namespace) -> int:
     if args.json:
         print(report.model_dump_json(indent=2))
     else:
-        print(f"{result.endpoint}  model={request.model}  n={args.n}  "
+        print(f"{printable(result.endpoint)}  model={printable(request.model)}  n={args.n}  "
               f"concurrency={args.concurrency}")
         print(report.to_text())
     return 0

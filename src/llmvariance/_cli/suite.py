@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from .._analysis.answers import AnswerSpec, JsonPointer
+from .._analysis.printable import printable
 from .._progress import ProgressBar
 from .._request import MessagesRequest
 from .._runs.suitefile import read_suite
@@ -62,7 +63,8 @@ async def run(args: argparse.Namespace) -> int:
     if args.json:
         print(result.report.model_dump_json(indent=2))
     else:
-        print(f"{result.endpoint}  {args.file}  {len(suite)} requests x n={args.n}  "
+        print(f"{printable(result.endpoint)}  {printable(args.file)}  {len(suite)} requests "
+              f"x n={args.n}  "
               f"concurrency={args.concurrency}")
         print(result.to_text())
     return 0

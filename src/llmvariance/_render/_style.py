@@ -76,6 +76,9 @@ mark.shared { background: #fdf6dc; color: var(--muted); }
 .same { color: var(--muted); }
 details summary { cursor: pointer; color: var(--muted); font-size: 13px; }
 .run + .run { border-top: 1px solid var(--line); margin-top: 12px; padding-top: 12px; }
+.invisible { display: inline-block; margin: 0 1px; padding: 0 3px; border: 1px solid var(--red);
+             border-radius: 3px; color: var(--red); background: #fff; font: 600 10px/1.4
+             ui-monospace, "DejaVu Sans Mono", monospace; vertical-align: 1px; }
 footer { color: var(--muted); font-size: 12px; text-align: center; margin-top: 24px; }
 @media print { nav { display: none; } section { break-inside: avoid; } }
 """

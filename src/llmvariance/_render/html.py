@@ -2,8 +2,13 @@
 
 Everything is inline — CSS, the figures as SVG — and nothing is fetched: no script, no
 font, no image from anywhere. Every string that came from a server (outputs, messages,
-fingerprints) or from a run file is HTML-escaped; the endpoint is shown without its key
-(run files never hold it), without a password in its URL and without query values.
+fingerprints, finish reasons, model names) or from a run file is HTML-escaped and
+isolated in a ``<bdi>``, so a bidi override in it (an unterminated U+202E) cannot reverse
+the report's own words after it; its control and format characters (bidi controls,
+zero-width characters, C0/C1 controls) are shown as visible ``U+202E`` badges naming
+them, so two outputs that differ only invisibly look different. The endpoint is shown
+without its key (run files never hold it), without a password in its URL and without
+query values.
 Without matplotlib (the ``plot`` extra) the page has everything but the figures.
 """
 
@@ -12,12 +17,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from html import escape
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from .._analysis.printable import INVISIBLE_BUT_LINES, printable
 from .._analysis.report import VarianceReport, split_points
 from .._analysis.tree import DivergenceTree, TreeNode
 from .._errors import ConfigError
@@ -33,6 +40,25 @@ _SECRET_KEYS = frozenset({"api_key", "apikey", "authorization", "x-api-key", "pa
 
 def _e(value: object) -> str:
     return escape(str(value), quote=True)
+
+
+def _s(value: object) -> str:
+    """A string from a server or a file: escaped, its invisible characters shown, and
+    isolated so that its direction never leaks into the text around it."""
+    text = str(value)
+    parts, last = [], 0
+    for match in INVISIBLE_BUT_LINES.finditer(text):
+        parts.append(escape(text[last:match.start()], quote=True))
+        parts.append(_badge(match.group()))
+        last = match.end()
+    parts.append(escape(text[last:], quote=True))
+    return f"<bdi>{''.join(parts)}</bdi>"
+
+
+def _badge(char: str) -> str:
+    code = f"U+{ord(char):04X}"
+    name = unicodedata.name(char, "") or "a control character"
+    return f'<span class="invisible" title="{code} {_e(name)}">{code}</span>'
 
 
 def _pct(value: float | None) -> str:
@@ -81,7 +107,7 @@ def _summary(r: VarianceReport) -> str:
     if extra:
         rows.append('<dl class="counts">' + "".join(
             f"<dt>{_e(name)}</dt><dd>"
-            + ", ".join(f"{_e(k)} <b>{v}</b>" for k, v in sorted(counts.items())) + "</dd>"
+            + ", ".join(f"{_s(k)} <b>{v}</b>" for k, v in sorted(counts.items())) + "</dd>"
             for name, counts in extra) + "</dl>")
     return _section("summary", "Summary", "".join(rows)) + _failures(r)
 
@@ -114,9 +140,9 @@ def _failures(r: VarianceReport) -> str:
     if not r.failure_messages:
         return ""
     rows = "".join(
-        f"<tr><td class=\"num\">{f.count}</td><td>{_e(f.kind)}</td>"
+        f"<tr><td class=\"num\">{f.count}</td><td>{_s(f.kind)}</td>"
         f"<td class=\"num\">{_e(f.status if f.status is not None else '')}</td>"
-        f"<td><code>{_e(f.message)}</code></td></tr>" for f in r.failure_messages)
+        f"<td><code>{_s(f.message)}</code></td></tr>" for f in r.failure_messages)
     table = ("<table><thead><tr><th>samples</th><th>kind</th><th>status</th>"
              f"<th>message</th></tr></thead><tbody>{rows}</tbody></table>")
     return _section("failures", "Why samples failed",
@@ -124,7 +150,7 @@ def _failures(r: VarianceReport) -> str:
 
 
 def _tree_item(tree: DivergenceTree, node: TreeNode) -> str:
-    text = (f"<code>{_e(node.text)}</code>" if node.text
+    text = (f"<code>{_s(node.text)}</code>" if node.text
             else '<span class="ends">(the output ends here)</span>')
     if node.is_branch_point:
         margin = "" if node.margin is None else f", margin {node.margin:.3g}"
@@ -171,18 +197,18 @@ def _outputs(r: VarianceReport) -> str:
                                                                 strict=True), 1):
         if rank == 1:
             where = "the most common output"
-            body = _e(output.text)
+            body = _s(output.text)
         else:
             where = f"leaves the most common output at char {at_mode}"
             shared = ""
             if nearest:
                 where += f", and #{nearest + 1} at char {at}"
                 shared = (f"<mark class=\"shared\" title=\"as in #{nearest + 1}\">"
-                          f"{_e(output.text[at_mode:at])}</mark>")
+                          f"{_s(output.text[at_mode:at])}</mark>")
             else:
                 at = at_mode
-            body = (f"<span class=\"same\">{_e(output.text[:at_mode])}</span>{shared}"
-                    f"<mark>{_e(output.text[at:])}</mark>")
+            body = (f"<span class=\"same\">{_s(output.text[:at_mode])}</span>{shared}"
+                    f"<mark>{_s(output.text[at:])}</mark>")
         share = output.count / r.n_ok if r.n_ok else 0.0
         items.append(
             f'<li><div class="output-head"><b>#{rank}</b> <span class="count">'
@@ -203,7 +229,7 @@ def _groups(r: VarianceReport) -> str:
         if not groups:
             continue
         rows = "".join(
-            f"<tr><td>{_e(name)}</td><td class=\"num\">{g.n_ok}</td>"
+            f"<tr><td>{_s(name)}</td><td class=\"num\">{g.n_ok}</td>"
             f"<td class=\"num\">{g.n_failed}</td><td class=\"num\">{g.unique_count}</td>"
             f"<td class=\"num\">{_num(g.agreement_rate)}</td>"
             f"<td class=\"num\">{g.entropy_bits:.3f}</td><td class=\"num\">"
@@ -256,14 +282,14 @@ def _run(contents: RunContents) -> str:
             ("endpoint", safe_url(base_url) if isinstance(base_url, str) else None),
             ("endpoint name", endpoint.get("name")),
             ("extra headers (names only)", ", ".join(map(str, names)) or None)]
-    table = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows
+    table = "".join(f"<tr><th>{_e(k)}</th><td>{_s(v)}</td></tr>" for k, v in rows
                     if v is not None)
     suite = header.get("suite")
     entries = [(e.get("id"), e.get("request")) for e in suite if isinstance(e, dict)
                ] if isinstance(suite, list) else [("request", header.get("request"))]
     details = "".join(
-        f"<details{' open' if len(entries) == 1 else ''}><summary>{_e(name)}</summary>"
-        f"<pre>{_e(_request_json(fields))}</pre></details>" for name, fields in entries)
+        f"<details{' open' if len(entries) == 1 else ''}><summary>{_s(name)}</summary>"
+        f"<pre>{_s(_request_json(fields))}</pre></details>" for name, fields in entries)
     return f'<div class="run"><table class="kv">{table}</table>{details}</div>'
 
 
@@ -344,9 +370,11 @@ def html_report(report: VarianceReport, path: str | os.PathLike[str] | None = No
         "<p class=\"note\">Figures need matplotlib: "
         "<code>pip install 'llmvariance[plot]'</code>.</p>")
     models = sorted({str(r.get("model")) for c in runs for r in _request_fields(c)})
-    heading = title or ("llmvariance report" + (f": {', '.join(models)}" if models else ""))
+    shown = f": {', '.join(_s(m) for m in models)}" if models else ""
+    heading = _e(title) if title else f"llmvariance report{shown}"
+    tab = title or ("llmvariance report" + (f": {', '.join(models)}" if models else ""))
     body = "".join([
-        f"<header><h1>{_e(heading)}</h1><p class=\"sub\">How much the output varied across "
+        f"<header><h1>{heading}</h1><p class=\"sub\">How much the output varied across "
         f"{report.n_samples} identical requests.</p></header>",
         _nav(report, tree is not None, runs),
         _summary(report), _tree(tree, tree_svg),
@@ -357,7 +385,7 @@ def html_report(report: VarianceReport, path: str | os.PathLike[str] | None = No
     ])
     page = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-            f"<title>{_e(heading)}</title><style>{CSS}</style></head>"
+            f"<title>{_e(printable(tab))}</title><style>{CSS}</style></head>"
             f"<body><main>{body}</main></body></html>\n")
     if path is not None:
         target = Path(path)
