@@ -1,10 +1,13 @@
-"""One launcher for an external inference server process.
+"""One launcher for an external inference server process and every process it starts.
 
 ``ServerProcess`` picks a free port on 127.0.0.1, starts the command an engine preset
-builds for that port, waits until its health URL answers 200, yields the API's base URL,
-and on exit — normal, exception or cancellation — stops it: SIGTERM to its process
-group, SIGKILL after a grace period. Its output goes to a log file whose last lines are
-in every error about it. Linux also kills it should this process die first.
+builds for that port under a watchdog (``_reaper``: a child subreaper that holds every
+descendant of the server, whatever process group or session it moves to), waits until
+its health URL answers 200 from a process of that tree, yields the API's base URL, and
+on exit — normal, exception or cancellation — stops the whole tree: SIGTERM to every
+process of it, SIGKILL to what is left after a grace period. Should this process die
+first, even by SIGKILL, the watchdog sees it and does the same. The server's output goes
+to a log file whose last lines are in every error about it.
 """
 
 from __future__ import annotations
@@ -24,12 +27,17 @@ from types import TracebackType
 
 import aiohttp
 import anyio
+import anyio.lowlevel
 
 from .._errors import ConfigError, EngineError
+from ._reaper import descendants
 
 __all__ = ["EngineCommand", "ServerProcess", "free_port"]
 
 _LOG_TAIL_LINES = 25
+_REAPER = Path(__file__).with_name("_reaper.py")
+_HEALTH_REQUEST_S = 5.0
+"""The longest one health request may take (never past the startup deadline)."""
 
 
 @dataclass(frozen=True)
@@ -50,24 +58,106 @@ def free_port() -> int:
         return port
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    import ctypes
+def _listeners(port: int) -> set[int] | None:
+    """Socket inodes listening on TCP ``port`` (any address); None without ``/proc``."""
+    found: set[int] = set()
+    readable = False
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table, encoding="ascii") as handle:
+                rows = handle.read().splitlines()[1:]
+        except OSError:
+            continue
+        readable = True
+        for row in rows:
+            fields = row.split()
+            # local address "0100007F:1F90", state 0A is LISTEN, the inode is field 9
+            if (len(fields) > 9 and fields[3] == "0A"
+                    and int(fields[1].rsplit(":", 1)[1], 16) == port):
+                found.add(int(fields[9]))
+    return found if readable else None
 
-    pr_set_pdeathsig = 1
-    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+def _holds_socket(pids: Sequence[int], inodes: set[int]) -> bool:
+    wanted = {f"socket:[{inode}]" for inode in inodes}
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                if os.readlink(f"/proc/{pid}/fd/{fd}") in wanted:
+                    return True
+    return False
+
+
+class _Tree:
+    """The watchdog process and what it has said about the server's tree."""
+
+    __slots__ = ("_reader", "died_first", "leader", "leader_code", "process", "stop_sent")
+
+    def __init__(self, process: asyncio.subprocess.Process, leader: int) -> None:
+        self.process = process
+        self.leader = leader
+        self.leader_code: int | None = None
+        self.died_first = False
+        """The server's first process exited by itself (before we asked it to stop)."""
+        self.stop_sent = False
+        self._reader = asyncio.ensure_future(self._read())
+
+    async def _read(self) -> None:
+        assert self.process.stdout is not None
+        async for line in self.process.stdout:
+            word, _, value = line.decode("ascii", "replace").strip().partition(" ")
+            if word == "exit":
+                self.leader_code = int(value)
+                self.died_first = not self.stop_sent
+            elif word == "stopping":
+                self.stop_sent = True
+
+    @property
+    def gone(self) -> bool:
+        """No process of the server is left (the watchdog exited with it)."""
+        return self.process.returncode is not None
+
+    async def heard_all(self) -> None:
+        """Wait until every word of an exited watchdog has been read."""
+        await self._reader
+
+    async def stop(self, grace_s: float) -> None:
+        """Stop every process of the tree and wait until none is left."""
+        process = self.process
+        if process.returncode is None:
+            self.stop_sent = True
+            with contextlib.suppress(OSError):  # an exited watchdog closed its end
+                assert process.stdin is not None
+                process.stdin.write(b"stop\n")
+                await process.stdin.drain()
+            try:
+                with anyio.fail_after(grace_s + 10):
+                    await process.wait()
+            except TimeoutError:  # pragma: no cover - a watchdog that hangs: do its work
+                for pid in [*descendants(process.pid), process.pid]:
+                    with contextlib.suppress(OSError):
+                        os.kill(pid, signal.SIGKILL)
+                await process.wait()
+        await self._reader
 
 
 class ServerProcess:
     """``async with ServerProcess(lambda port: EngineCommand(...)) as base_url:``.
 
-    ``startup_timeout_s`` bounds the wait for health (model loading included);
-    ``stop_grace_s`` is how long SIGTERM gets before SIGKILL. ``log_path`` keeps the
-    server's output there; by default it goes to a temporary file that is deleted after
-    a clean stop and kept (and named in the error) when the server failed.
+    ``startup_timeout_s`` bounds the wait for health (model loading included), every
+    health request inside it; ``stop_grace_s`` is how long SIGTERM gets before SIGKILL.
+    A server that daemonizes (forks and lets its first process exit 0) is followed to
+    its daemon. ``log_path`` keeps the server's output there; by default it goes to a
+    temporary file that is kept (and named in the error) only when the server failed,
+    and deleted otherwise — after a clean stop, an exception or a cancellation.
     """
 
-    __slots__ = ("_command", "_log_path", "_own_log", "_process", "_startup_timeout_s",
-                 "_stop_grace_s", "base_url", "name", "port")
+    __slots__ = ("_command", "_log_path", "_own_log", "_startup_timeout_s", "_stop_grace_s",
+                 "_tree", "base_url", "name", "port")
 
     def __init__(self, command: Callable[[int], EngineCommand], *, name: str = "server",
                  log_path: str | os.PathLike[str] | None = None,
@@ -78,14 +168,14 @@ class ServerProcess:
         self._own_log = log_path is None
         self._startup_timeout_s = startup_timeout_s
         self._stop_grace_s = stop_grace_s
-        self._process: asyncio.subprocess.Process | None = None
+        self._tree: _Tree | None = None
         self.port: int | None = None
         self.base_url: str | None = None
 
     @property
     def pid(self) -> int | None:
-        """The server's process id while it runs."""
-        return self._process.pid if self._process is not None else None
+        """The process id of the server's first process while it runs."""
+        return self._tree.leader if self._tree is not None else None
 
     @property
     def log_path(self) -> Path | None:
@@ -103,78 +193,114 @@ class ServerProcess:
         except OSError as exc:
             raise ConfigError("log_path", f"cannot write {self._log_path}: {exc.strerror}"
                               ) from None
-        with log:
-            try:
-                self._process = await asyncio.create_subprocess_exec(
-                    *command.argv, stdin=asyncio.subprocess.DEVNULL, stdout=log,
-                    stderr=asyncio.subprocess.STDOUT, env={**os.environ, **command.env},
-                    start_new_session=True,  # a terminal's Ctrl-C reaches us, we stop it
-                    preexec_fn=_die_with_parent if sys.platform == "linux" else None)
-            except OSError as exc:
-                raise EngineError(f"{self.name}: cannot start {command.argv[0]}: "
-                                  f"{exc.strerror or exc}") from None
-        self.port = port
-        root = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + self._startup_timeout_s
         try:
-            await self._wait_healthy(root + command.health_path)
-        except BaseException:
+            with log:
+                process = await asyncio.create_subprocess_exec(
+                    sys.executable, "-I", str(_REAPER), str(os.getpid()),
+                    repr(float(self._stop_grace_s)), "--", *command.argv,
+                    stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                    stderr=log, env={**os.environ, **command.env},
+                    start_new_session=True)  # a terminal's Ctrl-C reaches us; we stop it
+            await self._started(process, command)
+            self.port = port
+            root = f"http://127.0.0.1:{port}"
+            await self._wait_healthy(root + command.health_path, port, deadline)
+        except BaseException as exc:
             with anyio.CancelScope(shield=True):
                 await self._stop()
+            if not isinstance(exc, EngineError):
+                self._drop_log()
             raise
         self.base_url = root + command.api_path
         return self.base_url
 
-    async def _wait_healthy(self, url: str) -> None:
-        assert self._process is not None
-        deadline = time.monotonic() + self._startup_timeout_s
-        timeout = aiohttp.ClientTimeout(total=5)
-        async with aiohttp.ClientSession(timeout=timeout) as session:
+    async def _started(self, process: asyncio.subprocess.Process,
+                       command: EngineCommand) -> None:
+        """Read the watchdog's first word: the server's pid, or why it did not start."""
+        assert process.stdout is not None
+        try:
+            first = await process.stdout.readline()
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()  # it has started nothing we know of yet
+            with anyio.CancelScope(shield=True):
+                await process.wait()
+            raise
+        word, _, value = first.decode("utf-8", "replace").strip().partition(" ")
+        if word != "pid":
+            await process.wait()
+            said = value if word == "error" else f"its watchdog said {first!r}"
+            raise EngineError(f"{self.name}: cannot start {command.argv[0]}: {said}")
+        self._tree = _Tree(process, int(value))
+
+    async def _wait_healthy(self, url: str, port: int, deadline: float) -> None:
+        tree = self._tree
+        assert tree is not None
+        async with aiohttp.ClientSession() as session:
             while True:
-                if self._process.returncode is not None:
-                    raise EngineError(f"{self.name} exited with code "
-                                      f"{self._process.returncode} before it was ready"
-                                      f"{self._log_tail()}")
-                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                    async with session.get(url) as response:
-                        if response.status == 200:
-                            return
-                if time.monotonic() > deadline:
+                await anyio.lowlevel.checkpoint()  # let the watchdog's words be read
+                if tree.gone:
+                    await tree.heard_all()
+                if tree.gone or (tree.died_first and tree.leader_code not in (None, 0)):
+                    raise EngineError(f"{self.name} exited with code {tree.leader_code} "
+                                      f"before it was ready{self._log_tail()}")
+                left = deadline - time.monotonic()
+                if left <= 0:
                     raise EngineError(f"{self.name} was not healthy at {url} within "
                                       f"{self._startup_timeout_s:g} s{self._log_tail()}")
-                await anyio.sleep(0.1)  # polling: the server offers no readiness event
+                timeout = aiohttp.ClientTimeout(total=min(_HEALTH_REQUEST_S, left))
+                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                    async with session.get(url, timeout=timeout) as response:
+                        if response.status == 200:
+                            self._check_ours(port, url)
+                            return
+                # polling: the server offers no readiness event
+                await anyio.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+
+    def _check_ours(self, port: int, url: str) -> None:
+        """Refuse a healthy answer from a process outside the server's tree: another
+        program took the port between ``free_port()`` and the server binding it."""
+        tree = self._tree
+        assert tree is not None
+        inodes = _listeners(port)
+        if inodes is None or not inodes:  # no /proc: we cannot tell
+            return
+        if not _holds_socket(descendants(tree.process.pid), inodes):
+            raise EngineError(f"{self.name}: {url} answered, but from a process that is not "
+                              f"the server's: another program took 127.0.0.1:{port} before "
+                              f"the server could listen on it; start it again"
+                              f"{self._log_tail()}")
 
     async def _stop(self) -> int | None:
-        """Stop the server; return its exit code if it had exited by itself (crashed)."""
-        process, self._process = self._process, None
-        if process is None:
+        """Stop the whole tree; return the first process's exit code if the server had
+        died by itself (its tree gone, or its first process failed) before we stopped it."""
+        tree, self._tree = self._tree, None
+        if tree is None:
             return None
-        if process.returncode is not None:
-            with contextlib.suppress(ProcessLookupError):  # leftovers in its group
-                os.killpg(process.pid, signal.SIGKILL)
-            return process.returncode
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            with anyio.fail_after(self._stop_grace_s):
-                code = await process.wait()
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            code = await process.wait()
-        # What a server stopped by us exits with; anything else means it had died already
-        # (its exit raced our look at returncode).
-        stopped = (0, -signal.SIGTERM, -signal.SIGKILL, 128 + signal.SIGTERM)
-        return None if code in stopped else code
+        gone = tree.gone
+        await tree.stop(self._stop_grace_s)
+        if gone:
+            return tree.leader_code if tree.leader_code is not None else -1
+        if tree.died_first and tree.leader_code not in (None, 0):
+            return tree.leader_code
+        return None
+
+    def _drop_log(self) -> None:
+        if self._own_log and self._log_path is not None:
+            self._log_path.unlink(missing_ok=True)
 
     async def __aexit__(self, exc_type: type[BaseException] | None,
                         exc: BaseException | None, tb: TracebackType | None) -> None:
         with anyio.CancelScope(shield=True):
             died = await self._stop()
-        if died is not None and exc is None:
-            raise EngineError(f"{self.name} died during the run (exit code {died})"
-                              f"{self._log_tail()}")
-        if self._own_log and exc is None and self._log_path is not None:
-            self._log_path.unlink(missing_ok=True)
+        if died is None:
+            self._drop_log()
+            return
+        message = f"{self.name} died during the run (exit code {died}){self._log_tail()}"
+        if exc is None:
+            raise EngineError(message)
+        exc.add_note(message)  # what went wrong inside may be because of it
 
     def _log_tail(self) -> str:
         if self._log_path is None:
@@ -190,7 +316,7 @@ class ServerProcess:
         return f"; the last lines of its log ({self._log_path}):\n  {shown}"
 
     def __repr__(self) -> str:
-        state = f"pid={self.pid} {self.base_url}" if self._process else "stopped"
+        state = f"pid={self.pid} {self.base_url}" if self._tree else "stopped"
         return f"<ServerProcess {self.name} {state}>"
 
 
