@@ -10,10 +10,18 @@ from __future__ import annotations
 
 import functools
 import os
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    ModelWrapValidatorHandler,
+    PrivateAttr,
+    computed_field,
+    model_validator,
+)
 
 from ._analysis.answers import AnswerSpec, Comparison, OutputTally
 from ._analysis.collect import VarianceCollector
@@ -38,7 +46,13 @@ Requests = Mapping[str, Request] | Iterable[tuple[str, Request]] | Iterable[Requ
 
 
 class SuiteEntry(BaseModel):
-    """One request of a suite: its id, its samples (ordered by index) and its report."""
+    """One request of a suite: its id, its samples (ordered by index) and its report.
+
+    ``report`` is made from the prompt's collector when it is first read (and kept from
+    then on): a 100,000-prompt suite holds 100,000 small collectors, not 100,000 reports
+    of ~7 KB each. It is part of the JSON like a field, and ``SuiteEntry(...,
+    report=...)`` takes one as given.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -46,7 +60,40 @@ class SuiteEntry(BaseModel):
     request: Request
     samples: list[Sample]
     """Empty with ``keep_samples=False``."""
-    report: VarianceReport
+    _report: VarianceReport | VarianceCollector | None = PrivateAttr(default=None)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _given_report(cls, data: Any, handler: ModelWrapValidatorHandler[SuiteEntry]
+                      ) -> SuiteEntry:
+        report: VarianceReport | None = None
+        if isinstance(data, Mapping) and "report" in data:
+            given = data["report"]
+            report = (given if isinstance(given, VarianceReport)
+                      else VarianceReport.model_validate(given))
+            data = {k: v for k, v in data.items() if k != "report"}
+        entry = handler(data)
+        if report is not None:
+            entry._report = report
+        return entry
+
+    @computed_field(repr=False)  # type: ignore[prop-decorator]
+    @property
+    def report(self) -> VarianceReport:
+        """How this request's outputs varied (``VarianceReport``)."""
+        made = self._report
+        if isinstance(made, VarianceCollector):
+            made = self._report = made.report()  # the collector is dropped with it
+        if made is None:
+            raise ValueError(f"suite entry {self.id!r} has no report")
+        return made
+
+    @classmethod
+    def _of(cls, rid: str, request: Request, samples: list[Sample],
+            collector: VarianceCollector) -> SuiteEntry:
+        entry = cls(id=rid, request=request, samples=samples)
+        entry._report = collector
+        return entry
 
 
 class SuiteResult(BaseModel):
@@ -60,15 +107,24 @@ class SuiteResult(BaseModel):
     entries: list[SuiteEntry]
     report: SuiteReport
     kept_samples: bool = True
+    _index: dict[str, SuiteEntry] | None = PrivateAttr(default=None)
 
     def __getitem__(self, request_id: str) -> SuiteEntry:
-        for entry in self.entries:
-            if entry.id == request_id:
-                return entry
-        raise KeyError(request_id)
+        if self._index is None:  # built once: a lookup per id stays linear over a suite
+            self._index = {e.id: e for e in self.entries}
+        try:
+            return self._index[request_id]
+        except KeyError:
+            raise KeyError(request_id) from None
 
     def to_text(self) -> str:
         return self.report.to_text()
+
+    def __repr__(self) -> str:
+        # one line: asyncio and debuggers repr a result, and 100,000 entries would make
+        # every one of their reports
+        return (f"<SuiteResult {self.endpoint} n={self.n} requests={len(self.entries)} "
+                f"tar_raw={self.report.tar_raw} tar_answer={self.report.tar_answer}>")
 
 
 def _suite(requests: Requests) -> list[tuple[str, Request]]:
@@ -89,10 +145,12 @@ def _suite(requests: Requests) -> list[tuple[str, Request]]:
             raise ConfigError("requests", f"item {position} ({rid}): {exc}") from None
     if not suite:
         raise ConfigError("requests", "the suite is empty")
-    ids = [rid for rid, _ in suite]
-    if len(set(ids)) != len(ids):
-        twice = sorted({rid for rid in ids if ids.count(rid) > 1})
-        raise ConfigError("requests", f"ids must be unique; repeated: {', '.join(twice)}")
+    seen = Counter(rid for rid, _ in suite)
+    if len(seen) != len(suite):
+        twice = sorted(rid for rid, count in seen.items() if count > 1)
+        shown = ", ".join(twice[:10]) + (f" and {len(twice) - 10} more" if len(twice) > 10
+                                         else "")
+        raise ConfigError("requests", f"ids must be unique; repeated: {shown}")
     return suite
 
 
@@ -184,13 +242,18 @@ async def _run_suite(pool: ClientPool, suite: Sequence[tuple[str, Request]], n: 
                     yield call, index
 
     await drive(pool, todo(), n * len(calls), len(skip), workers, options, run_file, consume)
+    calls.clear()
+    skip.clear()
     entries = []
     for rid, request in suite:
         track = tracks[rid]
         samples = [track.samples[i] for i in range(n)] if options.keep_samples else []
-        entries.append(SuiteEntry(id=rid, request=request, samples=samples,
-                                  report=track.collector.report()))
-    report = suite_report(((e.id, e.report, tracks[e.id].tally) for e in entries), n=n)
+        entries.append(SuiteEntry._of(rid, request, samples, track.collector))
+    # each prompt's report is made for its row and dropped; the entry makes it again
+    # when read, from the collector it keeps (see SuiteEntry)
+    report = suite_report(((rid, tracks[rid].collector.report(), tracks[rid].tally)
+                           for rid, _ in suite), n=n)
+    tracks.clear()  # the tallies; the entries keep the collectors
     return SuiteResult(endpoint=pool.endpoint.label, n=n, entries=entries, report=report,
                        kept_samples=options.keep_samples)
 

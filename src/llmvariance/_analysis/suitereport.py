@@ -30,7 +30,7 @@ import statistics
 from collections import Counter
 from collections.abc import Iterable, Mapping
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from .._errors import ConfigError
 from .._sample import Sample
@@ -38,7 +38,7 @@ from . import metrics as m
 from .answers import AnswerSpec, Comparison, OutputTally
 from .collect import VarianceCollector
 from .printable import printable
-from .report import VarianceReport
+from .report import Row, VarianceReport
 
 __all__ = ["AnswerCount", "DistinctCount", "PromptAnswers", "PromptStats", "SuiteReport",
            "analyze_suite", "suite_report"]
@@ -50,7 +50,7 @@ _MAX_REASONS = 10
 _OTHER_REASONS = "(other reasons)"
 
 
-class AnswerCount(BaseModel):
+class AnswerCount(Row):
     """One answer and how many outputs gave it; ``answer`` None is *no answer*."""
 
     model_config = _FROZEN
@@ -59,7 +59,7 @@ class AnswerCount(BaseModel):
     count: int
 
 
-class PromptAnswers(BaseModel):
+class PromptAnswers(Row):
     """One prompt's answers over its ok outputs, *no answer* counting as one value."""
 
     model_config = _FROZEN
@@ -71,13 +71,13 @@ class PromptAnswers(BaseModel):
     """Exactly one answer value."""
     unparseable: int
     """Outputs with no answer."""
-    failures: dict[str, int] = {}
+    failures: dict[str, int] = Field(default_factory=dict)
     """Outputs the extractor failed on, by reason (a part of ``unparseable``)."""
     top: list[AnswerCount]
     """The most common answer values, most frequent first (at most five)."""
 
 
-class PromptStats(BaseModel):
+class PromptStats(Row):
     """One prompt of a suite, over its ok samples."""
 
     model_config = _FROZEN
@@ -99,7 +99,7 @@ class PromptStats(BaseModel):
     """None when the suite has no answer extractor."""
 
 
-class DistinctCount(BaseModel):
+class DistinctCount(Row):
     """``prompts`` evaluable prompts had ``distinct`` distinct outputs."""
 
     model_config = _FROZEN

@@ -184,8 +184,11 @@ class ClientPool:
         headers = adapter.headers(self._endpoint)
         if headers == self._headers:
             headers = self._headers  # the session's own: the transport adds nothing per request
-        http = HTTPRequest("POST", self._endpoint.base_url + adapter.path, headers,
-                           adapter.encode(request), stream=request.stream)
+        # a copy of exactly the body's size: orjson's result keeps its ~4 KB output buffer,
+        # which a suite of 100,000 prepared requests would hold 400 MB of
+        body = bytes(memoryview(adapter.encode(request)))
+        http = HTTPRequest("POST", self._endpoint.base_url + adapter.path, headers, body,
+                           stream=request.stream)
         return PreparedCall(adapter, http, tokens, condition, request_id)
 
     async def send(self, call: PreparedCall, index: int) -> Sample:

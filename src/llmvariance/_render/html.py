@@ -284,9 +284,8 @@ def _run(contents: RunContents) -> str:
             ("extra headers (names only)", ", ".join(map(str, names)) or None)]
     table = "".join(f"<tr><th>{_e(k)}</th><td>{_s(v)}</td></tr>" for k, v in rows
                     if v is not None)
-    suite = header.get("suite")
-    entries = [(e.get("id"), e.get("request")) for e in suite if isinstance(e, dict)
-               ] if isinstance(suite, list) else [("request", header.get("request"))]
+    entries = (list(contents.request_records()) if contents.suite_ids is not None
+               else [("request", header.get("request"))])
     details = "".join(
         f"<details{' open' if len(entries) == 1 else ''}><summary>{_s(name)}</summary>"
         f"<pre>{_s(_request_json(fields))}</pre></details>" for name, fields in entries)
@@ -295,10 +294,8 @@ def _run(contents: RunContents) -> str:
 
 def _request_fields(contents: RunContents) -> list[dict[str, Any]]:
     """The request fields in a run file's header: its request, or each of its suite's."""
-    header = contents.header
-    suite = header.get("suite")
-    found = [e.get("request") for e in suite if isinstance(e, dict)] if isinstance(
-        suite, list) else [header.get("request")]
+    found = ([fields for _, fields in contents.request_records()]
+             if contents.suite_ids is not None else [contents.header.get("request")])
     return [r for r in found if isinstance(r, dict)]
 
 

@@ -11,13 +11,27 @@ superseded by its new record.
     {"record": "sample", "index": 0, "text": "...", ...}
     {"record": "resume", "at": "2026-11-27T23:40:00Z", "n": 300}
 
-A suite's run file (``sample_suite``) has ``"suite": [{"id": ..., "request": {...}}, ...]``
-in its header instead of ``request``, and each sample names its ``request_id``: there,
-"an index" is a (request id, index) pair.
+A suite's run file (``sample_suite``, format ``llmvariance.run/2``) has ``"suite": {"requests":
+K, "digest": "sha256:..."}`` in its header instead of ``request``, then the K requests, one
+compact record a line, before any sample; each sample names its ``request_id``: there, "an
+index" is a (request id, index) pair. The digest is the SHA-256 of those K lines, so a
+resume recognises its suite without reading them, and names the first request that
+differs when it is not. The header stays the same size whatever K is.
+
+    {"record": "header", "format": "llmvariance.run/2", "suite": {"requests": 2, ...}, ...}
+    {"record": "request", "id": "q1", "request": {"kind": "chat", "model": "m", ...}}
+    {"record": "request", "id": "q2", "request": {...}}
+    {"record": "sample", "request_id": "q1", "index": 0, "text": "...", ...}
+
+Files of format ``llmvariance.run/1`` (a suite's requests were a list in the header) are
+still read and resumed. A header is a JSON object: a later version adds keys to it and
+raises the format's number only when an older reader would misread the file.
 """
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import os
 import re
 import time
@@ -43,9 +57,14 @@ try:
 except ImportError:  # pragma: no cover - Windows: no advisory lock
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["FORMAT", "RunContents", "RunFile", "Suite", "read_run"]
+__all__ = ["FORMAT", "FORMATS", "SUITE_FORMAT", "RunContents", "RunFile", "Suite", "read_run"]
 
 FORMAT = "llmvariance.run/1"
+"""What a one-request run file is written as."""
+SUITE_FORMAT = "llmvariance.run/2"
+"""What a suite's run file is written as: its requests are records after the header."""
+FORMATS = (FORMAT, SUITE_FORMAT)
+"""The formats this version reads and resumes."""
 
 Suite = Sequence[tuple[str, Request]]
 """The requests of a suite, each with its id, in order."""
@@ -71,10 +90,26 @@ def _request_from(record: dict[str, Any]) -> Request:
 
 
 def _header_requests(request: Request | Suite) -> dict[str, Any]:
-    """The header's ``request`` of one request, or ``suite`` of a suite's."""
+    """The header's ``request`` of one request, or ``suite`` of a suite's (format 1)."""
     if isinstance(request, Sequence):
         return {"suite": [{"id": rid, "request": _request_record(r)} for rid, r in request]}
     return {"request": _request_record(request)}
+
+
+def _suite_lines(suite: Suite) -> Iterator[bytes]:
+    """A suite's request records, one compact JSON line each (fields left at None
+    omitted), made one at a time."""
+    for rid, request in suite:
+        kind = next(k for k, t in _KINDS.items() if isinstance(request, t))
+        yield orjson.dumps({"record": "request", "id": rid, "request": {
+            "kind": kind, **request.model_dump(mode="json", exclude_none=True)}}) + b"\n"
+
+
+def _suite_digest(suite: Suite) -> str:
+    digest = hashlib.sha256()
+    for line in _suite_lines(suite):
+        digest.update(line)
+    return f"sha256:{digest.hexdigest()}"
 
 
 class RunContents:
@@ -84,15 +119,18 @@ class RunContents:
     streams the samples from the file one at a time; ``samples`` loads them all.
     """
 
-    __slots__ = ("_last", "cut_line", "good_bytes", "header", "max_n", "path", "suite_ids")
+    __slots__ = ("_last", "_requests_at", "cut_line", "good_bytes", "header", "max_n", "path",
+                 "suite_ids")
 
     def __init__(self, path: Path, header: dict[str, Any], last: _LastRecords,
                  good_bytes: int, cut_line: bool, max_n: int,
-                 suite_ids: list[str] | None = None) -> None:
+                 suite_ids: list[str] | None = None, requests_at: int | None = None) -> None:
         self.path = path
         self.header = header
         self.suite_ids = suite_ids
         """A suite's request ids in order; None for a run of one request."""
+        self._requests_at = requests_at
+        """Where a format 2 suite's request records start (None: they are in the header)."""
         self._last = last
         self.good_bytes = good_bytes
         """Length of the file up to the end of its last complete line."""
@@ -114,8 +152,26 @@ class RunContents:
         """A suite's requests with their ids (a one-request run: ``[("", request)]``)."""
         if self.suite_ids is None:
             return [("", self.request)]
-        return [(entry["id"], _request_from(entry["request"]))
-                for entry in self.header["suite"]]
+        return [(rid, _request_from(fields)) for rid, fields in self.request_records()]
+
+    def request_records(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        """A suite's requests as stored (id, fields with ``kind``), read one at a time."""
+        if self._requests_at is None:
+            for entry in self.header.get("suite") or ():
+                yield entry["id"], entry["request"]
+            return
+        for line in self._request_lines():
+            record = orjson.loads(line)
+            yield record["id"], record["request"]
+
+    def _request_lines(self) -> Iterator[bytes]:
+        """A format 2 suite's request lines, exactly as written."""
+        assert self._requests_at is not None
+        assert self.suite_ids is not None
+        with self.path.open("rb") as handle:
+            handle.seek(self._requests_at)
+            for _ in self.suite_ids:
+                yield handle.readline()
 
     @property
     def n(self) -> int | None:
@@ -237,18 +293,30 @@ def read_run(path: str | os.PathLike[str]) -> RunContents:
         if header.get("record") != "header":
             raise ConfigError("output", f"{path} is not an llmvariance run file "
                               "(no header on line 1)")
-        if header.get("format") != FORMAT:
+        if header.get("format") not in FORMATS:
             raise ConfigError("output", f"{path} has format {header.get('format')!r}; "
-                              f"this version reads {FORMAT!r}")
-        suite_ids, positions = _suite_positions(header, path)
+                              f"this version reads {' and '.join(map(repr, FORMATS))}")
+        offset = len(first)
+        requests_at = None
+        suite_ids: list[str] | None
+        positions: dict[Any, int] | None
+        if isinstance(header.get("suite"), dict):
+            requests_at = offset
+            suite_ids, positions, offset = _suite_records(header, handle, offset, path)
+        else:
+            suite_ids, positions = _suite_positions(header, path)
         k = len(suite_ids) if suite_ids is not None else 1
         last = _LastRecords()
         first_n = header.get("n")
         max_n = first_n if isinstance(first_n, int) else 0
-        offset = len(first)
-        for number, line in enumerate(handle, 2):
+
+        def contents(good: int, cut: bool) -> RunContents:
+            return RunContents(path, header, last, good, cut, max_n, suite_ids, requests_at)
+
+        start = 2 + (len(suite_ids) if requests_at is not None and suite_ids else 0)
+        for number, line in enumerate(handle, start):
             if not line.endswith(b"\n"):  # cut by a crash while writing
-                return RunContents(path, header, last, offset, True, max_n, suite_ids)
+                return contents(offset, True)
             try:
                 record = _as_record(orjson.loads(line), path, number)
             except orjson.JSONDecodeError:
@@ -256,7 +324,7 @@ def read_run(path: str | os.PathLike[str]) -> RunContents:
                     raise ConfigError("output", f"{path}:{number} is not a JSON record; the "
                                       "file is damaged beyond a cut last line") from None
                 # the last line: a cut record that a stray newline completed
-                return RunContents(path, header, last, offset, True, max_n, suite_ids)
+                return contents(offset, True)
             kind = record.get("record")
             if kind == "sample":
                 index = record.get("index")
@@ -274,7 +342,43 @@ def read_run(path: str | os.PathLike[str]) -> RunContents:
             elif kind == "resume" and isinstance(record.get("n"), int):
                 max_n = max(max_n, record["n"])
             offset += len(line)
-    return RunContents(path, header, last, offset, False, max_n, suite_ids)
+    return contents(offset, False)
+
+
+_REQUEST_ID = re.compile(rb'^\{"record":"request","id":("(?:[^"\\]|\\.)*")')
+"""The id at the start of a request record as this library writes it (read without
+parsing the request)."""
+
+
+def _suite_records(header: dict[str, Any], handle: IO[bytes], offset: int, path: Path
+                   ) -> tuple[list[str], dict[Any, int], int]:
+    """A format 2 suite's ids in order, each id's position, and where its records end."""
+    count = header["suite"].get("requests")
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ConfigError("output", f"{path}: the header's suite is damaged")
+    ids: list[str] = []
+    positions: dict[Any, int] = {}
+    for number in range(2, count + 2):
+        line = handle.readline()
+        if not line.endswith(b"\n"):
+            raise ConfigError("output", f"{path} holds {number - 2} of its suite's {count} "
+                              "requests (cut while it was created?); delete it to start over")
+        found = _REQUEST_ID.match(line)
+        rid = orjson.loads(found.group(1)) if found else None
+        if rid is None:
+            try:
+                record = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                record = None
+            if isinstance(record, dict) and record.get("record") == "request":
+                rid = record.get("id")
+        if not isinstance(rid, str) or rid in positions:
+            raise ConfigError("output", f"{path}:{number}: not a request record of a unique "
+                              "id; the file is damaged")
+        positions[rid] = len(ids)
+        ids.append(rid)
+        offset += len(line)
+    return ids, positions, offset
 
 
 def _suite_positions(header: dict[str, Any], path: Path
@@ -330,16 +434,28 @@ class RunFile:
         handle = cls._lock(os.fdopen(fd, "r+b"), path)
         try:
             contents = read_run(path) if os.fstat(fd).st_size else None
+            suite = request if isinstance(request, Sequence) else None
+            if suite is not None:  # its requests: records after the header, hashed there
+                requests: dict[str, Any] = {"suite": {"requests": len(suite),
+                                                      "digest": _suite_digest(suite)}}
+            else:
+                requests = _header_requests(request)
             if contents is None:
                 run = cls(path, handle)
                 run._write({
-                    "record": "header", "format": FORMAT, "library_version": version,
-                    "started_at": _now(), "n": n, **_header_requests(request),
+                    "record": "header", "format": FORMAT if suite is None else SUITE_FORMAT,
+                    "library_version": version, "started_at": _now(), "n": n, **requests,
                     "endpoint": {"base_url": endpoint.base_url, "name": endpoint.label,
                                  "header_names": sorted(endpoint.headers)},
-                })
+                }, flush=suite is None)
+                if suite is not None:
+                    run._handle.writelines(_suite_lines(suite))
+                    run._handle.flush()
                 return run, None
-            _check_same_request(path, contents, request)
+            if isinstance(request, Sequence):
+                _check_same_suite(path, contents, request, requests["suite"])
+            else:
+                _check_same_request(path, contents, request)
             if contents.endpoint_url != endpoint.base_url and not allow_endpoint_change:
                 raise ConfigError("output", f"{path} holds samples from "
                                   f"{contents.endpoint_url}, not {endpoint.base_url}; mixing "
@@ -363,7 +479,7 @@ class RunFile:
                                   ) from None
         return handle
 
-    def _write(self, record: dict[str, Any]) -> None:
+    def _write(self, record: dict[str, Any], *, flush: bool = True) -> None:
         if self._pending is not None:
             good_bytes, marker = self._pending
             self._pending = None
@@ -371,7 +487,8 @@ class RunFile:
             self._handle.seek(good_bytes)
             self._write(marker)
         self._handle.write(orjson.dumps(record) + b"\n")
-        self._handle.flush()  # in the OS's hands now: a killed process loses nothing
+        if flush:
+            self._handle.flush()  # in the OS's hands now: a killed process loses nothing
 
     def write(self, sample: Sample) -> None:
         """Append one finished sample."""
@@ -383,19 +500,50 @@ class RunFile:
             self._handle.close()
 
 
-def _check_same_request(path: Path, contents: RunContents, request: Request | Suite
-                        ) -> None:
-    wanted = _header_requests(request)
-    if ("suite" in wanted) != ("suite" in contents.header):
-        what = "a suite" if "suite" in wanted else "one request"
-        raise ConfigError("output", f"{path} was not written for {what}; choose another "
+def _check_same_suite(path: Path, contents: RunContents, suite: Suite,
+                      wanted: dict[str, Any]) -> None:
+    """Refuse to resume a file of another suite, naming the first request that differs."""
+    if contents.suite_ids is None:
+        raise ConfigError("output", f"{path} was not written for a suite; choose another "
                           "output file")
-    if "suite" in wanted:
-        if contents.header["suite"] != wanted["suite"]:
-            raise ConfigError("output", f"{path} was written for a different suite (its "
-                              "requests or ids differ); resume with the same suite or choose "
-                              "another output file")
-        return
+    if contents._requests_at is not None:
+        if contents.header["suite"].get("digest") == wanted["digest"]:
+            return
+        stored: Iterator[tuple[str, bytes]] = zip(contents.suite_ids,
+                                                   contents._request_lines(), strict=True)
+        given: Iterator[tuple[str, bytes]] = zip((rid for rid, _ in suite),
+                                                  _suite_lines(suite), strict=True)
+    else:  # format 1: the requests are a list in the header
+        records = _header_requests(suite)["suite"]
+        if contents.header["suite"] == records:
+            return
+        stored = ((e.get("id"), orjson.dumps(e, option=orjson.OPT_SORT_KEYS))
+                  for e in contents.header["suite"])
+        given = ((e["id"], orjson.dumps(e, option=orjson.OPT_SORT_KEYS)) for e in records)
+    for position, (old, new) in enumerate(itertools.zip_longest(stored, given)):
+        if old != new:
+            raise ConfigError("output", f"{path} was written for a different suite: "
+                              f"{_difference(position, old, new)}; resume with the same "
+                              "suite or choose another output file")
+
+
+def _difference(position: int, old: tuple[str, bytes] | None,
+                new: tuple[str, bytes] | None) -> str:
+    """The first request where two suites differ, in words."""
+    where = f"request {position + 1}"
+    if old is None or new is None:
+        only, rid = ("this suite", new[0]) if old is None else ("the file", old[0])  # type: ignore[index]
+        return f"{where} ({rid!r}) is only in {only}"
+    if old[0] != new[0]:
+        return f"{where} is {old[0]!r} in the file and {new[0]!r} here"
+    return f"{where} ({old[0]!r}) differs"
+
+
+def _check_same_request(path: Path, contents: RunContents, request: Request) -> None:
+    if contents.suite_ids is not None:
+        raise ConfigError("output", f"{path} was not written for one request; choose "
+                          "another output file")
+    wanted: Any = _header_requests(request)
     stored = contents.header.get("request", {})
     wanted = wanted["request"]
     if stored != wanted:

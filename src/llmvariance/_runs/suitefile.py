@@ -18,14 +18,19 @@ content-part lists, prompt lists and other shapes the request types cannot carry
 
 Errors are ``SuiteFileError`` (a ``ConfigError``): ``suite.jsonl:3: body.temperature:
 Input should be less than or equal to 2``. They never repeat a body's values.
+
+A file is read one line at a time, none longer than ``MAX_LINE_BYTES`` (a request file:
+its whole body), so memory follows the requests, not the file: ``/dev/zero`` or a binary
+file is refused after one such line. A UTF-8 byte order mark at the start (Windows
+editors write one) is skipped.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
-from typing import Any, Literal, NamedTuple
+from collections.abc import Iterator, Mapping
+from typing import Any, BinaryIO, Literal, NamedTuple
 
 import orjson
 from pydantic import ValidationError
@@ -33,8 +38,12 @@ from pydantic import ValidationError
 from .._errors import ConfigError, LLMVarianceError
 from .._request import ChatRequest, CompletionRequest, MessagesRequest, Request, ResponsesRequest
 
-__all__ = ["API", "URLS", "SuiteFileError", "SuiteRequest", "detect_api", "read_request",
-           "read_suite", "request_from_body"]
+__all__ = ["API", "MAX_LINE_BYTES", "URLS", "SuiteFileError", "SuiteRequest", "detect_api",
+           "read_request", "read_suite", "request_from_body"]
+
+MAX_LINE_BYTES = 64 * 2**20
+"""The longest line (one request) a suite file may have: 64 MiB, far past any context."""
+_BOM = b"\xef\xbb\xbf"
 
 API = Literal["chat", "completions", "messages", "responses"]
 URLS: dict[str, API] = {"/v1/chat/completions": "chat", "/v1/completions": "completions",
@@ -101,7 +110,12 @@ def read_request(path: str | os.PathLike[str], *, api: API | None = None,
     """The request in a JSON file holding one body, or one Batch record (whose url then
     decides the API). Raises ``SuiteFileError``."""
     name = os.fspath(path)
-    record = _as_object(_parse(_read(name), name, None), name, None)
+    with _open(name) as handle:
+        raw = handle.read(MAX_LINE_BYTES + 1)
+    if len(raw) > MAX_LINE_BYTES:
+        raise SuiteFileError(name, None, "", f"larger than {MAX_LINE_BYTES >> 20} MiB: not "
+                             "a request body")
+    record = _as_object(_parse(raw.removeprefix(_BOM), name, None), name, None)
     try:
         if "body" in record:
             return _batch_record(record, api, model, stream)[1]
@@ -122,7 +136,7 @@ def read_suite(path: str | os.PathLike[str], *, api: API | None = None,
     suite: list[SuiteRequest] = []
     first_line: dict[str, int] = {}
     batch: bool | None = None
-    for number, raw in enumerate(_read(name).splitlines(), 1):
+    for number, raw in _lines(name):
         if not raw.strip():
             continue
         record = _as_object(_parse(raw, name, number), name, number)
@@ -152,12 +166,31 @@ def read_suite(path: str | os.PathLike[str], *, api: API | None = None,
 
 # -- one record ---------------------------------------------------------------------------
 
-def _read(name: str) -> bytes:
+def _open(name: str) -> BinaryIO:
     try:
-        with open(name, "rb") as handle:
-            return handle.read()
+        return open(name, "rb")
     except OSError as exc:
         raise SuiteFileError(name, None, "", f"cannot read the file: {exc.strerror}") from None
+
+
+def _lines(name: str) -> Iterator[tuple[int, bytes]]:
+    """(1-based number, line) of a file, one line in memory at a time, the BOM dropped."""
+    with _open(name) as handle:
+        number = 0
+        while True:
+            try:
+                line = handle.readline(MAX_LINE_BYTES + 1)
+            except OSError as exc:
+                raise SuiteFileError(name, number + 1, "", f"cannot read the file: "
+                                     f"{exc.strerror}") from None
+            if not line:
+                return
+            number += 1
+            if len(line) > MAX_LINE_BYTES:
+                raise SuiteFileError(name, number, "", f"longer than {MAX_LINE_BYTES >> 20} "
+                                     "MiB: not a suite file of JSON lines")
+            line = line.removesuffix(b"\n").removesuffix(b"\r")
+            yield number, line.removeprefix(_BOM) if number == 1 else line
 
 
 def _parse(raw: bytes, name: str, line: int | None) -> Any:
