@@ -196,12 +196,16 @@ class ServerProcess:
         deadline = time.monotonic() + self._startup_timeout_s
         try:
             with log:
-                process = await asyncio.create_subprocess_exec(
-                    sys.executable, "-I", str(_REAPER), str(os.getpid()),
-                    repr(float(self._stop_grace_s)), "--", *command.argv,
-                    stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                    stderr=log, env={**os.environ, **command.env},
-                    start_new_session=True)  # a terminal's Ctrl-C reaches us; we stop it
+                try:
+                    process = await asyncio.create_subprocess_exec(
+                        sys.executable, "-I", str(_REAPER), str(os.getpid()),
+                        repr(float(self._stop_grace_s)), "--", *command.argv,
+                        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                        stderr=log, env={**os.environ, **command.env},
+                        start_new_session=True)  # a terminal's Ctrl-C reaches us; we stop it
+                except OSError as exc:
+                    raise EngineError(f"{self.name}: cannot start its watchdog "
+                                      f"({sys.executable}): {exc.strerror or exc}") from None
             await self._started(process, command)
             self.port = port
             root = f"http://127.0.0.1:{port}"
