@@ -36,6 +36,8 @@ __all__ = ["EngineCommand", "ServerProcess", "free_port"]
 
 _LOG_TAIL_LINES = 25
 _REAPER = Path(__file__).with_name("_reaper.py")
+_STOPPED = (0, -signal.SIGTERM, -signal.SIGKILL, 128 + signal.SIGTERM, 128 + signal.SIGKILL)
+"""What a server stopped by its signals exits with."""
 _HEALTH_REQUEST_S = 5.0
 """The longest one health request may take (never past the startup deadline)."""
 
@@ -95,7 +97,7 @@ def _holds_socket(pids: Sequence[int], inodes: set[int]) -> bool:
 class _Tree:
     """The watchdog process and what it has said about the server's tree."""
 
-    __slots__ = ("_reader", "died_first", "leader", "leader_code", "process", "stop_sent")
+    __slots__ = ("_reader", "died_first", "leader", "leader_code", "process", "stopping")
 
     def __init__(self, process: asyncio.subprocess.Process, leader: int) -> None:
         self.process = process
@@ -103,7 +105,8 @@ class _Tree:
         self.leader_code: int | None = None
         self.died_first = False
         """The server's first process exited by itself (before we asked it to stop)."""
-        self.stop_sent = False
+        self.stopping = False
+        """The watchdog has said it is stopping the tree."""
         self._reader = asyncio.ensure_future(self._read())
 
     async def _read(self) -> None:
@@ -111,10 +114,12 @@ class _Tree:
         async for line in self.process.stdout:
             word, _, value = line.decode("ascii", "replace").strip().partition(" ")
             if word == "exit":
-                self.leader_code = int(value)
-                self.died_first = not self.stop_sent
+                self.leader_code = code = int(value)
+                # before the watchdog began to stop it, or after, with a code no stop
+                # gives (it died as the stop was being asked for)
+                self.died_first = not self.stopping or code not in _STOPPED
             elif word == "stopping":
-                self.stop_sent = True
+                self.stopping = True
 
     @property
     def gone(self) -> bool:
@@ -129,7 +134,6 @@ class _Tree:
         """Stop every process of the tree and wait until none is left."""
         process = self.process
         if process.returncode is None:
-            self.stop_sent = True
             with contextlib.suppress(OSError):  # an exited watchdog closed its end
                 assert process.stdin is not None
                 process.stdin.write(b"stop\n")
