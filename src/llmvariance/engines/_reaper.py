@@ -173,11 +173,13 @@ class _Watchdog:
             self.stop_asked = True
 
     def signal_tree(self, signum: int) -> None:
-        me = os.getpid()
-        for pid in descendants(me):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signum)
-        if self.leader:  # all of it where there is no /proc
+        """``signum`` to every descendant, once each: a second SIGTERM is "terminate
+        now" to some servers (llama.cpp exits 1, skipping its cleanup)."""
+        if os.path.isdir("/proc"):
+            for pid in descendants(os.getpid()):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signum)
+        elif self.leader:  # no /proc: the server's process group is all we can reach
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.leader, signum)
 
