@@ -25,6 +25,7 @@ from ._client.ratelimit import RateLimit
 from ._client.retry import RetryPolicy
 from ._client.transport import DEFAULT_MAX_RESPONSE_BYTES, Timeouts, Transport
 from ._errors import ConfigError
+from ._kept import KeptSamples
 from ._progress import Progress
 from ._request import Request
 from ._runs.runfile import RunContents, RunFile
@@ -44,8 +45,8 @@ class SuiteEntry(BaseModel):
 
     id: str
     request: Request
-    samples: list[Sample]
-    """Empty with ``keep_samples=False``."""
+    samples: KeptSamples
+    """Reads as a list of ``Sample`` (held in columns); empty with ``keep_samples=False``."""
     report: VarianceReport
 
 
@@ -145,14 +146,14 @@ class _Tracks:
 
     __slots__ = ("collector", "samples", "tally")
 
-    def __init__(self, comparison: Comparison) -> None:
+    def __init__(self, comparison: Comparison, keep: int = 0) -> None:
         self.collector = VarianceCollector()
         self.tally: OutputTally = comparison.tally()
-        self.samples: dict[int, Sample] = {}
+        self.samples = KeptSamples(keep)
 
     def add(self, sample: Sample, keep: bool) -> None:
         if keep:
-            self.samples[sample.index] = sample
+            self.samples.put(sample.index, sample)
         self.collector.add(sample)
         self.tally.update((sample,))
 
@@ -160,7 +161,8 @@ class _Tracks:
 async def _run_suite(pool: ClientPool, suite: Sequence[tuple[str, Request]], n: int,
                      workers: int, options: _Options, comparison: Comparison) -> SuiteResult:
     calls = [pool.prepare(request, request_id=rid) for rid, request in suite]
-    tracks = {rid: _Tracks(comparison) for rid, _ in suite}
+    keep = n if options.keep_samples else 0
+    tracks = {rid: _Tracks(comparison, keep) for rid, _ in suite}
     skip: set[tuple[str, int]] = set()
     run_file: RunFile | None = None
     if options.output is not None:
@@ -187,8 +189,8 @@ async def _run_suite(pool: ClientPool, suite: Sequence[tuple[str, Request]], n: 
     entries = []
     for rid, request in suite:
         track = tracks[rid]
-        samples = [track.samples[i] for i in range(n)] if options.keep_samples else []
-        entries.append(SuiteEntry(id=rid, request=request, samples=samples,
+        assert track.samples.complete, "every (request, index) ends as a sample"
+        entries.append(SuiteEntry(id=rid, request=request, samples=track.samples,
                                   report=track.collector.report()))
     report = suite_report(((e.id, e.report, tracks[e.id].tally) for e in entries), n=n)
     return SuiteResult(endpoint=pool.endpoint.label, n=n, entries=entries, report=report,
