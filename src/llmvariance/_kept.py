@@ -255,7 +255,7 @@ def _floats(values: list[float | None]) -> bytes | list[float | None]:
 
 def _split(text: str, lengths: bytes) -> list[str]:
     ends = np.cumsum(np.frombuffer(lengths, dtype=np.int32)).tolist()
-    return [text[a:b] for a, b in zip([0, *ends[:-1]], ends, strict=True)]
+    return [text[a:b] for a, b in zip([0, *ends][:len(ends)], ends, strict=True)]
 
 
 def _unpack(packed: _Packed, text: str | None

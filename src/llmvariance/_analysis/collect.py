@@ -9,7 +9,6 @@ exactly.
 from __future__ import annotations
 
 import copy
-import heapq
 import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -394,7 +393,9 @@ class VarianceCollector:
         n_failed = sum(self._failures.values())
         unique = len(texts)
         provider = distinct.provider
-        mode_index = min(range(unique), key=lambda i: (-counts[i], texts[i]), default=None)
+        # texts are sorted, so the first of the largest counts is the smallest text
+        by_count = np.argsort(-np.asarray(counts, dtype=np.int64), kind="stable")
+        mode_index = int(by_count[0]) if unique else None
         shape = distinct.metrics(mode_index)
 
         noise_mean = noise_max = None
@@ -409,7 +410,7 @@ class VarianceCollector:
             entropy_ci = _interval(counts, m.entropy_rows, bootstrap, seed, level)
             agreement_ci = _interval(counts, m.agreement_rows, bootstrap, seed, level)
 
-        top = heapq.nsmallest(_TOP_OUTPUTS, range(unique), key=lambda i: (-counts[i], texts[i]))
+        top = by_count[:_TOP_OUTPUTS].tolist()
         return VarianceReport(
             n_samples=n_ok + n_failed,
             n_ok=n_ok,
@@ -443,8 +444,8 @@ class VarianceCollector:
                          for i in top],
             entropy_bits_ci=entropy_ci,
             agreement_rate_ci=agreement_ci,
-            latency=_latency_stats(_combined(outputs[t].latency for t in texts)),
-            ttft=_latency_stats(_combined(outputs[t].ttft for t in texts)),
+            latency=_latency_stats(_combined(distinct.latencies)),
+            ttft=_latency_stats(_combined(distinct.ttfts)),
             by_fingerprint=groups.get("fingerprint", {}),
             by_endpoint=groups.get("endpoint", {}),
             by_condition=groups.get("condition", {}),
@@ -460,8 +461,11 @@ class VarianceCollector:
         entries = [outputs[t] for t in texts]
         provider = self._provider_tokens and bool(entries) and all(
             e.tokens is not None for e in entries)
-        return DistinctOutputs(texts, [e.count for e in entries], provider,
-                               [e.tokens for e in entries], [e.margins for e in entries])
+        distinct = DistinctOutputs(texts, [e.count for e in entries], provider,
+                                   [e.tokens for e in entries], [e.margins for e in entries])
+        distinct.latencies = [e.latency for e in entries if e.latency is not None]
+        distinct.ttfts = [e.ttft for e in entries if e.ttft is not None]
+        return distinct
 
     @property
     def n_ok(self) -> int:

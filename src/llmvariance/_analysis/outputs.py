@@ -11,12 +11,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import pairwise
 
 import numpy as np
 import numpy.typing as npt
 
 from . import metrics as m
+from .latency import LatencySketch
 from .report import DivergenceStats, HistogramBin
 from .rows import TokenRows
 from .tree.build import Margins, SortedRows, build_tree
@@ -46,15 +46,19 @@ class DistinctOutputs:
     """The distinct outputs in canonical order (``texts`` sorted) with their counts, as
     token rows: the provider's tokens when ``provider``, else words."""
 
-    __slots__ = ("counts", "margins", "provider", "rows", "sorted", "texts", "tokens")
+    __slots__ = ("counts", "latencies", "margins", "provider", "rows", "sorted", "texts",
+                 "tokens", "ttfts")
 
     def __init__(self, texts: Sequence[str], counts: Sequence[int], provider: bool,
                  tokens: Sequence[list[str] | None], margins: Sequence[MarginSums | None]
                  ) -> None:
         self.texts, self.counts, self.provider = texts, counts, provider
         self.tokens, self.margins = tokens, margins
-        self.rows = (TokenRows.from_tokens([t or [] for t in tokens]) if provider
-                     else TokenRows.from_words(texts))
+        self.latencies: list[LatencySketch] = []
+        """The outputs' latency sketches (those that have one), for the caller to combine."""
+        self.ttfts: list[LatencySketch] = []
+        self.rows = (TokenRows.from_tokens([t or [] for t in tokens], counts) if provider
+                     else TokenRows.from_words(texts, counts))
         self.sorted = SortedRows(self.rows, texts)
 
     def _tokens_of(self, row: int) -> Sequence[str]:
@@ -63,18 +67,18 @@ class DistinctOutputs:
         return m.word_tokens(self.texts[row])
 
     def _flat_margins(self) -> Margins | None:
-        """The margins laid out like ``rows.keys`` (provider tokens only)."""
+        """The margins of every row, one after another (provider tokens only)."""
         if not self.provider or all(sums is None for sums in self.margins):
             return None
-        total = np.zeros(self.rows.keys.size, dtype=np.int64)
-        samples = np.zeros(self.rows.keys.size, dtype=np.int64)
-        starts = self.rows.starts
+        starts = np.concatenate(([0], np.cumsum(self.rows.lengths))).astype(np.int64)
+        total = np.zeros(int(starts[-1]), dtype=np.int64)
+        samples = np.zeros(int(starts[-1]), dtype=np.int64)
         for row, sums in enumerate(self.margins):
             if sums is not None:
                 start = int(starts[row])
                 total[start: start + sums[0].size] = sums[0]
                 samples[start: start + sums[1].size] = sums[1]
-        return Margins(total, samples)
+        return Margins(total, samples, starts)
 
     def tree(self, min_count: int | None, max_leaves: int) -> DivergenceTree:
         return build_tree(self.sorted, self.counts, self.provider, self._tokens_of,
@@ -99,7 +103,7 @@ class DistinctOutputs:
             if self.provider and sums is not None and prefix_tokens < sums[0].size:
                 had = int(sums[1][prefix_tokens])
                 margin = int(sums[0][prefix_tokens]) / MARGIN_SCALE / had if had else None
-        lengths = rows.lengths()
+        lengths = rows.lengths
         n_ok = sum(counts)
         length_mean = length_std = None
         if n_ok:
@@ -117,17 +121,17 @@ class DistinctOutputs:
             common_prefix_chars=prefix_chars, common_prefix_tokens=prefix_tokens,
             divergence_from_mode_chars=div_chars, divergence_from_mode_tokens=div_tokens,
             divergence_margin=margin,
-            per_position_entropy=rows.per_position_entropy(counts),
+            per_position_entropy=rows.per_position_entropy(),
             length_mean_tokens=length_mean, length_std_tokens=length_std)
 
 
 def _char_prefix(a: str, b: str) -> int:
-    """``pair_prefix_length`` for strings that usually part early: galloping slices."""
+    """``pair_prefix_length`` for strings: galloping then bisecting slices."""
     limit = min(len(a), len(b))
-    k = 8
+    k = 32
     while k < limit and a[:k] == b[:k]:
         k *= 2
-    lo, hi = k // 2 if k > 8 else 0, min(k, limit)
+    lo, hi = k // 2 if k > 32 else 0, min(k, limit)
     if a[:hi] == b[:hi]:
         return hi
     hi -= 1
@@ -140,9 +144,23 @@ def _char_prefix(a: str, b: str) -> int:
     return lo
 
 
+_HEAD = 64
+"""Characters of each text compared at once, in numpy, before any slicing in Python."""
+
+
 def _adjacent_char_prefixes(texts: Sequence[str]) -> IntArray:
-    return np.fromiter((_char_prefix(a, b) for a, b in pairwise(texts)),
-                       dtype=np.int64, count=len(texts) - 1)
+    """The common prefix (characters) of each pair of neighbours: their first ``_HEAD``
+    characters compared as arrays, and only pairs agreeing on all of them in Python."""
+    heads = "".join(t[:_HEAD].ljust(_HEAD, "\0") for t in texts)
+    codes = np.frombuffer(heads.encode("utf-32-le"), dtype=np.uint32).reshape(-1, _HEAD)
+    lengths = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
+    limit = np.minimum(lengths[:-1], lengths[1:])
+    differ = codes[:-1] != codes[1:]
+    first = np.where(differ.any(axis=1), differ.argmax(axis=1), _HEAD)
+    out = np.minimum(first, limit)
+    for p in np.flatnonzero((first == _HEAD) & (limit > _HEAD)).tolist():
+        out[p] = _char_prefix(texts[p], texts[p + 1])
+    return out
 
 
 def _range_min_from(adjacent: IntArray, p: int, own: int) -> IntArray:

@@ -30,11 +30,12 @@ IntArray = npt.NDArray[np.int64]
 
 @dataclass(frozen=True, slots=True)
 class Margins:
-    """Per token of every row (aligned with ``TokenRows.keys``): the summed fixed-point
-    top-1 minus top-2 margins of its samples, and how many samples had one there."""
+    """Per token of every row (row i at ``starts[i]``): the summed fixed-point top-1
+    minus top-2 margins of its samples, and how many samples had one there."""
 
     total: IntArray
     samples: IntArray
+    starts: IntArray
 
 
 class SortedRows:
@@ -56,14 +57,14 @@ class SortedRows:
         """Tokens shared by every row (all of them when there is one row)."""
         if self.adjacent.size:
             return int(self.adjacent.min())
-        return int(self.rows.lengths()[0]) if self.rows.count else 0
+        return int(self.rows.lengths[0]) if self.rows.count else 0
 
     def prefix_with(self, row: int) -> IntArray:
         """Per row, its common prefix with ``row`` (tokens): a range minimum over neighbours."""
         p = int(self.position[row])
         adjacent = self.adjacent
         by_position = np.empty(self.order.size, dtype=np.int64)
-        by_position[p] = self.rows.lengths()[row]
+        by_position[p] = self.rows.lengths[row]
         if p:
             by_position[:p] = np.minimum.accumulate(adjacent[:p][::-1])[::-1]
         if p + 1 < by_position.size:
@@ -98,7 +99,7 @@ class _Builder:
         self.tokenization = tokenization
         self.tokens_of = tokens_of
         self.margins = margins
-        lengths = self.rows.lengths()[self.order]
+        lengths = self.rows.lengths[self.order]
         adjacent = sorted_rows.adjacent
         # neighbours with equal sequences are one group (one leaf, several outputs)
         same = (adjacent == lengths[:-1]) & (adjacent == lengths[1:])
@@ -253,8 +254,8 @@ class _Builder:
         if self.margins is None:
             return None
         rows = self.order[self.group_first[low]: self.group_end[high]]
-        reach = rows[self.rows.lengths()[rows] > at]
-        where = self.rows.starts[reach] + at
+        reach = rows[self.rows.lengths[rows] > at]
+        where = self.margins.starts[reach] + at
         samples = int(self.margins.samples[where].sum())
         if not samples:
             return None
