@@ -54,7 +54,7 @@ def test_a_sample_set_pickles_dumps_and_validates_with_its_kept_samples() -> Non
         {"role": "user", "content": "x"}]), endpoint="e", samples=samples,
         report=lv.analyze(samples))
     assert isinstance(result.samples, lv.KeptSamples) and result.samples == samples
-    assert pickle.loads(pickle.dumps(result)) == result
+    assert pickle.loads(pickle.dumps(result)) == result  # noqa: S301 - our own bytes
     dumped = orjson.loads(result.model_dump_json())
     assert dumped["samples"] == [orjson.loads(s.model_dump_json()) for s in samples]
     assert lv.SampleSet.model_validate_json(result.model_dump_json()) == result

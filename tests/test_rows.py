@@ -35,7 +35,7 @@ def test_word_rows_are_word_tokens(texts: list[str], rnd: random.Random) -> None
     assert np.allclose(rows.per_position_entropy(),
                        per_position_entropy(id_rows(tokens), weights), atol=1e-12)
     # keys are equal exactly where tokens are: the whole rows, re-keyed, agree
-    keys, starts = rows.full(np.arange(len(texts), dtype=np.int64))
+    keys, _ = rows.full(np.arange(len(texts), dtype=np.int64))
     flat = [t for row in tokens for t in row]
     assert len(set(keys.tolist())) == len(set(flat))
     assert len(set(zip(keys.tolist(), flat, strict=True))) == len(set(flat))
