@@ -44,6 +44,8 @@ def test_kept_samples_read_back_equal_field_for_field() -> None:
     assert samples[:5] == lv.KeptSamples.of(samples[:5]) == samples[:5]
     assert kept != samples[:5] and kept != "abc"
     assert samples[1] in kept and kept.index(samples[3]) == 3
+    assert kept + samples[:1] == [*samples, samples[0]] == samples + kept[:1]
+    assert lv.KeptSamples.of(samples[:2]) + lv.KeptSamples.of(samples[2:]) == samples
     with pytest.raises(IndexError):
         kept[6]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import heapq
+from array import array
 from collections.abc import Sequence
 from itertools import chain
 
@@ -21,12 +22,13 @@ IntArray = npt.NDArray[np.int64]
 
 def fixed_margins(top: Sequence[dict[str, float]]) -> IntArray:
     """Top-1 minus top-2 logprob per position in units of 2**-32 nat; -1 where missing."""
-    width = len(top[0]) if top else 0
-    if width < 2 or any(len(alternatives) != width for alternatives in top):
+    widths = set(map(len, top))
+    if len(widths) != 1 or min(widths) < 2:
         return fixed_margins_ragged(top)
-    # the usual case, as many alternatives at every position: one numpy pass
-    values = np.fromiter(chain.from_iterable(a.values() for a in top), dtype=np.float64,
-                         count=width * len(top)).reshape(len(top), width)
+    # the usual case, as many alternatives at every position: one numpy pass (the values
+    # gathered in C: ``np.fromiter`` would call back into Python for each)
+    flat = array("d", list(chain.from_iterable(map(dict.values, top))))
+    values = np.frombuffer(flat, dtype=np.float64).reshape(len(top), widths.pop())
     best = np.partition(values, -2, axis=1)[:, -2:]
     with np.errstate(invalid="ignore"):  # -inf minus -inf: no margin
         margins = np.rint(np.minimum(best[:, 1] - best[:, 0], MARGIN_CAP) * MARGIN_SCALE)
