@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import random
+from unittest import mock
 
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from llmvariance._analysis import rows as rows_module
 from llmvariance._analysis.metrics import id_rows, per_position_entropy, word_tokens
 from llmvariance._analysis.rows import PREFIX, TokenRows
+
+# small inputs go through the pattern one text at a time: these tests need the arrays
+vectorized = mock.patch.object(rows_module, "_SMALL_CHARS", 0)
 
 # every class boundary the pattern knows, ASCII and not, short and long tokens
 ALPHABET = " \t\n\x0b\x1c_aZ9!?.-é\u00a0\u2028ü中\U0001F600"
@@ -27,7 +32,11 @@ def prefix(a: list[str], b: list[str]) -> int:
 @settings(max_examples=200, deadline=None)
 @given(texts_strategy, st.randoms(use_true_random=False))
 def test_word_rows_are_word_tokens(texts: list[str], rnd: random.Random) -> None:
-    texts = sorted(texts)
+    with vectorized:
+        check_word_rows(sorted(texts), rnd)
+
+
+def check_word_rows(texts: list[str], rnd: random.Random) -> None:
     weights = [rnd.randrange(1, 4) for _ in texts]
     rows = TokenRows.from_words(texts, weights)
     tokens = [word_tokens(t) for t in texts]
@@ -52,6 +61,20 @@ def test_word_rows_are_word_tokens(texts: list[str], rnd: random.Random) -> None
                        for k in range(i + 1, j))
 
 
+@vectorized
+def test_every_pair_of_ascii_characters_splits_as_the_pattern_does() -> None:
+    """The ASCII path finds token starts by arithmetic on the codes, not by the pattern."""
+    pairs = "".join(chr(a) + chr(b) + " " for a in range(128) for b in range(128))
+    texts = sorted({pairs[i: i + 997] for i in range(0, len(pairs), 997)})
+    rows = TokenRows.from_words(texts, [1] * len(texts))
+    assert rows.lengths.tolist() == [len(word_tokens(t)) for t in texts]
+    keys, _ = rows.full(np.arange(len(texts), dtype=np.int64))
+    flat = [t for text in texts for t in word_tokens(text)]
+    assert len(set(zip(keys.tolist(), flat, strict=True))) == len(set(flat)) == len(
+        set(keys.tolist()))
+
+
+@vectorized
 def test_rows_that_agree_past_the_kept_prefix_are_compared_in_full() -> None:
     shared = " ".join(f"w{i}" for i in range(3 * PREFIX))
     texts = sorted([shared + " end", shared + " stop", shared + " end now", shared])

@@ -211,7 +211,8 @@ def suite_report_from_runs(runs: Sequence[RunContents], *, answer: AnswerSpec | 
         for sample in contents.iter_samples():
             tracks[sample.request_id or ""].add(sample, keep=False)
     n = max(contents.max_n for contents in runs)
-    return suite_report(((rid, t.collector.report(), t.tally) for rid, t in tracks.items()),
+    return suite_report(((rid, t.collector.report(tree=False), t.tally)
+                         for rid, t in tracks.items()),
                         n=n)
 
 

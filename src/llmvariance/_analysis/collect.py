@@ -369,23 +369,27 @@ class VarianceCollector:
     # -- reporting ----------------------------------------------------------------------
 
     def report(self, *, bootstrap: int = 0, seed: int = 0, level: float = 0.95,
-               group_by: Iterable[str] = ()) -> VarianceReport:
+               group_by: Iterable[str] = (), tree: bool = True) -> VarianceReport:
         """The report of everything added so far.
 
         ``bootstrap`` > 0 adds percentile-bootstrap intervals (at ``level``) for the
         entropy and the agreement rate from that many resamples, seeded by ``seed``.
         Dimensions named in ``group_by`` get their per-group reports even when there is
-        only one group (otherwise a dimension needs two).
+        only one group (otherwise a dimension needs two). ``tree=False`` leaves out the
+        divergence tree (``report.tree`` is None), for callers that need only numbers;
+        the per-request reports of ``by_request`` never carry one (a suite may have
+        100,000 requests: each entry's own report has it).
         """
         keyed_by = {dimension: self._materialised(dimension)
                     for dimension in {*self._groups, *group_by}}
-        groups = {dimension: {key: c.report(bootstrap=bootstrap, seed=seed, level=level)
+        groups = {dimension: {key: c.report(bootstrap=bootstrap, seed=seed, level=level,
+                                            tree=tree and dimension != "request")
                               for key, c in sorted(keyed.items())}
                   for dimension, keyed in keyed_by.items()}
-        return self._report(bootstrap, seed, level, groups)
+        return self._report(bootstrap, seed, level, groups, tree)
 
     def _report(self, bootstrap: int, seed: int, level: float,
-                groups: dict[str, dict[str, VarianceReport]]) -> VarianceReport:
+                groups: dict[str, dict[str, VarianceReport]], tree: bool) -> VarianceReport:
         distinct = self._distinct()
         texts, counts = distinct.texts, distinct.counts
         outputs = self._outputs
@@ -450,7 +454,7 @@ class VarianceCollector:
             by_endpoint=groups.get("endpoint", {}),
             by_condition=groups.get("condition", {}),
             by_request=groups.get("request", {}),
-            tree=distinct.tree(None, DEFAULT_MAX_LEAVES),
+            tree=distinct.tree(None, DEFAULT_MAX_LEAVES) if tree else None,
         )
 
     def _distinct(self) -> DistinctOutputs:

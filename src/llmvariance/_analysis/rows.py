@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from .metrics import word_tokens
+
 __all__ = ["PREFIX", "TokenRows"]
 
 IntArray = npt.NDArray[np.int64]
@@ -37,6 +39,8 @@ PREFIX = 16
 """Keys kept per row for sorting and comparing; rows agreeing further are re-keyed."""
 _CHUNK_CHARS = 1 << 22
 """Texts are tokenized in groups of about this many characters, so temporaries stay small."""
+_SMALL_CHARS = 1 << 14
+"""Up to this many characters in all, texts are tokenized one by one by the pattern."""
 _WORKERS = min(2, os.cpu_count() or 1)
 """Threads tokenizing chunks of a large set of texts at once."""
 _HASHED = np.uint64(1 << 63)
@@ -53,11 +57,6 @@ def _char_class(char: str) -> int:
 
 
 _LATIN1_CLASSES = np.array([_char_class(chr(c)) for c in range(256)], dtype=np.uint8)
-_PAIR_STARTS = np.array([(a != b) and (b == 0 or a != 0)
-                         for b in _LATIN1_CLASSES.tolist() for a in _LATIN1_CLASSES.tolist()],
-                        dtype=bool)
-"""Indexed by ``previous | this << 8`` (two characters below U+0100): does a token start
-at ``this``? Yes where whitespace starts, or where a non-space run changes class."""
 
 
 def _mix(x: KeyArray) -> KeyArray:
@@ -172,6 +171,8 @@ class TokenRows:
     @classmethod
     def from_words(cls, texts: Sequence[str], weights: Sequence[int]) -> TokenRows:
         """``word_tokens`` of every text, keyed (see the module docstring)."""
+        if sum(map(len, texts)) <= _SMALL_CHARS:  # the regex: fewer steps than numpy's
+            return cls.from_tokens([word_tokens(t) for t in texts], weights)
         wide = not all(t.isascii() for t in texts)  # one width for all: keys must agree
         w = np.asarray(weights, dtype=np.float64)
         chunks = _chunks(texts)
@@ -211,12 +212,10 @@ class TokenRows:
         8 more, 16 more and so on: work follows the prefixes, not the rows' lengths.
         """
         limit = np.minimum(self.lengths[a], self.lengths[b])
-        out = limit.copy()
-        agree = np.ones(a.size, dtype=bool)
-        for t in range(PREFIX):
-            differ = agree & (self.prefix[a, t] != self.prefix[b, t]) & (t < limit)
-            out[differ] = t
-            agree &= ~differ
+        differ = self.prefix[a] != self.prefix[b]  # past a row's end both may be 0: limit
+        first = np.where(differ.any(axis=1), differ.argmax(axis=1), PREFIX)
+        out = np.minimum(first, limit)
+        agree = first == PREFIX
         going = np.flatnonzero(agree & (limit > PREFIX))
         if going.size:
             rows, inverse = np.unique(np.concatenate((a[going], b[going])),
@@ -351,23 +350,29 @@ def _classes(codes: npt.NDArray[Any]) -> npt.NDArray[np.uint8]:
 
 def _word_keys(texts: Sequence[str], wide: bool) -> tuple[KeyArray, IntArray]:
     """The keys of the word tokens of ``texts``, flat, and where each text's start."""
-    joined = "".join(texts)
-    lengths = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
+    lengths = np.array(list(map(len, texts)), dtype=np.int64)
     text_starts = np.cumsum(lengths) - lengths
-    if not joined:
+    size = int(lengths.sum())
+    if not size:
         return np.zeros(0, dtype=np.uint64), np.zeros(len(texts) + 1, dtype=np.int64)
     unit = 4 if wide else 1
-    raw = joined.encode("utf-32-le" if wide else "latin-1") + bytes(8)  # padded for blocks
-    codes = np.frombuffer(raw, dtype=np.uint32 if wide else np.uint8)[: len(joined)]
+    joined = "".join([*texts, "\0" * 8])  # padded: 8-byte blocks are read past the end
+    raw = joined.encode("utf-32-le" if wide else "latin-1")
+    codes = np.frombuffer(raw, dtype=np.uint32 if wide else np.uint8)[:size]
     # a token starts where whitespace starts, or where a non-space run changes class
     boundary = np.empty(codes.size, dtype=bool)
     boundary[0] = True
     if wide:
         kind = _classes(codes)
         boundary[1:] = (kind[1:] != kind[:-1]) & ((kind[1:] == 0) | (kind[:-1] != 0))
-    else:  # one lookup per character pair (previous, this) read in place
-        pairs = np.ndarray(shape=(codes.size - 1,), dtype="<u2", buffer=raw, strides=(1,))
-        boundary[1:] = _PAIR_STARTS[pairs]
+    else:  # ASCII: the classes by arithmetic (uint8 wraps: c - 9 <= 4 is 9..13)
+        space = ((codes == 32) | ((codes - np.uint8(9)) <= 4)
+                 | ((codes - np.uint8(28)) <= 3))
+        word = (((codes - np.uint8(48)) <= 9) | (((codes | np.uint8(32)) - np.uint8(97)) <= 25)
+                | (codes == 95))
+        other = ~space
+        boundary[1:] = ((space[1:] & other[:-1])
+                        | (other[1:] & other[:-1] & (word[1:] != word[:-1])))
     boundary[text_starts[lengths > 0]] = True
     token_starts = np.flatnonzero(boundary)
     del boundary

@@ -207,13 +207,12 @@ class _Builder:
             pruned = [self._count(c) for c in children if self._count(c) < min_count]
             kept.sort(key=lambda c: self._sibling_key(c, end))
             node_id = len(nodes)
+            child_ids[node_id] = []  # filled as the children are made, depth first
             nodes.append(self._node(node, node_id, parent, depth, start, end, bool(children),
-                                    len(pruned), sum(pruned)))
-            child_ids[node_id] = []
+                                    len(pruned), sum(pruned), child_ids[node_id]))
             if parent is not None:
                 child_ids[parent].append(node_id)
             stack.extend((c, node_id, depth + 1, end) for c in reversed(kept))
-        nodes = [node.model_copy(update={"children": child_ids[node.id]}) for node in nodes]
         return DivergenceTree(
             n=self.n, unique_count=self.order.size, tokenization=self.tokenization,
             min_count=min_count, pruned_branches=sum(node.pruned_branches for node in nodes),
@@ -236,17 +235,19 @@ class _Builder:
         return -self._count(node), token is not None, token or ""
 
     def _node(self, node: int, node_id: int, parent: int | None, depth: int, start: int,
-              end: int, splits: bool, pruned_branches: int, pruned_samples: int) -> TreeNode:
+              end: int, splits: bool, pruned_branches: int, pruned_samples: int,
+              children: list[int]) -> TreeNode:
         tokens = self._tokens_of(self._first_row(node))
         start_char = sum(len(token) for token in tokens[:start])
         text = "".join(tokens[start:end])
         low, high = self._groups(node)
         outputs = int(self.group_end[high] - self.group_first[low])
-        return TreeNode(
+        # built from values that are already the right types: no validation to pay for
+        return TreeNode.model_construct(
             id=node_id, parent=parent, depth=depth, text=text, start_token=start,
             start_char=start_char, end_token=end, end_char=start_char + len(text),
             count=self._count(node), outputs=outputs,
-            margin=self._margin(low, high, end) if splits else None, children=[],
+            margin=self._margin(low, high, end) if splits else None, children=children,
             pruned_branches=pruned_branches, pruned_samples=pruned_samples)
 
     def _margin(self, low: int, high: int, at: int) -> float | None:
