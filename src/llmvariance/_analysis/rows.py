@@ -358,7 +358,7 @@ def _word_keys(texts: Sequence[str], wide: bool) -> tuple[KeyArray, IntArray]:
     unit = 4 if wide else 1
     joined = "".join([*texts, "\0" * 8])  # padded: 8-byte blocks are read past the end
     raw = joined.encode("utf-32-le" if wide else "latin-1")
-    codes = np.frombuffer(raw, dtype=np.uint32 if wide else np.uint8)[:size]
+    codes: npt.NDArray[Any] = np.frombuffer(raw, dtype=np.uint32 if wide else np.uint8)[:size]
     # a token starts where whitespace starts, or where a non-space run changes class
     boundary = np.empty(codes.size, dtype=bool)
     boundary[0] = True
