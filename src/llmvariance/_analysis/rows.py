@@ -37,7 +37,7 @@ FloatArray = npt.NDArray[np.float64]
 
 PREFIX = 16
 """Keys kept per row for sorting and comparing; rows agreeing further are re-keyed."""
-_CHUNK_CHARS = 1 << 22
+_CHUNK_CHARS = 1 << 23
 """Texts are tokenized in groups of about this many characters, so temporaries stay small."""
 _SMALL_CHARS = 1 << 14
 """Up to this many characters in all, texts are tokenized one by one by the pattern."""
