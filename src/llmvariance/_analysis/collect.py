@@ -82,10 +82,6 @@ class _PositionStats:
         out.count = out.count + c
         return out
 
-    def mean(self) -> FloatArray:
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.asarray(self.ref + self.sum / self.count, dtype=np.float64)
-
     def std(self) -> FloatArray:
         """Population std per position; NaN where fewer than two values were seen."""
         with np.errstate(invalid="ignore", divide="ignore"):

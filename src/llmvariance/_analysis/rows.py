@@ -335,8 +335,7 @@ def _order(keys: KeyArray, starts: IntArray, tie: Sequence[str], depth: int) -> 
 
 
 def _classes(codes: npt.NDArray[Any]) -> npt.NDArray[np.uint8]:
-    if codes.dtype == np.uint8:
-        return np.asarray(_LATIN1_CLASSES[codes], dtype=np.uint8)
+    """Each code point's class (``_char_class``): a table below U+0100, the pattern above."""
     out = np.empty(codes.size, dtype=np.uint8)
     low = codes < 256
     out[low] = _LATIN1_CLASSES[codes[low]]
