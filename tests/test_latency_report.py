@@ -67,7 +67,7 @@ def test_quantiles_of_a_heavy_tail_are_within_the_relative_error() -> None:
 def test_values_outside_one_ms_to_one_hour_land_in_the_edge_buckets_but_keep_exact_extremes(
         ) -> None:
     sketch = sketch_of([0.0, 1e-5, 5000.0])
-    assert sketch.counts[0] == 2 and sketch.counts[-1] == 1
+    assert sketch.counts[0] == 2 and sketch.counts[BUCKETS - 1] == 1
     assert (sketch.min, sketch.max, sketch.quantile(1.0)) == (0.0, 5000.0, 5000.0)
     assert 0.0 <= sketch.quantile(0.5) <= 1e-3
 
@@ -226,7 +226,7 @@ def test_memory_stays_flat_over_two_hundred_thousand_samples() -> None:
     assert peak < 2_000_000
     # the same arrays, the same size: the sketch only counted
     assert output.latency.counts is arrays[0] and output.ttft.counts is arrays[1]
-    assert len(output.latency.counts) == len(output.ttft.counts) == BUCKETS
-    assert output.latency.count == n + 10 and sum(output.latency.counts) == n + 10
+    assert len(output.latency.counts) <= BUCKETS and len(output.ttft.counts) <= BUCKETS
+    assert output.latency.count == n + 10 and sum(output.latency.counts.values()) == n + 10
     r = collector.report()
     assert r.latency is not None and r.latency.max_s == pytest.approx(0.05 + 996e-3)
