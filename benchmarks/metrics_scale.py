@@ -76,7 +76,7 @@ def naive(texts: list[str]) -> dict[str, Any]:
     entropy = -sum(c / n * math.log2(c / n) for c in counts.values())
     agreement = sum(c * (c - 1) for c in counts.values()) / (n * (n - 1))
     tokens = [word_tokens(t) for t in texts]
-    mode_text = max(counts, key=lambda t: (counts[t], t))
+    mode_text = min(counts, key=lambda t: (-counts[t], t))  # ties: the smallest text
     mode = word_tokens(mode_text)
 
     def lcp(a: list[str], b: list[str]) -> int:

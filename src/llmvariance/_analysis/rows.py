@@ -375,8 +375,8 @@ def _word_keys(texts: Sequence[str], wide: bool) -> tuple[KeyArray, IntArray]:
     boundary[text_starts[lengths > 0]] = True
     token_starts = np.flatnonzero(boundary)
     del boundary
-    token_lengths = np.diff(np.append(token_starts, codes.size))
-    per_text = np.diff(np.append(np.searchsorted(token_starts, text_starts), token_starts.size))
+    token_lengths = np.diff(token_starts, append=codes.size)
+    per_text = np.diff(np.searchsorted(token_starts, text_starts), append=token_starts.size)
     # blocks of 8 bytes (8 characters, or 2 wide ones) read in place
     blocks = np.ndarray(shape=(len(raw) - 7,), dtype="<u8", buffer=raw, strides=(1,))
     per_block = 8 // unit
@@ -393,15 +393,19 @@ def _word_keys(texts: Sequence[str], wide: bool) -> tuple[KeyArray, IntArray]:
     if long_tokens.size:
         long_starts = token_starts[long_tokens]
         long_lengths = token_lengths[long_tokens]
-        h = _mix(long_lengths.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15))
+        # per block a multiply and an xorshift (each a bijection, and the shift carries
+        # the high bits down into the next multiply), splitmix64's finalizer at the end
+        h = long_lengths.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
         for done in range(0, int(long_lengths.max()), per_block):
-            going = np.flatnonzero(long_lengths > done)
+            going = np.flatnonzero(long_lengths > done) if done else slice(None)
             take = np.minimum(long_lengths[going] - done, per_block).astype(np.uint64)
             block = blocks[(long_starts[going] + done) * unit]
             block_cut = np.uint64(64) - take * width
             block <<= block_cut
             block >>= block_cut
-            h[going] = _mix(h[going] ^ block)
+            mixed = (h[going] ^ block) * np.uint64(0x9FB21C651E98DF25)
+            h[going] = mixed ^ (mixed >> np.uint64(29))
+        h = _mix(h)
         keys[long_tokens] = h | _HASHED
     for index in np.flatnonzero(token_lengths > _LONG_TOKEN).tolist():
         start = int(token_starts[index])
