@@ -74,8 +74,9 @@ async def openai_sdk(url: str, n: int, concurrency: int) -> None:
     from openai import AsyncOpenAI
 
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    # no timeout: on a loaded machine a request may wait long for one of the connections
     client = AsyncOpenAI(base_url=url, api_key="none", max_retries=0,
-                         http_client=httpx.AsyncClient(limits=limits))
+                         http_client=httpx.AsyncClient(limits=limits, timeout=None))  # noqa: S113
     texts: list[str | None] = [None] * n
     indices = iter(range(n))
 
@@ -96,7 +97,7 @@ async def httpx_loop(url: str, n: int, concurrency: int) -> None:
     texts: list[str] = [""] * n
     indices = iter(range(n))
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(limits=limits) as client:
+    async with httpx.AsyncClient(limits=limits, timeout=None) as client:  # noqa: S113
         async def worker() -> None:
             for i in indices:
                 r = await client.post(url + "/chat/completions", content=body,

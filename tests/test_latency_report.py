@@ -228,7 +228,6 @@ def test_memory_stays_flat_over_two_hundred_thousand_samples() -> None:
     assert output.latency.counts is arrays[0] and output.ttft.counts is arrays[1]
     assert len(output.latency.counts) <= BUCKETS and len(output.ttft.counts) <= BUCKETS
     assert output.latency.count == n + 10 and sum(output.latency.counts.values()) == n + 10
-
     r = collector.report()
     assert r.latency is not None and r.latency.max_s == pytest.approx(0.05 + 996e-3)
 

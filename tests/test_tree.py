@@ -9,7 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import llmvariance as lv
-from llmvariance._analysis.tree.collect import _MARGIN_CAP, _fixed_margins, _fixed_margins_ragged
+from llmvariance._analysis.tree.margins import MARGIN_CAP as _MARGIN_CAP
+from llmvariance._analysis.tree.margins import fixed_margins as _fixed_margins
+from llmvariance._analysis.tree.margins import fixed_margins_ragged as _fixed_margins_ragged
 
 S = lv.Sample
 A = ["The", " cat", " sat", " on", " the", " mat"]

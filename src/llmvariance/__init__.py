@@ -53,6 +53,7 @@ from ._errors import (
     TransportError,
 )
 from ._experiment import BatchEffectResult, background_load, batch_effect, judge
+from ._kept import KeptSamples
 from ._matrix import MatrixResult, MatrixRow, server_matrix
 from ._progress import Progress
 from ._render.html import html_report
@@ -111,6 +112,7 @@ __all__ = [
     "Http1Transport",
     "InputMessage",
     "JsonPointer",
+    "KeptSamples",
     "LLMVarianceError",
     "LatencyStats",
     "MalformedResponseError",

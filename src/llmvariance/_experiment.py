@@ -28,6 +28,7 @@ from ._client.ratelimit import RateLimit
 from ._client.retry import RetryPolicy
 from ._client.transport import Timeouts, Transport
 from ._errors import ConfigError
+from ._kept import KeptSamples
 from ._request import (
     ChatMessage,
     ChatRequest,
@@ -36,7 +37,6 @@ from ._request import (
     Request,
     ResponsesRequest,
 )
-from ._sample import Sample
 from ._sampler import SampleSet, sample_many
 
 __all__ = ["BatchEffectResult", "VerdictKind", "background_load", "batch_effect", "judge"]
@@ -57,7 +57,8 @@ class BatchEffectResult(BaseModel):
     endpoint: str
     conditions: dict[str, VarianceReport]
     """Each condition's report, in the order the conditions ran."""
-    samples: dict[str, list[Sample]]
+    samples: dict[str, KeptSamples]
+    """Each condition's samples (each reads as a list of ``Sample``)."""
     verdict: str
     """A plain-language conclusion."""
     verdict_kind: VerdictKind
@@ -147,7 +148,7 @@ async def batch_effect(
         raise ConfigError("conditions", f"unknown {unknown}; choose from {known}")
     endpoint = endpoint_or_default(endpoint)
     reports: dict[str, VarianceReport] = {}
-    samples: dict[str, list[Sample]] = {}
+    samples: dict[str, KeptSamples] = {}
     async with ClientPool(endpoint, concurrency=n + background_concurrency,
                           rate_limit=rate_limit, retry=retry, timeouts=timeouts,
                           transport=transport) as pool:

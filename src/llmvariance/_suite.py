@@ -33,6 +33,7 @@ from ._client.ratelimit import RateLimit
 from ._client.retry import RetryPolicy
 from ._client.transport import DEFAULT_MAX_RESPONSE_BYTES, Timeouts, Transport
 from ._errors import ConfigError
+from ._kept import KeptSamples
 from ._progress import Progress
 from ._request import Request
 from ._runs.runfile import RunContents, RunFile
@@ -58,8 +59,8 @@ class SuiteEntry(BaseModel):
 
     id: str
     request: Request
-    samples: list[Sample]
-    """Empty with ``keep_samples=False``."""
+    samples: KeptSamples
+    """Reads as a list of ``Sample`` (held in columns); empty with ``keep_samples=False``."""
     _report: VarianceReport | VarianceCollector | None = PrivateAttr(default=None)
 
     @model_validator(mode="wrap")
@@ -89,7 +90,7 @@ class SuiteEntry(BaseModel):
         return made
 
     @classmethod
-    def _of(cls, rid: str, request: Request, samples: list[Sample],
+    def _of(cls, rid: str, request: Request, samples: KeptSamples,
             collector: VarianceCollector) -> SuiteEntry:
         entry = cls(id=rid, request=request, samples=samples)
         entry._report = collector
@@ -203,14 +204,14 @@ class _Tracks:
 
     __slots__ = ("collector", "samples", "tally")
 
-    def __init__(self, comparison: Comparison) -> None:
+    def __init__(self, comparison: Comparison, keep: int = 0) -> None:
         self.collector = VarianceCollector()
         self.tally: OutputTally = comparison.tally()
-        self.samples: dict[int, Sample] = {}
+        self.samples = KeptSamples(keep)
 
     def add(self, sample: Sample, keep: bool) -> None:
         if keep:
-            self.samples[sample.index] = sample
+            self.samples.put(sample.index, sample)
         self.collector.add(sample)
         self.tally.update((sample,))
 
@@ -218,7 +219,8 @@ class _Tracks:
 async def _run_suite(pool: ClientPool, suite: Sequence[tuple[str, Request]], n: int,
                      workers: int, options: _Options, comparison: Comparison) -> SuiteResult:
     calls = [pool.prepare(request, request_id=rid) for rid, request in suite]
-    tracks = {rid: _Tracks(comparison) for rid, _ in suite}
+    keep = n if options.keep_samples else 0
+    tracks = {rid: _Tracks(comparison, keep) for rid, _ in suite}
     skip: set[tuple[str, int]] = set()
     run_file: RunFile | None = None
     if options.output is not None:
@@ -247,11 +249,11 @@ async def _run_suite(pool: ClientPool, suite: Sequence[tuple[str, Request]], n: 
     entries = []
     for rid, request in suite:
         track = tracks[rid]
-        samples = [track.samples[i] for i in range(n)] if options.keep_samples else []
-        entries.append(SuiteEntry._of(rid, request, samples, track.collector))
-    # each prompt's report is made for its row and dropped; the entry makes it again
-    # when read, from the collector it keeps (see SuiteEntry)
-    report = suite_report(((rid, tracks[rid].collector.report(), tracks[rid].tally)
+        assert track.samples.complete, "every (request, index) ends as a sample"
+        entries.append(SuiteEntry._of(rid, request, track.samples, track.collector))
+    # each prompt's report is made for its row (without a tree) and dropped; the entry
+    # makes it again, tree included, when read, from the collector it keeps (see SuiteEntry)
+    report = suite_report(((rid, tracks[rid].collector.report(tree=False), tracks[rid].tally)
                            for rid, _ in suite), n=n)
     tracks.clear()  # the tallies; the entries keep the collectors
     return SuiteResult(endpoint=pool.endpoint.label, n=n, entries=entries, report=report,
@@ -272,7 +274,8 @@ def suite_report_from_runs(runs: Sequence[RunContents], *, answer: AnswerSpec | 
         for sample in contents.iter_samples():
             tracks[sample.request_id or ""].add(sample, keep=False)
     n = max(contents.max_n for contents in runs)
-    return suite_report(((rid, t.collector.report(), t.tally) for rid, t in tracks.items()),
+    return suite_report(((rid, t.collector.report(tree=False), t.tally)
+                         for rid, t in tracks.items()),
                         n=n)
 
 

@@ -9,7 +9,6 @@ exactly.
 from __future__ import annotations
 
 import copy
-import heapq
 import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -21,14 +20,16 @@ from .._sample import Sample
 from . import metrics as m
 from .failures import FailureMessages
 from .latency import LatencySketch
+from .outputs import DistinctOutputs, MarginSums
 from .report import (
     ConfidenceInterval,
-    DivergenceStats,
-    HistogramBin,
     LatencyStats,
     OutputCount,
     VarianceReport,
 )
+from .tree.build import DEFAULT_MAX_LEAVES
+from .tree.margins import fixed_margins
+from .tree.model import DivergenceTree
 
 __all__ = ["GROUP_DIMENSIONS", "VarianceCollector", "analyze"]
 
@@ -38,6 +39,7 @@ GROUP_DIMENSIONS = ("fingerprint", "endpoint", "condition", "request")
 _ALL_NONE = dict.fromkeys(GROUP_DIMENSIONS, _NONE)
 
 FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
 
 
 class _PositionStats:
@@ -80,10 +82,6 @@ class _PositionStats:
         out.count = out.count + c
         return out
 
-    def mean(self) -> FloatArray:
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.asarray(self.ref + self.sum / self.count, dtype=np.float64)
-
     def std(self) -> FloatArray:
         """Population std per position; NaN where fewer than two values were seen."""
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -92,7 +90,8 @@ class _PositionStats:
 
 
 class _Output:
-    """One distinct output text: its count, tokens, its samples' top-2 margins, and
+    """One distinct output text: its count, tokens (the smallest tokenization seen), the
+    summed fixed-point top-2 margins of the samples with those tokens (``margins``), and
     sketches of their latency and time to first token (None until one is measured)."""
 
     __slots__ = ("count", "latency", "margins", "tokens", "ttft")
@@ -100,19 +99,23 @@ class _Output:
     def __init__(self, tokens: list[str] | None) -> None:
         self.count = 0
         self.tokens = tokens
-        self.margins: _PositionStats | None = None
+        self.margins: MarginSums | None = None
         self.latency: LatencySketch | None = None
         self.ttft: LatencySketch | None = None
 
+    def add_margins(self, fixed: IntArray) -> None:
+        valid = fixed >= 0
+        if self.margins is None:
+            self.margins = (np.zeros(fixed.size, dtype=np.int64),
+                            np.zeros(fixed.size, dtype=np.int64))
+        total, samples = self.margins
+        total += np.where(valid, fixed, 0)
+        samples += valid
 
-def _margins(top: Sequence[dict[str, float]]) -> FloatArray:
-    """Top-1 minus top-2 logprob per position (NaN with fewer than two alternatives)."""
-    out = np.full(len(top), np.nan)
-    for i, alternatives in enumerate(top):
-        if len(alternatives) >= 2:
-            first, second = heapq.nlargest(2, alternatives.values())
-            out[i] = first - second
-    return out
+    def add_margin_sums(self, sums: MarginSums | None) -> None:
+        if sums is not None:
+            self.margins = ((sums[0].copy(), sums[1].copy()) if self.margins is None
+                            else (self.margins[0] + sums[0], self.margins[1] + sums[1]))
 
 
 def _as_floats(values: Sequence[float | None]) -> FloatArray:
@@ -165,11 +168,34 @@ class VarianceCollector:
         self._add_text(text)
 
     def update(self, items: Iterable[str | Sample]) -> None:
+        if isinstance(items, list | tuple) and self._add_texts(items):
+            return
         for item in items:
             if isinstance(item, str):
                 self.add_text(item)
             else:
                 self.add(item)
+
+    def _add_texts(self, items: list[str | Sample] | tuple[str | Sample, ...]) -> bool:
+        """Count a batch of plain strings at C speed (``Counter``); False, having done
+        nothing, unless every item is a string and no group key has been seen."""
+        single = self._single
+        if single is not None and (self._groups or single not in ({}, _ALL_NONE)):
+            return False
+        if set(map(type, items)) != {str}:
+            return False
+        if single is not None:
+            single.update(_ALL_NONE)
+        outputs = self._outputs
+        texts: Counter[str] = Counter(items)  # type: ignore[arg-type]  # all str, checked
+        for text, count in texts.items():
+            output = outputs.get(text)
+            if output is None:
+                output = outputs[text] = _Output(None)
+            output.count += count
+        self._provider_tokens = False
+        self._fingerprints[_NONE] += len(items)
+        return True
 
     def _add_text(self, text: str) -> None:
         self._provider_tokens = False
@@ -188,12 +214,17 @@ class VarianceCollector:
         tokens = sample.tokens
         output = self._outputs.get(text)
         new_tokens = output is None
+        own_tokens = True  # the sample has the output's tokens (its margins count)
         if output is None:
             output = self._outputs[text] = _Output(tokens)
         elif tokens is not None and tokens != output.tokens:
-            # The same text tokenized differently: keep the smallest, whatever the order.
+            # The same text tokenized differently: keep the smallest, whatever the order,
+            # and the margins of its samples only (positions mean nothing across them).
             if output.tokens is None or tokens < output.tokens:
                 output.tokens = tokens
+                output.margins = None
+            else:
+                own_tokens = False
             new_tokens = True
         output.count += 1
         # 0.0 is the Sample default (not measured); comparisons also drop NaN and inf
@@ -220,12 +251,9 @@ class VarianceCollector:
             if self._noise is None:
                 self._noise = _PositionStats(values)
             self._noise.add(values)
-        if sample.top_logprobs is not None:
-            # the margin is wanted at the first divergence, which is at most `prefix`
-            margins = _margins(sample.top_logprobs[: prefix + 1])
-            if output.margins is None:
-                output.margins = _PositionStats(margins)
-            output.margins.add(margins)
+        if sample.top_logprobs is not None and own_tokens:
+            # every position: the tree's branch points lie anywhere along the output
+            output.add_margins(fixed_margins(sample.top_logprobs))
 
     def _shrink_prefix(self, tokens: list[str]) -> None:
         if self._prefix is None:
@@ -297,9 +325,10 @@ class VarianceCollector:
             mine.count += theirs.count
             if theirs.tokens is not None and (mine.tokens is None or theirs.tokens < mine.tokens):
                 mine.tokens = theirs.tokens
-            if theirs.margins is not None:
-                mine.margins = (copy.deepcopy(theirs.margins) if mine.margins is None
-                                else mine.margins.merged(theirs.margins))
+                mine.margins = None
+                mine.add_margin_sums(theirs.margins)
+            elif theirs.tokens == mine.tokens:
+                mine.add_margin_sums(theirs.margins)
             mine.latency = _combined((mine.latency, theirs.latency))
             mine.ttft = _combined((mine.ttft, theirs.ttft))
         merged._provider_tokens = self._provider_tokens and other._provider_tokens
@@ -336,60 +365,38 @@ class VarianceCollector:
     # -- reporting ----------------------------------------------------------------------
 
     def report(self, *, bootstrap: int = 0, seed: int = 0, level: float = 0.95,
-               group_by: Iterable[str] = ()) -> VarianceReport:
+               group_by: Iterable[str] = (), tree: bool = True) -> VarianceReport:
         """The report of everything added so far.
 
         ``bootstrap`` > 0 adds percentile-bootstrap intervals (at ``level``) for the
         entropy and the agreement rate from that many resamples, seeded by ``seed``.
         Dimensions named in ``group_by`` get their per-group reports even when there is
-        only one group (otherwise a dimension needs two).
+        only one group (otherwise a dimension needs two). ``tree=False`` leaves out the
+        divergence tree (``report.tree`` is None), for callers that need only numbers;
+        the per-request reports of ``by_request`` never carry one (a suite may have
+        100,000 requests: each entry's own report has it).
         """
         keyed_by = {dimension: self._materialised(dimension)
                     for dimension in {*self._groups, *group_by}}
-        groups = {dimension: {key: c.report(bootstrap=bootstrap, seed=seed, level=level)
+        groups = {dimension: {key: c.report(bootstrap=bootstrap, seed=seed, level=level,
+                                            tree=tree and dimension != "request")
                               for key, c in sorted(keyed.items())}
                   for dimension, keyed in keyed_by.items()}
-        return self._report(bootstrap, seed, level, groups)
+        return self._report(bootstrap, seed, level, groups, tree)
 
     def _report(self, bootstrap: int, seed: int, level: float,
-                groups: dict[str, dict[str, VarianceReport]]) -> VarianceReport:
+                groups: dict[str, dict[str, VarianceReport]], tree: bool) -> VarianceReport:
+        distinct = self._distinct()
+        texts, counts = distinct.texts, distinct.counts
         outputs = self._outputs
-        # A canonical order, so floating-point sums do not depend on arrival order.
-        texts = sorted(outputs)
-        counts = [outputs[t].count for t in texts]
         n_ok = sum(counts)
         n_failed = sum(self._failures.values())
         unique = len(texts)
-        provider = self._provider_tokens and unique > 0 and all(
-            outputs[t].tokens is not None for t in texts)
-        rows = m.id_rows((outputs[t].tokens or () for t in texts) if provider
-                         else (m.word_tokens(t) for t in texts))
-        mode_index = min(range(unique), key=lambda i: (-counts[i], texts[i]), default=None)
-
-        prefix_chars = prefix_tokens = None
-        div_chars = div_tokens = None
-        margin = None
-        if unique > 1 and mode_index is not None:
-            prefix_chars = m.common_prefix_length(texts)
-            prefix_tokens = m.rows_prefix_length(rows)
-            others = [i for i in range(unique) if i != mode_index]
-            weights = [counts[i] for i in others]
-            mode_text, mode_row = texts[mode_index], rows[mode_index]
-            div_chars = _divergence(
-                [m.pair_prefix_length(texts[i], mode_text) for i in others], weights)
-            div_tokens = _divergence(
-                [m.row_prefix_length(rows[i], mode_row) for i in others], weights)
-            margins = outputs[mode_text].margins
-            if provider and margins is not None and prefix_tokens < margins.ref.size:
-                value = float(margins.mean()[prefix_tokens])
-                margin = None if math.isnan(value) else value
-
-        lengths = [row.size for row in rows]
-        length_mean = length_std = None
-        if n_ok:
-            length_mean = math.fsum(n * c for n, c in zip(lengths, counts, strict=True)) / n_ok
-            length_std = math.sqrt(math.fsum(
-                c * (n - length_mean) ** 2 for n, c in zip(lengths, counts, strict=True)) / n_ok)
+        provider = distinct.provider
+        # texts are sorted, so the first of the largest counts is the smallest text
+        by_count = np.argsort(-np.asarray(counts, dtype=np.int64), kind="stable")
+        mode_index = int(by_count[0]) if unique else None
+        shape = distinct.metrics(mode_index)
 
         noise_mean = noise_max = None
         if provider and self._noise is not None:
@@ -403,7 +410,7 @@ class VarianceCollector:
             entropy_ci = _interval(counts, m.entropy_rows, bootstrap, seed, level)
             agreement_ci = _interval(counts, m.agreement_rows, bootstrap, seed, level)
 
-        top = sorted(range(unique), key=lambda i: (-counts[i], texts[i]))[:_TOP_OUTPUTS]
+        top = by_count[:_TOP_OUTPUTS].tolist()
         return VarianceReport(
             n_samples=n_ok + n_failed,
             n_ok=n_ok,
@@ -418,17 +425,17 @@ class VarianceCollector:
             entropy_bits=m.entropy_bits(counts),
             entropy_mm_bits=m.entropy_mm_bits(counts),
             normalized_entropy=m.normalized_entropy(counts),
-            common_prefix_chars=prefix_chars,
-            common_prefix_tokens=prefix_tokens,
+            common_prefix_chars=shape.common_prefix_chars,
+            common_prefix_tokens=shape.common_prefix_tokens,
             tokenization="provider" if provider else "words",
-            divergence_from_mode_chars=div_chars,
-            divergence_from_mode_tokens=div_tokens,
-            per_position_entropy=m.per_position_entropy(rows, counts),
-            length_mean_tokens=length_mean,
-            length_std_tokens=length_std,
+            divergence_from_mode_chars=shape.divergence_from_mode_chars,
+            divergence_from_mode_tokens=shape.divergence_from_mode_tokens,
+            per_position_entropy=shape.per_position_entropy,
+            length_mean_tokens=shape.length_mean_tokens,
+            length_std_tokens=shape.length_std_tokens,
             logprob_noise_mean=noise_mean,
             logprob_noise_max=noise_max,
-            divergence_margin=margin,
+            divergence_margin=shape.divergence_margin,
             finish_reasons=dict(sorted(self._finish.items())),
             system_fingerprints=dict(sorted(self._fingerprints.items())),
             top_outputs=[OutputCount(text=texts[i], count=counts[i],
@@ -437,13 +444,43 @@ class VarianceCollector:
                          for i in top],
             entropy_bits_ci=entropy_ci,
             agreement_rate_ci=agreement_ci,
-            latency=_latency_stats(_combined(outputs[t].latency for t in texts)),
-            ttft=_latency_stats(_combined(outputs[t].ttft for t in texts)),
+            latency=_latency_stats(_combined(distinct.latencies)),
+            ttft=_latency_stats(_combined(distinct.ttfts)),
             by_fingerprint=groups.get("fingerprint", {}),
             by_endpoint=groups.get("endpoint", {}),
             by_condition=groups.get("condition", {}),
             by_request=groups.get("request", {}),
+            tree=distinct.tree(None, DEFAULT_MAX_LEAVES) if tree else None,
         )
+
+    def _distinct(self) -> DistinctOutputs:
+        """The distinct outputs in a canonical order (sorted texts), so that floating-point
+        sums do not depend on arrival order."""
+        outputs = self._outputs
+        texts = sorted(outputs)
+        entries = [outputs[t] for t in texts]
+        provider = self._provider_tokens and bool(entries) and all(
+            e.tokens is not None for e in entries)
+        distinct = DistinctOutputs(texts, [e.count for e in entries], provider,
+                                   [e.tokens for e in entries], [e.margins for e in entries])
+        distinct.latencies = [e.latency for e in entries if e.latency is not None]
+        distinct.ttfts = [e.ttft for e in entries if e.ttft is not None]
+        return distinct
+
+    @property
+    def n_ok(self) -> int:
+        """Ok samples (and plain strings) added so far."""
+        return sum(o.count for o in self._outputs.values())
+
+    @property
+    def distinct(self) -> int:
+        """Distinct outputs added so far."""
+        return len(self._outputs)
+
+    def tree(self, *, min_count: int | None = None,
+             max_leaves: int = DEFAULT_MAX_LEAVES) -> DivergenceTree:
+        """The divergence tree of the ok samples so far (see ``DivergenceTreeCollector``)."""
+        return self._distinct().tree(min_count, max_leaves)
 
 
 def _keys(sample: Sample) -> dict[str, str]:
@@ -457,7 +494,7 @@ def _keys(sample: Sample) -> dict[str, str]:
 def _copy_output(output: _Output) -> _Output:
     clone = _Output(output.tokens)
     clone.count = output.count
-    clone.margins = copy.deepcopy(output.margins)
+    clone.add_margin_sums(output.margins)
     clone.latency = _combined((output.latency,))
     clone.ttft = _combined((output.ttft,))
     return clone
@@ -491,15 +528,7 @@ def _merge_optional(a: VarianceCollector | None, b: VarianceCollector | None
     return either._clone_ungrouped()
 
 
-def _divergence(values: list[int], weights: list[int]) -> DivergenceStats:
-    low, median, mean, high = m.weighted_summary(values, weights)
-    return DivergenceStats(
-        samples=sum(weights), min=low, median=median, mean=mean, max=high,
-        histogram=[HistogramBin(lo=a, hi=b, count=c) for a, b, c in m.histogram(values, weights)],
-    )
-
-
-def _interval(counts: list[int], statistic: m.RowStatistic, resamples: int, seed: int,
+def _interval(counts: Sequence[int], statistic: m.RowStatistic, resamples: int, seed: int,
               level: float) -> ConfidenceInterval:
     low, high = m.bootstrap_interval(counts, statistic, resamples=resamples, seed=seed,
                                      level=level)

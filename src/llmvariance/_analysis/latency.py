@@ -101,11 +101,12 @@ class LatencySketch:
         if rank >= self.count - 1:
             return self.max
         seen = 0
-        for bucket in sorted(self.counts):
-            seen += self.counts[bucket]
-            if seen > rank:
-                break
-        return min(max(float(_VALUES[bucket]), self.min), self.max)
+        buckets = sorted(self.counts.items())
+        for bucket, count in buckets:  # the first bucket whose running count passes rank
+            seen += count
+            if rank < seen:
+                return min(max(float(_VALUES[bucket]), self.min), self.max)
+        return self.max
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, LatencySketch):

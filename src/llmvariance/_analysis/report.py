@@ -10,11 +10,10 @@ from pydantic import BaseModel, ConfigDict
 
 from .metrics import pair_prefix_length
 from .printable import printable
+from .tree.model import DivergenceTree
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
-
-    from .tree import DivergenceTree
 
 __all__ = ["ConfidenceInterval", "DivergenceStats", "FailureMessage", "HistogramBin",
            "LatencyStats", "OutputCount", "Row", "VarianceReport", "split_points"]
@@ -203,6 +202,9 @@ class VarianceReport(Row):
     by_endpoint: dict[str, VarianceReport] = {}
     by_condition: dict[str, VarianceReport] = {}
     by_request: dict[str, VarianceReport] = {}
+    tree: DivergenceTree | None = None
+    """Where the outputs split, with counts (``lv.divergence_tree`` of the same samples,
+    pruned to at most 32 leaves); None only in reports made before it existed."""
 
     def plot(self, path: str | os.PathLike[str] | None = None, *,
              tree: DivergenceTree | None = None) -> Figure:
@@ -293,6 +295,38 @@ def _summary_lines(r: VarianceReport) -> list[str]:
         lines.append(f"failures          {_counts(r.failures)}")
         lines.extend(_failure_lines(r))
     lines.extend(_top_output_lines(r))
+    lines.extend(_branch_lines(r))
+    return lines
+
+
+_BRANCH_POINTS = 3
+"""How many of the tree's branch points ``print(report)`` shows (depth first, the most
+common path first)."""
+
+
+def _alternative(text: str) -> str:
+    if not text:
+        return "(ends)"
+    short = text[:14].replace("\n", " ")
+    return repr(short) + ("…" if len(text) > 14 else "")
+
+
+def _branch_lines(r: VarianceReport) -> list[str]:
+    """The tree's first branch points: where they are, and the alternatives' counts."""
+    tree = r.tree
+    points = [] if tree is None else tree.branch_points()
+    if tree is None or not points:
+        return []
+    lines = [f"branch points     {len(points)} in the tree; the first "
+             f"{min(len(points), _BRANCH_POINTS)} (print(report.tree) for all):"]
+    for node in points[:_BRANCH_POINTS]:
+        children = tree.children(node)
+        shown = ", ".join(f"{c.count} {_alternative(c.text)}" for c in children[:3])
+        rest = len(children) - 3 + node.pruned_branches
+        more = f", {rest} more" if rest > 0 else ""
+        margin = "" if node.margin is None else f", margin {node.margin:.3g}"
+        lines.append(f"  token {node.end_token} (char {node.end_char}), {node.count} samples"
+                     f"{margin}: {shown}{more}")
     return lines
 
 

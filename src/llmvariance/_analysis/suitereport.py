@@ -259,7 +259,7 @@ def analyze_suite(outputs: Mapping[str, Iterable[str | Sample]], *, n: int | Non
         collector, tally = VarianceCollector(grouped=False), comparison.tally()
         collector.update(items)
         tally.update(items)
-        entries.append((request_id, collector.report(), tally))
+        entries.append((request_id, collector.report(tree=False), tally))  # numbers only
     if n is None:
         n = max((e[1].n_samples for e in entries), default=1)
     return suite_report(entries, n=n)

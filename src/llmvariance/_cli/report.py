@@ -11,7 +11,7 @@ import orjson
 from .._analysis.answers import AnswerSpec, JsonPointer
 from .._analysis.collect import VarianceCollector
 from .._analysis.suitereport import SuiteReport
-from .._analysis.tree import DEFAULT_MAX_LEAVES, DivergenceTree, DivergenceTreeCollector
+from .._analysis.tree import DEFAULT_MAX_LEAVES
 from .._errors import ConfigError
 from .._runs.runfile import RunContents, read_run
 from .._suite import suite_report_from_runs
@@ -67,21 +67,17 @@ async def run(args: argparse.Namespace) -> int:
     if args.plot:
         _figures_or_hint()  # before reading files that may be large
     collector = VarianceCollector()
-    trees = DivergenceTreeCollector() if args.tree or args.plot or args.html else None
     runs: list[RunContents] = []
     for path in args.files:
         contents = read_run(path)
         runs.append(contents)
         for sample in contents.iter_samples():
             collector.add(sample)
-            if trees is not None:
-                trees.add(sample)
     report = collector.report(bootstrap=args.bootstrap,
                               group_by=[args.group_by] if args.group_by else [])
     suite = _suite_report(args, runs)
-    tree: DivergenceTree | None = None
-    if trees is not None:
-        tree = trees.tree(min_count=args.min_count)
+    # the report carries its tree; another pruning is a new cut of the same outputs
+    tree = report.tree if args.min_count is None else collector.tree(min_count=args.min_count)
     wrote = []
     if args.plot:
         from .._render.plot import plot_report

@@ -355,11 +355,12 @@ def html_report(report: VarianceReport, path: str | os.PathLike[str] | None = No
                 title: str | None = None, plots: bool = True) -> str:
     """The report as one self-contained HTML page (returned, and written to ``path``).
 
-    ``tree`` adds the divergence tree, ``runs`` (``lv.read_run(...)``) the request and
-    endpoint each run file was written for. Figures need matplotlib (``plots=False``,
-    or its absence, leaves them out).
+    ``tree`` is the divergence tree to show (default: the report's own, ``report.tree``),
+    ``runs`` (``lv.read_run(...)``) the request and endpoint each run file was written
+    for. Figures need matplotlib (``plots=False``, or its absence, leaves them out).
     """
     runs = list(runs)
+    tree = tree if tree is not None else report.tree
     figures = _figures(report, tree) if plots and report.n_ok else None
     tree_svg, other_svgs = figures if figures is not None else ("", "")
     plots_body = other_svgs or (

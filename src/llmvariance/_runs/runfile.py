@@ -52,6 +52,8 @@ from .._sample import Sample
 if TYPE_CHECKING:
     import pandas as pd
 
+    from .._analysis.report import VarianceReport
+
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows: no advisory lock
@@ -229,6 +231,17 @@ class RunContents:
         from .frames import samples_frame
 
         return samples_frame(self.iter_samples(), tokens=tokens, sort=True)
+
+    @property
+    def report(self) -> VarianceReport:
+        """The ``VarianceReport`` of every index's latest sample (tree included), read
+        from the file a record at a time on each access."""
+        from .._analysis.collect import VarianceCollector
+
+        collector = VarianceCollector()
+        for sample in self.iter_samples():
+            collector.add(sample)
+        return collector.report()
 
 
 class _LastRecords:

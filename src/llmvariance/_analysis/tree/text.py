@@ -36,7 +36,7 @@ def _where(node: TreeNode) -> str:
 
 def _line(node: TreeNode, indent: str, width: int, count_width: int) -> str:
     head = f"{indent}{node.count:>{count_width}}  "
-    if not node.text:
+    if not node.text and node.parent is not None:
         return head + "(the output ends here)"
     where = _where(node)
     room = width - len(head) - len(where) - 2

@@ -1,0 +1,414 @@
+"""The distinct outputs as token rows: 64-bit token keys in numpy, not Python tokens.
+
+Every token of every distinct output gets a 64-bit key, equal for equal tokens, so the
+token metrics (prefixes, per-position entropy, the tree's order) are array operations,
+not Python loops over tokens. Provider tokens get exact keys (1, 2, ... by first
+appearance). Word tokens (the fallback tokenizer, ``metrics.word_tokens``) are found for
+a few million characters of text at a time from each character's class (whitespace,
+word, other), as the regular expression would find them; a word token of at most 7
+characters below U+0100 (of 1 character otherwise) is its own key, exactly, and a longer
+one a 63-bit hash of its characters (two different long tokens share a key with
+probability about 2**-63).
+
+For word tokens only the first ``PREFIX`` keys of each row are kept: per-position
+entropy is counted chunk by chunk as the texts are tokenized, and the rare rows that
+agree past ``PREFIX`` tokens are tokenized again when a comparison needs them. Memory
+is then ~130 bytes a distinct output, however long the outputs are.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from .metrics import word_tokens
+
+__all__ = ["PREFIX", "TokenRows"]
+
+IntArray = npt.NDArray[np.int64]
+KeyArray = npt.NDArray[np.uint64]
+FloatArray = npt.NDArray[np.float64]
+
+PREFIX = 16
+"""Keys kept per row for sorting and comparing; rows agreeing further are re-keyed."""
+_CHUNK_CHARS = 1 << 23
+"""Texts are tokenized in groups of about this many characters, so temporaries stay small."""
+_SMALL_CHARS = 1 << 14
+"""Up to this many characters in all, texts are tokenized one by one by the pattern."""
+_WORKERS = min(2, os.cpu_count() or 1)
+"""Threads tokenizing chunks of a large set of texts at once."""
+_HASHED = np.uint64(1 << 63)
+_LONG_TOKEN = 64
+"""Tokens longer than this (in characters) are keyed in Python: rare, and a vectorized
+hash would take a pass per 8 bytes of the longest one."""
+
+
+def _char_class(char: str) -> int:
+    """0 whitespace, 1 word, 2 other: the classes ``word_tokens``' pattern tells apart."""
+    if re.match(r"\s", char):
+        return 0
+    return 1 if re.match(r"\w", char) else 2
+
+
+_LATIN1_CLASSES = np.array([_char_class(chr(c)) for c in range(256)], dtype=np.uint8)
+
+
+def _mix(x: KeyArray) -> KeyArray:
+    """splitmix64's finalizer: every input bit reaches every output bit."""
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+Column = tuple[KeyArray, FloatArray]
+"""One position's distinct keys (sorted) and their weighted counts."""
+
+
+def _column_counts(keys: KeyArray, starts: IntArray, weights: FloatArray) -> list[Column]:
+    """Per position, the weighted count of each key over rows ``keys[starts[i]:starts[i+1]]``
+    (weight ``weights[i]``): the keys at that position sorted, runs of equal ones counted."""
+    lengths = np.diff(starts)
+    if not lengths.size or not lengths.max():
+        return []
+    by_length = np.argsort(-lengths, kind="stable")
+    row_starts = starts[:-1][by_length]
+    w = weights[by_length]
+    uniform = bool((w == w[0]).all())
+    width = int(lengths.max())
+    reach = np.searchsorted(-lengths[by_length], -np.arange(width), side="left").tolist()
+    out: list[Column] = []
+    for t in range(width):
+        m = reach[t]
+        column = keys[row_starts[:m] + t]
+        if uniform:
+            column.sort()
+            firsts = np.flatnonzero(np.concatenate(([True], column[1:] != column[:-1])))
+            counts = np.diff(np.append(firsts, m)).astype(np.float64) * w[0]
+            out.append((column[firsts], counts))
+        else:
+            by_key = np.argsort(column)
+            column = column[by_key]
+            firsts = np.flatnonzero(np.concatenate(([True], column[1:] != column[:-1])))
+            out.append((column[firsts], np.add.reduceat(w[:m][by_key], firsts)))
+    return out
+
+
+def _entropies(chunks: list[list[Column]]) -> list[float]:
+    """``H_t`` in bits for every position, from each chunk's column counts."""
+    width = max((len(columns) for columns in chunks), default=0)
+    out = []
+    for t in range(width):
+        parts = [columns[t] for columns in chunks if t < len(columns)]
+        if len(parts) == 1:
+            counts = parts[0][1]
+        else:
+            keys = np.concatenate([k for k, _ in parts])
+            weights = np.concatenate([c for _, c in parts])
+            by_key = np.argsort(keys)
+            keys = keys[by_key]
+            firsts = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))
+            counts = np.add.reduceat(weights[by_key], firsts)
+        value = 0.0
+        if counts.size > 1:
+            p = counts / counts.sum()
+            value = max(0.0, float(-(p * np.log2(p)).sum()))
+        out.append(value)
+    return out
+
+
+def _word_chunk(texts: Sequence[str], weights: FloatArray, wide: bool
+                ) -> tuple[IntArray, KeyArray, list[Column]]:
+    """One chunk of texts: tokens per text, the first keys, the column counts."""
+    keys, starts = _word_keys(texts, wide)
+    return np.diff(starts), _prefix(keys, starts), _column_counts(keys, starts, weights)
+
+
+class TokenRows:
+    """The token keys of the distinct outputs (rows), built with each row's weight."""
+
+    __slots__ = ("_entropy", "_full", "_texts", "_wide", "lengths", "prefix")
+
+    def __init__(self, lengths: IntArray, prefix: KeyArray, entropy: list[float],
+                 full: tuple[KeyArray, IntArray] | None, texts: Sequence[str] | None,
+                 wide: bool) -> None:
+        self.lengths = lengths
+        """Tokens per row."""
+        self.prefix = prefix
+        """rows x PREFIX: the first keys of each row, 0 past its end (keys are never 0)."""
+        self._entropy = entropy
+        self._full = full
+        self._texts = texts
+        self._wide = wide
+
+    @property
+    def count(self) -> int:
+        return int(self.lengths.size)
+
+    def per_position_entropy(self) -> list[float]:
+        """``H_t`` in bits over the rows longer than t, each counted with its weight."""
+        return list(self._entropy)
+
+    # -- building -------------------------------------------------------------------------
+
+    @classmethod
+    def from_tokens(cls, sequences: Sequence[Sequence[str]], weights: Sequence[int]
+                    ) -> TokenRows:
+        """Provider tokens: key k for the k-th distinct token (from 1), exactly."""
+        ids: dict[str, int] = {}
+        lengths = np.fromiter(map(len, sequences), dtype=np.int64, count=len(sequences))
+        keys = np.fromiter((ids.setdefault(t, len(ids) + 1) for seq in sequences for t in seq),
+                           dtype=np.uint64, count=int(lengths.sum()))
+        starts = np.concatenate(([0], np.cumsum(lengths))).astype(np.int64)
+        entropy = _entropies([_column_counts(keys, starts, np.asarray(weights, np.float64))])
+        return cls(lengths, _prefix(keys, starts), entropy, (keys, starts), None, False)
+
+    @classmethod
+    def from_words(cls, texts: Sequence[str], weights: Sequence[int]) -> TokenRows:
+        """``word_tokens`` of every text, keyed (see the module docstring)."""
+        if sum(map(len, texts)) <= _SMALL_CHARS:  # the regex: fewer steps than numpy's
+            return cls.from_tokens([word_tokens(t) for t in texts], weights)
+        wide = not all(t.isascii() for t in texts)  # one width for all: keys must agree
+        w = np.asarray(weights, dtype=np.float64)
+        chunks = _chunks(texts)
+        jobs = [(texts[i:j], w[i:j], wide) for i, j in chunks]
+        if len(jobs) > 2 and _WORKERS > 1:
+            # numpy lets go of the GIL inside each array operation: chunks in parallel
+            with ThreadPoolExecutor(_WORKERS) as pool:
+                parts = list(pool.map(lambda job: _word_chunk(*job), jobs))
+        else:
+            parts = [_word_chunk(*job) for job in jobs]
+        if not parts:
+            return cls(np.zeros(0, dtype=np.int64), np.zeros((0, PREFIX), dtype=np.uint64),
+                       [], None, texts, wide)
+        return cls(np.concatenate([p[0] for p in parts]),
+                   np.concatenate([p[1] for p in parts]),
+                   _entropies([p[2] for p in parts]), None, texts, wide)
+
+    def full(self, rows: IntArray) -> tuple[KeyArray, IntArray]:
+        """The whole key rows of ``rows``: flat keys and their starts."""
+        if self._full is not None:
+            keys, starts = self._full
+            lengths = self.lengths[rows]
+            offsets = np.concatenate(([0], np.cumsum(lengths))).astype(np.int64)
+            index = (np.repeat(starts[rows] - offsets[:-1], lengths)
+                     + np.arange(int(offsets[-1])))
+            return keys[index], offsets
+        assert self._texts is not None
+        texts = self._texts
+        return _word_keys([texts[r] for r in rows.tolist()], self._wide)
+
+    # -- comparing ------------------------------------------------------------------------
+
+    def prefix_lengths(self, a: IntArray, b: IntArray) -> IntArray:
+        """For each k, the common prefix length (in tokens) of rows ``a[k]`` and ``b[k]``.
+
+        The first ``PREFIX`` keys of every pair, then (for the pairs that still agree)
+        8 more, 16 more and so on: work follows the prefixes, not the rows' lengths.
+        """
+        limit = np.minimum(self.lengths[a], self.lengths[b])
+        differ = self.prefix[a] != self.prefix[b]  # past a row's end both may be 0: limit
+        first = np.where(differ.any(axis=1), differ.argmax(axis=1), PREFIX)
+        out = np.minimum(first, limit)
+        agree = first == PREFIX
+        going = np.flatnonzero(agree & (limit > PREFIX))
+        if going.size:
+            rows, inverse = np.unique(np.concatenate((a[going], b[going])),
+                                      return_inverse=True)
+            keys, starts = self.full(rows)
+            out[going] = _prefix_lengths(keys, starts, inverse[:going.size],
+                                         inverse[going.size:], PREFIX)
+        return out
+
+    def order(self, tie: Sequence[str]) -> list[int]:
+        """Rows sorted by their key sequences (a row before its extensions); rows with
+        equal sequences by ``tie``.
+
+        Sorts by the first ``PREFIX`` keys, then each run that still agrees by its next
+        keys: the work follows how far rows agree, not how long they are.
+        """
+        blob = self.prefix.byteswap().tobytes()  # big-endian: bytes order is key order
+        size = 8 * PREFIX
+        windows = [blob[i: i + size] for i in range(0, len(blob), size)]
+        rows = sorted(range(self.count), key=windows.__getitem__)
+        out: list[int] = []
+        lengths = self.lengths
+        i = 0
+        while i < len(rows):
+            j = i + 1
+            while j < len(rows) and windows[rows[j]] == windows[rows[i]]:
+                j += 1
+            run = rows[i:j]
+            if len(run) > 1 and lengths[run[0]] >= PREFIX:  # equal so far, and they go on
+                keys, starts = self.full(np.asarray(run, dtype=np.int64))
+                local = _order(keys, starts, [tie[r] for r in run], PREFIX)
+                out.extend(run[k] for k in local)
+            else:  # one row, or rows whose whole sequences are equal
+                out.extend(sorted(run, key=tie.__getitem__))
+            i = j
+        return out
+
+
+def _chunks(texts: Sequence[str]) -> list[tuple[int, int]]:
+    """``(i, j)`` ranges of texts of about ``_CHUNK_CHARS`` characters each."""
+    out = []
+    i = 0
+    while i < len(texts):
+        j, size = i, 0
+        while j < len(texts) and (size < _CHUNK_CHARS or j == i):
+            size += len(texts[j])
+            j += 1
+        out.append((i, j))
+        i = j
+    return out
+
+
+def _prefix(keys: KeyArray, starts: IntArray) -> KeyArray:
+    """rows x PREFIX matrix of the first keys of each row, 0 past its end."""
+    lengths = np.diff(starts)
+    out = np.zeros((lengths.size, PREFIX), dtype=np.uint64)
+    for t in range(PREFIX):
+        reach = lengths > t
+        out[reach, t] = keys[starts[:-1][reach] + t]
+    return out
+
+
+def _prefix_lengths(keys: KeyArray, starts: IntArray, a: IntArray, b: IntArray,
+                    position: int) -> IntArray:
+    """Common prefix lengths of rows ``a[k]``, ``b[k]`` of flat ``keys``, known to agree
+    on their first ``position`` keys."""
+    lengths = np.diff(starts)
+    limit = np.minimum(lengths[a], lengths[b])
+    out = limit.copy()
+    active = np.arange(a.size)
+    width = 8
+    while active.size:
+        span = np.clip(limit[active] - position, 0, width)
+        total = int(span.sum())
+        if total == 0:
+            break
+        owner = np.repeat(np.arange(active.size), span)
+        ends = np.cumsum(span)
+        offset = np.arange(total) - np.repeat(ends - span, span) + position
+        pairs = active[owner]
+        differ = keys[starts[a[pairs]] + offset] != keys[starts[b[pairs]] + offset]
+        first = np.full(active.size, np.iinfo(np.int64).max)
+        np.minimum.at(first, owner[differ], offset[differ])
+        found = first < np.iinfo(np.int64).max
+        out[active[found]] = first[found]
+        # still agreeing and with tokens left to compare: look further
+        active = active[~found & (limit[active] > position + width)]
+        position += width
+        width *= 2
+    return out
+
+
+def _order(keys: KeyArray, starts: IntArray, tie: Sequence[str], depth: int) -> list[int]:
+    """Rows of flat ``keys`` (all agreeing on their first ``depth`` keys) in order."""
+    bounds, lengths = starts.tolist(), np.diff(starts).tolist()
+
+    def sort(rows: list[int], depth: int, width: int) -> list[int]:
+        seen = [keys[bounds[r] + depth: bounds[r] + min(depth + width, lengths[r])]
+                .byteswap().tobytes() for r in rows]
+        by_window = sorted(range(len(rows)), key=seen.__getitem__)
+        out: list[int] = []
+        i = 0
+        while i < len(by_window):
+            first = seen[by_window[i]]
+            j = i + 1
+            while j < len(by_window) and seen[by_window[j]] == first:
+                j += 1
+            run = [rows[k] for k in by_window[i:j]]
+            if len(run) > 1 and len(first) == 8 * width:  # equal so far, and they go on
+                out.extend(sort(run, depth + width, width * 4))
+            else:
+                out.extend(sorted(run, key=tie.__getitem__))
+            i = j
+        return out
+
+    return sort(list(range(len(lengths))), depth, 64)
+
+
+def _classes(codes: npt.NDArray[Any]) -> npt.NDArray[np.uint8]:
+    """Each code point's class (``_char_class``): a table below U+0100, the pattern above."""
+    out = np.empty(codes.size, dtype=np.uint8)
+    low = codes < 256
+    out[low] = _LATIN1_CLASSES[codes[low]]
+    high = codes[~low]
+    if high.size:
+        distinct, inverse = np.unique(high, return_inverse=True)
+        table = np.array([_char_class(chr(c)) for c in distinct.tolist()], dtype=np.uint8)
+        out[~low] = table[inverse]
+    return out
+
+
+def _word_keys(texts: Sequence[str], wide: bool) -> tuple[KeyArray, IntArray]:
+    """The keys of the word tokens of ``texts``, flat, and where each text's start."""
+    lengths = np.array(list(map(len, texts)), dtype=np.int64)
+    text_starts = np.cumsum(lengths) - lengths
+    size = int(lengths.sum())
+    if not size:
+        return np.zeros(0, dtype=np.uint64), np.zeros(len(texts) + 1, dtype=np.int64)
+    unit = 4 if wide else 1
+    joined = "".join([*texts, "\0" * 8])  # padded: 8-byte blocks are read past the end
+    raw = joined.encode("utf-32-le" if wide else "latin-1")
+    codes: npt.NDArray[Any] = np.frombuffer(raw, dtype=np.uint32 if wide else np.uint8)[:size]
+    # a token starts where whitespace starts, or where a non-space run changes class
+    boundary = np.empty(codes.size, dtype=bool)
+    boundary[0] = True
+    if wide:
+        kind = _classes(codes)
+        boundary[1:] = (kind[1:] != kind[:-1]) & ((kind[1:] == 0) | (kind[:-1] != 0))
+    else:  # ASCII: the classes by arithmetic (uint8 wraps: c - 9 <= 4 is 9..13)
+        space = ((codes == 32) | ((codes - np.uint8(9)) <= 4)
+                 | ((codes - np.uint8(28)) <= 3))
+        word = (((codes - np.uint8(48)) <= 9) | (((codes | np.uint8(32)) - np.uint8(97)) <= 25)
+                | (codes == 95))
+        other = ~space
+        boundary[1:] = ((space[1:] & other[:-1])
+                        | (other[1:] & other[:-1] & (word[1:] != word[:-1])))
+    boundary[text_starts[lengths > 0]] = True
+    token_starts = np.flatnonzero(boundary)
+    del boundary
+    token_lengths = np.diff(token_starts, append=codes.size)
+    per_text = np.diff(np.searchsorted(token_starts, text_starts), append=token_starts.size)
+    # blocks of 8 bytes (8 characters, or 2 wide ones) read in place
+    blocks = np.ndarray(shape=(len(raw) - 7,), dtype="<u8", buffer=raw, strides=(1,))
+    per_block = 8 // unit
+    exact_max = 7 if not wide else 1
+    # a short token is its own characters (the block, cut to its length) and its length
+    width = np.uint64(8 * unit)
+    cut = np.uint64(64) - np.minimum(token_lengths, exact_max).astype(np.uint64) * width
+    keys = blocks[token_starts * unit]
+    keys <<= cut
+    keys >>= cut
+    keys |= token_lengths.astype(np.uint64) << np.uint64(56)
+    # a longer one: its blocks, each cut to what is left of it, mixed into a hash
+    long_tokens = np.flatnonzero((token_lengths > exact_max) & (token_lengths <= _LONG_TOKEN))
+    if long_tokens.size:
+        long_starts = token_starts[long_tokens]
+        long_lengths = token_lengths[long_tokens]
+        # per block a multiply and an xorshift (each a bijection, and the shift carries
+        # the high bits down into the next multiply), splitmix64's finalizer at the end
+        h = long_lengths.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+        for done in range(0, int(long_lengths.max()), per_block):
+            going = np.flatnonzero(long_lengths > done) if done else slice(None)
+            take = np.minimum(long_lengths[going] - done, per_block).astype(np.uint64)
+            block = blocks[(long_starts[going] + done) * unit]
+            block_cut = np.uint64(64) - take * width
+            block <<= block_cut
+            block >>= block_cut
+            mixed = (h[going] ^ block) * np.uint64(0x9FB21C651E98DF25)
+            h[going] = mixed ^ (mixed >> np.uint64(29))
+        h = _mix(h)
+        keys[long_tokens] = h | _HASHED
+    for index in np.flatnonzero(token_lengths > _LONG_TOKEN).tolist():
+        start = int(token_starts[index])
+        token = joined[start:start + int(token_lengths[index])]
+        keys[index] = np.uint64(hash(token) & 0xFFFFFFFFFFFFFFFF) | _HASHED
+    return keys, np.concatenate(([0], np.cumsum(per_text))).astype(np.int64)
