@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .._sample import Sample
+from . import estimates as est
 from . import metrics as m
 from .failures import FailureMessages
 from .latency import LatencySketch
@@ -26,7 +27,9 @@ from .report import (
     DivergenceStats,
     HistogramBin,
     LatencyStats,
+    LogprobAgreement,
     OutputCount,
+    Proportion,
     VarianceReport,
 )
 
@@ -91,16 +94,45 @@ class _PositionStats:
         return np.where(self.count >= 2, np.sqrt(np.maximum(var, 0.0)), np.nan)
 
 
-class _Output:
-    """One distinct output text: its count, tokens, its samples' top-2 margins, and
-    sketches of their latency and time to first token (None until one is measured)."""
+class _Range:
+    """Per-position smallest and largest value over the samples added (NaN: missing), and
+    how many samples: whether they are bitwise equal, and by how much they are not."""
 
-    __slots__ = ("count", "latency", "margins", "tokens", "ttft")
+    __slots__ = ("high", "low", "samples")
+
+    def __init__(self, values: FloatArray) -> None:
+        self.low = values.copy()
+        self.high = values.copy()
+        self.samples = 1
+
+    def add(self, values: FloatArray) -> None:
+        k = min(values.size, self.low.size)  # the same text tokenized differently: shorter
+        self.low = np.fmin(self.low[:k], values[:k])
+        self.high = np.fmax(self.high[:k], values[:k])
+        self.samples += 1
+
+    def merged(self, other: _Range) -> _Range:
+        out = _Range(self.low)
+        out.high = self.high.copy()
+        out.samples = self.samples - 1
+        out.add(other.low)
+        out.add(other.high)
+        out.samples = self.samples + other.samples
+        return out
+
+
+class _Output:
+    """One distinct output text: its count, tokens, its samples' top-2 margins and chosen
+    logprobs' range, and sketches of their latency and time to first token (None until
+    one is measured)."""
+
+    __slots__ = ("count", "latency", "logprobs", "margins", "tokens", "ttft")
 
     def __init__(self, tokens: list[str] | None) -> None:
         self.count = 0
         self.tokens = tokens
         self.margins: _PositionStats | None = None
+        self.logprobs: _Range | None = None
         self.latency: LatencySketch | None = None
         self.ttft: LatencySketch | None = None
 
@@ -216,7 +248,12 @@ class VarianceCollector:
             self._shrink_prefix(tokens)
         prefix = len(self._prefix or ())
         if sample.token_logprobs is not None:
-            values = _as_floats(sample.token_logprobs[:prefix])
+            chosen = _as_floats(sample.token_logprobs)
+            if output.logprobs is None:
+                output.logprobs = _Range(chosen)
+            else:
+                output.logprobs.add(chosen)
+            values = chosen[:prefix]
             if self._noise is None:
                 self._noise = _PositionStats(values)
             self._noise.add(values)
@@ -300,6 +337,9 @@ class VarianceCollector:
             if theirs.margins is not None:
                 mine.margins = (copy.deepcopy(theirs.margins) if mine.margins is None
                                 else mine.margins.merged(theirs.margins))
+            if theirs.logprobs is not None:
+                mine.logprobs = (copy.deepcopy(theirs.logprobs) if mine.logprobs is None
+                                 else mine.logprobs.merged(theirs.logprobs))
             mine.latency = _combined((mine.latency, theirs.latency))
             mine.ttft = _combined((mine.ttft, theirs.ttft))
         merged._provider_tokens = self._provider_tokens and other._provider_tokens
@@ -404,6 +444,14 @@ class VarianceCollector:
             agreement_ci = _interval(counts, m.agreement_rows, bootstrap, seed, level)
 
         top = sorted(range(unique), key=lambda i: (-counts[i], texts[i]))[:_TOP_OUTPUTS]
+        d_ci = est.disagreement_interval(counts, level)
+        deviation = None
+        if n_ok and mode_index is not None:
+            differ = n_ok - counts[mode_index]
+            low, high, method = est.rate_interval(differ, n_ok, level)
+            deviation = Proportion(
+                count=differ, n=n_ok, rate=differ / n_ok, reference="the most common output",
+                interval=ConfidenceInterval(low=low, high=high, level=level, method=method))
         return VarianceReport(
             n_samples=n_ok + n_failed,
             n_ok=n_ok,
@@ -437,6 +485,15 @@ class VarianceCollector:
                          for i in top],
             entropy_bits_ci=entropy_ci,
             agreement_rate_ci=agreement_ci,
+            disagreement_rate=est.disagreement_rate(counts),
+            disagreement_rate_ci=None if d_ci is None else ConfidenceInterval(
+                low=d_ci[0], high=d_ci[1], level=level, method=d_ci[2]),
+            coverage=est.good_coverage(counts),
+            chao1=est.chao1(counts),
+            deviation=deviation,
+            logprobs=_logprob_agreement([outputs[t] for t in texts],
+                                        prefix_tokens if prefix_tokens is not None
+                                        else (rows[0].size if rows else 0)),
             latency=_latency_stats(_combined(outputs[t].latency for t in texts)),
             ttft=_latency_stats(_combined(outputs[t].ttft for t in texts)),
             by_fingerprint=groups.get("fingerprint", {}),
@@ -458,6 +515,7 @@ def _copy_output(output: _Output) -> _Output:
     clone = _Output(output.tokens)
     clone.count = output.count
     clone.margins = copy.deepcopy(output.margins)
+    clone.logprobs = copy.deepcopy(output.logprobs)
     clone.latency = _combined((output.latency,))
     clone.ttft = _combined((output.ttft,))
     return clone
@@ -473,6 +531,40 @@ def _combined(sketches: Iterable[LatencySketch | None]) -> LatencySketch | None:
             else:
                 total.merge(sketch)
     return total
+
+
+def _first_diff(low: FloatArray, high: FloatArray) -> tuple[int | None, float]:
+    """(first position where low != high, largest high - low); NaN positions are skipped."""
+    gap = np.where(np.isnan(low) | np.isnan(high), 0.0, high - low)
+    differ = np.flatnonzero(gap != 0)
+    return (int(differ[0]) if differ.size else None), float(gap.max(initial=0.0))
+
+
+def _logprob_agreement(outputs: list[_Output], prefix: int) -> LogprobAgreement | None:
+    """Bitwise comparison of chosen-token logprobs within each output and in the prefix
+    every output shares (of ``prefix`` tokens); None when no sample had logprobs."""
+    ranges = [o.logprobs for o in outputs if o.logprobs is not None]
+    if not ranges:
+        return None
+    repeated = [r for r in ranges if r.samples >= 2]
+    first_within: int | None = None
+    max_within = 0.0
+    for r in repeated:
+        first, gap = _first_diff(r.low, r.high)
+        max_within = max(max_within, gap)
+        if first is not None and (first_within is None or first < first_within):
+            first_within = first
+    shared = min([prefix, *(r.low.size for r in ranges)])
+    low = np.fmin.reduce([r.low[:shared] for r in ranges])
+    high = np.fmax.reduce([r.high[:shared] for r in ranges])
+    first_prefix, max_prefix = _first_diff(low, high)
+    samples = sum(r.samples for r in ranges)
+    return LogprobAgreement(
+        samples=samples, outputs_compared=len(repeated),
+        identical_within_outputs=(first_within is None) if repeated else None,
+        max_abs_diff_within_outputs=max_within, first_diff_within_outputs=first_within,
+        prefix_tokens=shared, identical_in_prefix=(first_prefix is None) if samples >= 2
+        else None, max_abs_diff_in_prefix=max_prefix, first_diff_in_prefix=first_prefix)
 
 
 def _latency_stats(sketch: LatencySketch | None) -> LatencyStats | None:
