@@ -73,6 +73,8 @@ class Sample(BaseModel):
     """The experiment condition the sample was taken under (e.g. ``burst``), if any."""
     request_id: str | None = None
     """In a suite (``sample_suite``): the id of the request this sample answers."""
+    block: int | None = None
+    """In a designed experiment (``batch_effect``): the block it ran in, 0-based."""
     latency_s: float = 0.0
     """Seconds from sending the (last) attempt to having its whole response."""
     ttft_s: float | None = None

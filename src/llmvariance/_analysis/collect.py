@@ -312,6 +312,10 @@ class VarianceCollector:
         clone._noise = copy.deepcopy(self._noise)
         return clone
 
+    def output_counts(self) -> dict[str, int]:
+        """How many ok samples gave each distinct output (the counts every metric uses)."""
+        return {text: output.count for text, output in self._outputs.items()}
+
     # -- combining ----------------------------------------------------------------------
 
     def _materialised(self, dimension: str) -> dict[str, VarianceCollector]:

@@ -11,7 +11,7 @@ broken streams.
 from ._engine import Delta, Engine
 from ._faults import FaultInjector, Faults
 from ._models import Context, DenseModel, DenseNBIModel, MoEModel, SimModel, default_models
-from ._server import ServerStats, SimServer
+from ._server import ModelSwitch, ServerStats, SimServer
 
 __all__ = [
     "Context",
@@ -21,6 +21,7 @@ __all__ = [
     "Engine",
     "FaultInjector",
     "Faults",
+    "ModelSwitch",
     "MoEModel",
     "ServerStats",
     "SimModel",
