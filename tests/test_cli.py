@@ -168,9 +168,23 @@ def test_batch_effect_from_the_command_line(served_url: str) -> None:
     assert result["verdict_kind"] == "batch_dependent"
     assert result["conditions"]["sequential"]["unique_count"] == 1
     assert result["conditions"]["burst"]["unique_count"] > 1
+    assert result["adjusted_pvalues"]["burst"] < 0.05
     dense = run(*base, "--model", "dense")
     assert dense.returncode == 0, dense.stderr
-    assert "dense: outputs never varied" in dense.stdout
+    assert "dense: no_variation_observed: no variation observed: all 24 outputs" in dense.stdout
+    assert "at most 11.7% of requests differ" in dense.stdout  # 1 - 0.05^(1/24)
+
+
+def test_batch_effect_says_it_could_not_measure_when_every_sample_fails(
+        served_url: str) -> None:
+    out = run("batch-effect", "--base-url", served_url, "--model", "no-such-model",
+              "--prompt", "p", "-n", "4", "--conditions", "sequential,burst",
+              "--max-attempts", "1")
+    assert out.returncode == 0, out.stderr
+    assert "Traceback" not in out.stderr
+    assert "no-such-model: could_not_measure: could not measure: every sample failed" in (
+        " ".join(out.stdout.split()))
+    assert "8 of 8 samples failed (http_status 8)" in " ".join(out.stdout.split())
 
 
 def test_batch_effect_names_an_unknown_condition(served_url: str) -> None:

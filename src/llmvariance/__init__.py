@@ -9,15 +9,19 @@
 from . import engines
 from ._analysis.answers import JsonPointer
 from ._analysis.collect import VarianceCollector, analyze
+from ._analysis.compare import ArmSummary, Comparison, compare
 from ._analysis.report import (
     ConfidenceInterval,
     DivergenceStats,
     FailureMessage,
     HistogramBin,
     LatencyStats,
+    LogprobAgreement,
     OutputCount,
+    Proportion,
     VarianceReport,
 )
+from ._analysis.stats import HypothesisTestResult, samples_needed
 from ._analysis.suitereport import (
     AnswerCount,
     DistinctCount,
@@ -52,7 +56,15 @@ from ._errors import (
     StreamError,
     TransportError,
 )
-from ._experiment import BatchEffectResult, background_load, batch_effect, judge
+from ._experiment import (
+    BatchEffectResult,
+    Condition,
+    Trial,
+    background_load,
+    batch_effect,
+    judge,
+    register_condition,
+)
 from ._matrix import MatrixResult, MatrixRow, server_matrix
 from ._progress import Progress
 from ._render.html import html_report
@@ -90,11 +102,14 @@ from ._version import __version__
 __all__ = [
     "AiohttpTransport",
     "AnswerCount",
+    "ArmSummary",
     "BatchEffectResult",
     "ChatMessage",
     "ChatRequest",
     "ClientPool",
+    "Comparison",
     "CompletionRequest",
+    "Condition",
     "ConfidenceInterval",
     "ConfigError",
     "ConnectError",
@@ -109,10 +124,12 @@ __all__ = [
     "HTTPResponse",
     "HistogramBin",
     "Http1Transport",
+    "HypothesisTestResult",
     "InputMessage",
     "JsonPointer",
     "LLMVarianceError",
     "LatencyStats",
+    "LogprobAgreement",
     "MalformedResponseError",
     "MatrixResult",
     "MatrixRow",
@@ -124,6 +141,7 @@ __all__ = [
     "Progress",
     "PromptAnswers",
     "PromptStats",
+    "Proportion",
     "RateLimit",
     "RateLimiter",
     "RequestTimeout",
@@ -147,6 +165,7 @@ __all__ = [
     "Transport",
     "TransportError",
     "TreeNode",
+    "Trial",
     "Usage",
     "VarianceCollector",
     "VarianceReport",
@@ -155,6 +174,7 @@ __all__ = [
     "analyze_suite",
     "background_load",
     "batch_effect",
+    "compare",
     "divergence_tree",
     "engines",
     "html_report",
@@ -167,11 +187,13 @@ __all__ = [
     "read_request",
     "read_run",
     "read_suite",
+    "register_condition",
     "request_from_body",
     "sample_many",
     "sample_many_sync",
     "sample_suite",
     "sample_suite_sync",
+    "samples_needed",
     "server_matrix",
     "stream_samples",
 ]

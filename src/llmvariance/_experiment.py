@@ -498,7 +498,7 @@ async def batch_effect(
     sweep: Sequence[int] = (2, 8),
     background_concurrency: int = 8,
     conditions: Sequence[str] | None = None,
-    blocks: int = 5,
+    blocks: int | None = None,
     alpha: float = 0.05,
     calibration: bool = True,
     seed: int = 0,
@@ -514,7 +514,8 @@ async def batch_effect(
     ``conditions`` picks them (default: ``sequential``, ``burst``, ``loaded``, then
     ``concurrency=K`` for K in ``sweep`` below n); ``sequential`` is the control. First one
     calibration request (``calibration=False`` skips it: deviations are then counted from
-    the most common output over all conditions); then ``blocks`` blocks (at most n), each
+    the most common output over all conditions); then ``blocks`` blocks (default 5, or n
+    when n < 5; at most n), each
     running every condition for about n/blocks samples in an order that rotates from block
     to block. The verdict tests each condition against the control at ``alpha`` with Holm's
     correction; permutations and bootstraps take ``resamples`` draws seeded by ``seed``.
@@ -528,6 +529,8 @@ async def batch_effect(
     for k in sweep:
         ConfigError.check_int("sweep", k)
     ConfigError.check_int("background_concurrency", background_concurrency)
+    if blocks is None:
+        blocks = min(5, n)
     ConfigError.check_int("blocks", blocks)
     if blocks > n:
         raise ConfigError("blocks", f"must be at most n={n} (each block needs a sample of "

@@ -26,6 +26,13 @@ def add_parser(commands: Any) -> None:
                         help="concurrencies for the concurrency=K conditions (default 2,8)")
     parser.add_argument("--background", type=int, default=8,
                         help="background requests in flight during `loaded` (default 8)")
+    parser.add_argument("--blocks", type=int,
+                        help="blocks of the design: each runs every condition for n/blocks "
+                             "samples, in rotating order (default 5; 1: one condition after "
+                             "another)")
+    parser.add_argument("--alpha", type=float, default=0.05,
+                        help="significance level, Holm-corrected across conditions "
+                             "(default 0.05)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
@@ -42,7 +49,8 @@ async def run(args: argparse.Namespace) -> int:
     result = await batch_effect(
         _common.request(args), args.n, endpoint=_common.endpoint(args), sweep=sweep,
         conditions=split(args.conditions), background_concurrency=args.background,
-        rate_limit=_common.rate_limit(args), retry=_common.retry(args))
+        blocks=args.blocks, alpha=args.alpha, rate_limit=_common.rate_limit(args),
+        retry=_common.retry(args))
     if args.json:
         print(result.model_dump_json(indent=2, exclude={"samples"}))
     else:
