@@ -301,7 +301,7 @@ def compare_cells(a: Mapping[int | None, Mapping[str, int]],
 
 def _verdict(c: Comparison) -> str:
     a, b = c.a, c.b
-    evidence = (f"{b.name} {b.d_text()} vs {a.name} {a.d_text()}; deviating from "
+    evidence = (f"{b.name}: {b.d_text()} vs {a.name}: {a.d_text()}; deviating from "
                 f"{c.reference_source}: {b.deviation.count}/{b.n} vs "
                 f"{a.deviation.count}/{a.n}, {p_text(c.exact)} ({c.exact.method})")
     if c.significant and c.statistic > 0:
