@@ -218,6 +218,9 @@ class VarianceCollector:
             return
         text = sample.text or ""
         tokens = sample.tokens
+        if tokens is not None and sample.token_ids is not None:
+            # compare tokens by id: two tokens may render alike (e.g. partial UTF-8)
+            tokens = [f"#{i}" for i in sample.token_ids]
         output = self._outputs.get(text)
         new_tokens = output is None
         if output is None:
