@@ -274,27 +274,60 @@ async def test_llama_server_starts_answers_and_leaves_no_process() -> None:
     assert pid is not None and not alive(pid)
 
 
+def bitwise_within_outputs(samples: list[lv.Sample]) -> bool:
+    """Whether every two samples with the same text have the same logprobs, bit for bit."""
+    by_text: dict[str, list[float | None]] = {}
+    for s in samples:
+        if s.ok and s.token_logprobs is not None:
+            first = by_text.setdefault(s.text or "", s.token_logprobs)
+            if first != s.token_logprobs:
+                return False
+    return True
+
+
 @pytest.mark.real
 @real
-async def test_llama_server_with_shared_batches_varies_only_when_batched() -> None:
+async def test_llama_server_with_shared_batches_is_batch_dependent_with_a_p_value() -> None:
+    request = STORY.model_copy(update={"logprobs": True})
     async with LlamaCppServer(SMOLLM2, parallel=8, kv_unified=True, ctx_size=8192) as url:
-        result = await lv.batch_effect(STORY, 16, endpoint=lv.Endpoint(base_url=url),
-                                       conditions=["sequential", "burst"])
-    assert result.conditions["sequential"].unique_count == 1
-    assert result.conditions["burst"].unique_count > 1
+        # two blocks: each burst is 10 wide, so the 8 slots fill
+        result = await lv.batch_effect(request, 20, endpoint=lv.Endpoint(base_url=url),
+                                       conditions=["sequential", "burst"], blocks=2)
+    # Measured: the sequential requests of block 0 all agree; after the first burst the
+    # server's cache state has changed and block 1's sequential requests agree on another
+    # output. Blocks show it; one condition after the other would have hidden it.
+    first_block = {s.text for s in result.samples["sequential"] if s.block == 0}
+    assert len(first_block) == 1
+    assert result.conditions["burst"].unique_count > result.conditions[
+        "sequential"].unique_count
     assert result.verdict_kind == "batch_dependent"
+    assert result.adjusted_pvalues["burst"] < 0.05
+    assert result.verdict.startswith("outputs depend on how requests are batched: burst: D = ")
+    assert all(s.token_ids is not None for s in result.samples["burst"])  # llama.cpp's ids
+    logprobs = result.logprobs
+    assert logprobs is not None
+    every = [s for arm in result.samples.values() for s in arm]
+    assert logprobs.identical_within_outputs == bitwise_within_outputs(every)
+    assert "logprobs: texts agree, " in result.to_text()
 
 
 @pytest.mark.real
 @real
-async def test_llama_server_with_one_slot_is_deterministic() -> None:
+async def test_llama_server_with_one_slot_shows_no_variation_within_its_bound() -> None:
+    request = STORY.model_copy(update={"logprobs": True})
     async with LlamaCppServer(SMOLLM2, parallel=1, ctx_size=2048) as url:
-        result = await lv.batch_effect(STORY, 8, endpoint=lv.Endpoint(base_url=url),
+        result = await lv.batch_effect(request, 8, endpoint=lv.Endpoint(base_url=url),
                                        conditions=["sequential", "burst", "loaded"],
                                        background_concurrency=2)
     assert [r.unique_count for r in result.conditions.values()] == [1, 1, 1]
-    assert result.verdict_kind == "deterministic"
-
+    assert result.verdict_kind == "no_variation_observed"
+    assert "at most 11.7% of requests differ (95% one-sided, 0 of 24)" in result.verdict
+    logprobs = result.logprobs
+    assert logprobs is not None and logprobs.samples == 25  # the calibration too
+    every = [s for arm in result.samples.values() for s in arm]
+    assert logprobs.identical_within_outputs == bitwise_within_outputs(
+        [*every, result.calibration])  # type: ignore[list-item]
+    print(result.to_text())
 
 
 API_REQUESTS = {

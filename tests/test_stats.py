@@ -96,9 +96,9 @@ def test_compare_is_seeded_and_takes_samples_collectors_and_run_files(tmp_path) 
     collector = lv.VarianceCollector()
     collector.update(b)
     assert lv.compare(a, collector, seed=3).pvalue == first.pvalue
-    with pytest.raises(lv.ConfigError, match="^b: needs at least two successful outputs"):
+    with pytest.raises(lv.ConfigError, match=r"^b: needs at least two successful outputs"):
         lv.compare(a, ["x"])
-    with pytest.raises(lv.ConfigError, match="^a: a report keeps only its 5 most common"):
+    with pytest.raises(lv.ConfigError, match=r"^a: a report keeps only its 5 most common"):
         lv.compare(lv.analyze([str(i) for i in range(8)]), b)
 
 
@@ -175,9 +175,9 @@ def test_samples_needed_gives_the_power_it_promises() -> None:
     assert stats.fisher_power(n - 1, n - 1, 0.0, 0.1) < 0.8
     assert 40 < n < 100  # 66: the arcsine formula's 15 is far off near 0
     assert lv.samples_needed(0.1, 0.4) < lv.samples_needed(0.1, 0.2)
-    with pytest.raises(lv.ConfigError, match="^p_b: must be larger than p_a"):
+    with pytest.raises(lv.ConfigError, match=r"^p_b: must be larger than p_a"):
         lv.samples_needed(0.2, 0.1)
-    with pytest.raises(lv.ConfigError, match="^p_a: must be a rate"):
+    with pytest.raises(lv.ConfigError, match=r"^p_a: must be a rate"):
         lv.samples_needed(-0.1, 0.1)
 
 

@@ -11,7 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
-import verdict_calibration as vc  # noqa: E402
+import verdict_calibration as vc
 
 ALPHA = vc.ALPHA
 REPS = 400

@@ -49,8 +49,9 @@ def render(results: dict[str, BatchEffectResult]) -> str:
         for finding in results[name].findings:
             lines.extend(textwrap.wrap(f"finding: {finding}", width=100,
                                        initial_indent="  ", subsequent_indent="    "))
-        if results[name].logprobs is not None:
-            lines.append(f"  logprobs: {results[name].logprobs.describe()}")
+        agreement = results[name].logprobs
+        if agreement is not None:
+            lines.append(f"  logprobs: {agreement.describe()}")
     for name, result in results.items():
         split = [(c, r) for c, r in result.conditions.items() if r.unique_count > 1]
         if not split:

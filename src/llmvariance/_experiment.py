@@ -264,7 +264,8 @@ def _cells(samples: Sequence[Sample]) -> dict[int | None, Counter[str]]:
     return cells
 
 
-def _reference(calibration: Sample | None, cells: Mapping[str, Mapping[int | None, Counter[str]]]
+def _reference(calibration: Sample | None,
+               cells: Mapping[str, Mapping[int | None, Mapping[str, int]]]
                ) -> tuple[str | None, str, list[str]]:
     """(reference output, where it came from, findings about the calibration)."""
     pooled: Counter[str] = Counter()
@@ -341,12 +342,12 @@ def _evaluate(samples: Mapping[str, Sequence[Sample]], calibration: Sample | Non
     reference, source, findings = _reference(calibration, cells)
     findings += _drift(samples)
     comparisons: dict[str, Comparison] = {}
-    usable = {name: c for name, c in cells.items() if sum(counts_of(c).values()) >= 2}
+    usable = {name: c for name, c in cells.items() if counts_of(c).total() >= 2}
     if control in usable and reference is not None:
-        for name, arm in usable.items():
+        for name, counted in usable.items():
             if name != control:
                 comparisons[name] = compare_cells(
-                    usable[control], arm, reference=reference, reference_source=source,
+                    usable[control], counted, reference=reference, reference_source=source,
                     alpha=alpha, seed=seed, resamples=resamples, names=(control, name))
     adjusted = dict(zip(comparisons, holm([c.pvalue for c in comparisons.values()]),
                         strict=True))

@@ -20,13 +20,13 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from ._analysis.report import VarianceReport
+from ._analysis.compare import Comparison, p_text
+from ._analysis.report import LogprobAgreement, VarianceReport
+from ._analysis.stats import holm
 from ._client.endpoint import Endpoint
 from ._client.retry import RetryPolicy
 from ._client.transport import Timeouts
 from ._errors import ConfigError
-from ._analysis.compare import Comparison, p_text
-from ._analysis.stats import holm
 from ._experiment import VerdictKind, batch_effect
 from ._request import Request
 
@@ -56,6 +56,8 @@ class MatrixRow(BaseModel):
     batch-dependent."""
     matrix_pvalue: float | None = None
     """``pvalue`` adjusted again by Holm across the matrix's configurations."""
+    logprobs: LogprobAgreement | None = None
+    """The numbers under the text over the row's samples, when logprobs were asked for."""
 
 
 class MatrixResult(BaseModel):
@@ -90,6 +92,8 @@ class MatrixResult(BaseModel):
         for row in self.rows:
             lines.append(f"{row.config}: {row.verdict_kind}: {row.verdict}")
             lines.extend(f"  finding: {f}" for f in row.findings)
+            if row.logprobs is not None:
+                lines.append(f"  logprobs: {row.logprobs.describe()}")
         return "\n".join(lines)
 
 
@@ -178,7 +182,8 @@ async def server_matrix(
                             verdict=result.verdict, verdict_kind=result.verdict_kind,
                             comparisons=result.comparisons,
                             adjusted_pvalues=result.adjusted_pvalues,
-                            findings=result.findings, pvalue=result.pvalue)
+                            findings=result.findings, pvalue=result.pvalue,
+                            logprobs=result.logprobs)
         rows.append(row)
         result_so_far = MatrixResult(request=request, n=n, conditions=list(conditions),
                                      rows=rows)

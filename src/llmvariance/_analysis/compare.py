@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -201,8 +201,8 @@ def arm_cells(source: ArmInput, field: str = "a"
 def _summary(name: str, cells: Mapping[int | None, Mapping[str, int]], reference: str,
              reference_source: str, level: float) -> ArmSummary:
     total: Counter[str] = Counter()
-    for counts in cells.values():
-        total.update(counts)
+    for cell in cells.values():
+        total.update(cell)
     counts = list(total.values())
     n = sum(counts)
     mode, mode_count = min(total.items(), key=lambda kv: (-kv[1], kv[0]))
@@ -267,8 +267,8 @@ def compare_cells(a: Mapping[int | None, Mapping[str, int]],
     arm_a = _summary(name_a, a, reference, source, level)
     arm_b = _summary(name_b, b, reference, source, level)
     exact = stats.exact_test(arm_a.deviation.count, arm_a.n, arm_b.deviation.count, arm_b.n)
-    cells_a: stats.Cells = {k: dict(v) for k, v in a.items()}
-    cells_b: stats.Cells = {k: dict(v) for k, v in b.items()}
+    cells_a: stats.Cells = a
+    cells_b: stats.Cells = b
     delta_test, homogeneity = stats.permutation_tests(cells_a, cells_b, resamples=resamples,
                                                       seed=seed)
     low, high = stats.bootstrap_delta_d(cells_a, cells_b, resamples=resamples, seed=seed,
@@ -320,7 +320,7 @@ def _verdict(c: Comparison) -> str:
     return head
 
 
-def counts_of(arm: Mapping[Hashable, Mapping[str, int]]) -> Counter[str]:
+def counts_of(arm: Mapping[int | None, Mapping[str, int]]) -> Counter[str]:
     """An arm's outputs counted over all its blocks."""
     total: Counter[str] = Counter()
     for counts in arm.values():

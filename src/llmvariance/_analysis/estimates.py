@@ -61,7 +61,7 @@ def chao1(counts: Sequence[int]) -> float | None:
 def zero_upper_bound(n: int, level: float = 0.95) -> float:
     """The exact one-sided upper bound on a rate when 0 of ``n`` showed it: ``1 - alpha^(1/n)``
     with ``alpha = 1 - level`` (the Clopper-Pearson bound; "rule of three" for large n)."""
-    return 1.0 - (1.0 - level) ** (1.0 / n)
+    return 1.0 - float((1.0 - level) ** (1.0 / n))
 
 
 def rate_interval(k: int, n: int, level: float = 0.95) -> tuple[float, float, str]:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Hashable, Mapping, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -36,7 +36,7 @@ __all__ = ["BOSCHLOO_MAX_TABLES", "Cells", "HypothesisTestResult", "benjamini_ho
            "bootstrap_delta_d", "cmh_test", "exact_test", "fisher_power", "holm",
            "minimum_detectable_rate", "permutation_tests", "samples_needed", "sign_test"]
 
-Cells = Mapping[int | None, Mapping[Hashable, int]]
+Cells = Mapping[int | None, Mapping[Any, int]]
 """One arm: per block (None: no block), how many samples gave each output."""
 
 BOSCHLOO_MAX_TABLES = 160_000
@@ -155,7 +155,7 @@ def permutation_tests(a: Cells, b: Cells, *, resamples: int = 9999, seed: int = 
         nulls_d.append(d)
         nulls_chi2.append(chi2)
         done += rows
-    strata = sum(1 for _, k in pooled.groups if 0 < k)
+    strata = sum(1 for _, k in pooled.groups if k > 0)
     method = ("permutation" if len(pooled.groups) == 1
               else f"permutation within {strata} blocks")
     common = {"method": method, "resamples": resamples, "seed": seed}
@@ -223,10 +223,10 @@ def exact_test(deviating_a: int, n_a: int, deviating_b: int, n_b: int
     if not (0 <= deviating_a <= n_a and 0 <= deviating_b <= n_b and n_a and n_b):
         raise ValueError(f"not a table: {deviating_a}/{n_a} vs {deviating_b}/{n_b}")
     table = [[deviating_b, deviating_a], [n_b - deviating_b, n_a - deviating_a]]
-    fisher = float(stats.fisher_exact(table, alternative="greater").pvalue)
+    fisher = float(stats.fisher_exact(np.asarray(table), alternative="greater").pvalue)
     name = "b deviates more often than a"
     if (n_a + 1) * (n_b + 1) <= BOSCHLOO_MAX_TABLES:
-        boschloo = float(stats.boschloo_exact(table, alternative="greater").pvalue)
+        boschloo = float(stats.boschloo_exact(np.asarray(table), alternative="greater").pvalue)
         if math.isfinite(boschloo):
             return HypothesisTestResult(name=name, statistic=fisher,
                                         pvalue=min(1.0, boschloo), alternative="greater",
@@ -243,8 +243,8 @@ def _support(n: int, p: float) -> IntArray:
         return np.zeros(1, dtype=np.int64)
     if p >= 1.0:
         return np.full(1, n, dtype=np.int64)
-    low, high = stats.binom.ppf([1e-13, 1 - 1e-13], n, p)
-    return np.arange(int(low), int(high) + 1, dtype=np.int64)
+    ends = np.asarray(stats.binom.ppf([1e-13, 1 - 1e-13], n, p))
+    return np.arange(int(ends[0]), int(ends[1]) + 1, dtype=np.int64)
 
 
 def fisher_power(n_a: int, n_b: int, p_a: float, p_b: float, alpha: float = 0.05) -> float:
