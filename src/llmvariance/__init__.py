@@ -22,6 +22,7 @@ from ._analysis.report import (
     VarianceReport,
 )
 from ._analysis.stats import HypothesisTestResult, samples_needed
+from ._analysis.suitecompare import PromptComparison, SuiteComparison, compare_suites
 from ._analysis.suitereport import (
     AnswerCount,
     DistinctCount,
@@ -140,6 +141,7 @@ __all__ = [
     "PoolStats",
     "Progress",
     "PromptAnswers",
+    "PromptComparison",
     "PromptStats",
     "Proportion",
     "RateLimit",
@@ -155,6 +157,7 @@ __all__ = [
     "SampleSet",
     "SampleStream",
     "StreamError",
+    "SuiteComparison",
     "SuiteEntry",
     "SuiteFileError",
     "SuiteReport",
@@ -175,6 +178,7 @@ __all__ = [
     "background_load",
     "batch_effect",
     "compare",
+    "compare_suites",
     "divergence_tree",
     "engines",
     "html_report",
