@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from .._demo import render
@@ -34,6 +35,8 @@ def add_parser(commands: Any) -> None:
                         help="significance level, Holm-corrected across conditions "
                              "(default 0.05)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument("--html", metavar="FILE.html",
+                        help="also write the result as a self-contained HTML page")
 
 
 def split(value: str) -> list[str]:
@@ -56,4 +59,9 @@ async def run(args: argparse.Namespace) -> int:
     else:
         print(f"{result.endpoint}  model={args.model}  n={args.n} per condition")
         print(render({args.model: result}))
+    if args.html:
+        from .._render.html import html_report
+
+        html_report(result, args.html)
+        print(f"wrote {args.html}", file=sys.stderr)
     return 0
