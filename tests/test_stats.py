@@ -171,6 +171,7 @@ def test_fisher_power_is_exact_by_enumeration() -> None:
 
 def test_samples_needed_gives_the_power_it_promises() -> None:
     n = lv.samples_needed(0.0, 0.1)
+    assert n == 66  # the README's figure
     assert stats.fisher_power(n, n, 0.0, 0.1) >= 0.8
     assert stats.fisher_power(n - 1, n - 1, 0.0, 0.1) < 0.8
     assert 40 < n < 100  # 66: the arcsine formula's 15 is far off near 0
