@@ -161,7 +161,8 @@ def test_serve_refuses_an_impossible_moe_naming_the_field() -> None:
 
 def test_batch_effect_from_the_command_line(served_url: str) -> None:
     base = ["batch-effect", "--base-url", served_url, "--prompt", "Tell me a story",
-            "-n", "12", "--max-tokens", "24", "--conditions", "sequential,burst"]
+            "-n", "16", "--blocks", "2", "--max-tokens", "24",  # bursts of 8
+            "--conditions", "sequential,burst"]
     moe = run(*base, "--model", "moe", "--json")
     assert moe.returncode == 0, moe.stderr
     result = json.loads(moe.stdout)
@@ -171,8 +172,8 @@ def test_batch_effect_from_the_command_line(served_url: str) -> None:
     assert result["adjusted_pvalues"]["burst"] < 0.05
     dense = run(*base, "--model", "dense")
     assert dense.returncode == 0, dense.stderr
-    assert "dense: no_variation_observed: no variation observed: all 24 outputs" in dense.stdout
-    assert "at most 11.7% of requests differ" in dense.stdout  # 1 - 0.05^(1/24)
+    assert "dense: no_variation_observed: no variation observed: all 32 outputs" in dense.stdout
+    assert "at most 8.9% of requests differ" in dense.stdout  # 1 - 0.05^(1/32)
 
 
 def test_batch_effect_says_it_could_not_measure_when_every_sample_fails(

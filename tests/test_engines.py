@@ -225,7 +225,7 @@ async def test_the_matrix_runs_each_configuration_and_resumes(tmp_path: Path) ->
 
     out = tmp_path / "matrix.json"
     result = await lv.server_matrix(REQ, 12, ["max_batch=1", {"max_batch": 64}], server=sim,
-                                    conditions=["sequential", "burst"], output=out)
+                                    conditions=["sequential", "burst"], output=out, blocks=2)
     one, many = result.rows
     assert (one.config, many.config) == ("max_batch=1", "max_batch=64")
     assert one.verdict_kind == "no_variation_observed"
@@ -239,7 +239,7 @@ async def test_the_matrix_runs_each_configuration_and_resumes(tmp_path: Path) ->
     assert "max_batch=64: batch_dependent: outputs depend on how requests are batched" in text
     # a rerun reads what is done instead of starting the servers again
     again = await lv.server_matrix(REQ, 12, ["max_batch=1", "max_batch=64"], server=sim,
-                                   conditions=["sequential", "burst"], output=out)
+                                   conditions=["sequential", "burst"], output=out, blocks=2)
     assert len(started) == 2 and again == result
     with pytest.raises(lv.ConfigError, match="another request"):
         await lv.server_matrix(REQ, 13, ["max_batch=1"], server=sim,
@@ -357,3 +357,20 @@ async def test_every_api_streamed_and_not_agrees_on_llama_server(api: str) -> No
     assert all(s.usage is not None and s.usage.completion_tokens for s in samples)
     assert all(s.ttft_s is None for s in plain.samples)
     assert all(s.ttft_s is not None and 0 < s.ttft_s < s.latency_s for s in streamed.samples)
+
+
+def test_holm_across_configurations_can_take_a_row_back_to_inconclusive() -> None:
+    from llmvariance._matrix import across_configurations
+
+    def row(config: str, p: float, kind: str) -> lv.MatrixRow:
+        return lv.MatrixRow(config=config, settings={}, conditions={}, verdict="v",
+                            verdict_kind=kind, pvalue=p)  # type: ignore[arg-type]
+
+    rows = across_configurations([row("a", 0.03, "batch_dependent"),
+                                  row("b", 0.02, "batch_dependent"),
+                                  row("c", 1.0, "no_variation_observed")], alpha=0.05)
+    assert [r.matrix_pvalue for r in rows] == pytest.approx([0.06, 0.06, 1.0])
+    assert [r.verdict_kind for r in rows] == ["inconclusive", "inconclusive",
+                                              "no_variation_observed"]
+    assert rows[0].verdict == ("v; but not after Holm's correction across the 3 "
+                               "configurations (p = 0.06)")
