@@ -44,18 +44,19 @@ MODELS = {
 
 
 def request(name: str, max_tokens: int) -> lv.ChatRequest | lv.CompletionRequest:
+    # logprobs on: the report says whether agreeing texts agree bit for bit in them too
     if MODELS[name]["api"] == "chat":
         return lv.ChatRequest(model=name, messages=[{"role": "user", "content": PROMPT}],
-                              max_tokens=max_tokens, temperature=0.0)
+                              max_tokens=max_tokens, temperature=0.0, logprobs=True)
     return lv.CompletionRequest(model=name, prompt=PROMPT, max_tokens=max_tokens,
-                                temperature=0.0)
+                                temperature=0.0, logprobs=1)
 
 
 async def matrix(name: str, args: argparse.Namespace) -> lv.MatrixResult:
     server = functools.partial(LlamaCppServer, model_path(str(MODELS[name]["file"])),
                                ctx_size=args.ctx_size)
     return await lv.server_matrix(
-        request(name, args.max_tokens), args.n, CONFIGS, server=server,
+        request(name, args.max_tokens), args.n, CONFIGS, server=server, blocks=args.blocks,
         output=args.scratch / f"matrix-{name}.json",
         on_row=lambda row: print(f"  {name} {row.config}: " + ", ".join(
             f"{c} {r.unique_count}/{r.n_ok}" for c, r in row.conditions.items()), flush=True))
@@ -78,6 +79,24 @@ async def seed_protocol(name: str, args: argparse.Namespace, background: int
     return figures
 
 
+def cell(row: lv.MatrixRow, condition: str) -> str:
+    report = row.conditions[condition]
+    d = "n/a" if report.disagreement_rate is None else (
+        f"{report.disagreement_rate:.2f} {report.disagreement_rate_ci or ''}")
+    p = row.adjusted_pvalues.get(condition)
+    shown = "" if p is None else (", p<0.001" if p < 0.001 else f", p={p:.2g}")
+    return f"{report.unique_count}/{report.n_ok}, D {d}{shown}"
+
+
+def numbers(agreement: lv.LogprobAgreement | None) -> str:
+    if agreement is None or agreement.identical_within_outputs is None:
+        return "-"
+    if agreement.identical_within_outputs:
+        return "bitwise identical"
+    return (f"differ from token {agreement.first_diff_within_outputs} "
+            f"(max |Δ| {agreement.max_abs_diff_within_outputs:.1e})")
+
+
 def engine_version() -> str:
     record = json.loads((cache_dir() / "engine.json").read_text())
     return str(record.get("version", "unknown")).removeprefix("version: ")
@@ -88,6 +107,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=30)
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--ctx-size", type=int, default=8192)
+    parser.add_argument("--blocks", type=int, default=5)
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args()
@@ -109,10 +129,16 @@ def main() -> None:
     for name, result in results.items():
         for row in result["matrix"].rows:
             rows.append([MODELS[name]["file"], row.config,
-                         *(f"{r.unique_count}/{r.n_ok}" for r in row.conditions.values()),
-                         row.verdict_kind])
+                         *(cell(row, c) for c in row.conditions), row.verdict_kind,
+                         numbers(row.logprobs)])
+    print(f"each cell: distinct/n, D [95% CI], p of the exact test against one at a time "
+          f"(Holm within the row); {args.blocks} blocks, a calibration request first")
     print(table(["model", "server flags", "one at a time", "all at once", "under load",
-                 "verdict"], rows))
+                 "verdict", "agreeing texts' logprobs"], rows))
+    for name, result in results.items():
+        for row in result["matrix"].rows:
+            for finding in row.findings:
+                print(f"{MODELS[name]['file']} {row.config}: {finding}")
     print()
     seed_rows = []
     for name, result in results.items():
@@ -121,9 +147,11 @@ def main() -> None:
             first = report["common_prefix_tokens"]
             seed_rows.append([MODELS[name]["file"], MODELS[name]["api"], MODELS[name]["eos"],
                               background, f"{report['unique_count']}/{report['n_ok']}",
+                              f"{report['coverage']:.3f}", f"{report['chao1']:.1f}",
                               report["mode_count"], "-" if first is None else first])
     print("seed protocol (30 sequential requests, 1 s apart) on --parallel 8 --kv-unified")
-    print(table(["model", "api", "blocked eos", "background", "distinct", "mode",
+    print(table(["model", "api", "blocked eos", "background", "distinct", "coverage",
+                 "Chao1", "mode",
                  "first divergence (word)"], seed_rows))
     path = write_json("real_engines", {
         "engine": engine_version(), "n": args.n, "max_tokens": args.max_tokens,

@@ -123,11 +123,14 @@ def main() -> None:
     for r in results:
         rep: lv.VarianceReport = r["report"]
         first = "-" if rep.common_prefix_tokens is None else rep.common_prefix_tokens
-        rows.append([r["model"], r["api"], f"{rep.unique_count}/{rep.n_ok}", rep.mode_count,
-                     first, rep.entropy_bits, "n/a" if rep.agreement_rate is None
-                     else rep.agreement_rate, rep.n_failed])
-    print(table(["model", "api", "distinct", "mode", "first divergence (token)",
-                 "entropy bits", "agreement", "failed"], rows))
+        d = "n/a" if rep.disagreement_rate is None else (
+            f"{rep.disagreement_rate:.3f} {rep.disagreement_rate_ci or ''}")
+        rows.append([r["model"], r["api"], f"{rep.unique_count}/{rep.n_ok}",
+                     "n/a" if rep.coverage is None else rep.coverage,
+                     "n/a" if rep.chao1 is None else f"{rep.chao1:.1f}", rep.mode_count,
+                     first, d, rep.entropy_bits, rep.n_failed])
+    print(table(["model", "api", "distinct", "coverage", "Chao1", "mode",
+                 "first divergence (token)", "D [95% CI]", "entropy bits", "failed"], rows))
     target = args.base_url or "simulator"
     path = write_json("seed_experiment", {
         "target": target if args.base_url else "built-in simulator",

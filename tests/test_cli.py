@@ -161,16 +161,31 @@ def test_serve_refuses_an_impossible_moe_naming_the_field() -> None:
 
 def test_batch_effect_from_the_command_line(served_url: str) -> None:
     base = ["batch-effect", "--base-url", served_url, "--prompt", "Tell me a story",
-            "-n", "12", "--max-tokens", "24", "--conditions", "sequential,burst"]
+            "-n", "16", "--blocks", "2", "--max-tokens", "24",  # bursts of 8
+            "--conditions", "sequential,burst"]
     moe = run(*base, "--model", "moe", "--json")
     assert moe.returncode == 0, moe.stderr
     result = json.loads(moe.stdout)
     assert result["verdict_kind"] == "batch_dependent"
     assert result["conditions"]["sequential"]["unique_count"] == 1
     assert result["conditions"]["burst"]["unique_count"] > 1
+    assert result["adjusted_pvalues"]["burst"] < 0.05
     dense = run(*base, "--model", "dense")
     assert dense.returncode == 0, dense.stderr
-    assert "dense: outputs never varied" in dense.stdout
+    assert "dense: no_variation_observed: no variation observed: all 32 outputs" in dense.stdout
+    assert "at most 8.9% of requests differ" in dense.stdout  # 1 - 0.05^(1/32)
+
+
+def test_batch_effect_says_it_could_not_measure_when_every_sample_fails(
+        served_url: str) -> None:
+    out = run("batch-effect", "--base-url", served_url, "--model", "no-such-model",
+              "--prompt", "p", "-n", "4", "--conditions", "sequential,burst",
+              "--max-attempts", "1")
+    assert out.returncode == 0, out.stderr
+    assert "Traceback" not in out.stderr
+    assert "no-such-model: could_not_measure: could not measure: every sample failed" in (
+        " ".join(out.stdout.split()))
+    assert "8 of 8 samples failed (http_status 8)" in " ".join(out.stdout.split())
 
 
 def test_batch_effect_names_an_unknown_condition(served_url: str) -> None:

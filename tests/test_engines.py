@@ -225,18 +225,21 @@ async def test_the_matrix_runs_each_configuration_and_resumes(tmp_path: Path) ->
 
     out = tmp_path / "matrix.json"
     result = await lv.server_matrix(REQ, 12, ["max_batch=1", {"max_batch": 64}], server=sim,
-                                    conditions=["sequential", "burst"], output=out)
+                                    conditions=["sequential", "burst"], output=out, blocks=2)
     one, many = result.rows
     assert (one.config, many.config) == ("max_batch=1", "max_batch=64")
-    assert one.verdict_kind == "deterministic"
+    assert one.verdict_kind == "no_variation_observed"
     assert many.verdict_kind == "batch_dependent"
     assert many.conditions["sequential"].unique_count == 1
     assert many.conditions["burst"].unique_count > 1
+    # Holm across the two configurations: twice the smaller p-value, at most
+    assert one.pvalue == 1.0 and many.pvalue is not None and many.pvalue < 0.01
+    assert many.matrix_pvalue == min(1.0, 2 * many.pvalue)
     text = result.to_text()
-    assert "max_batch=64" in text and "batch-dependent" in text
+    assert "max_batch=64: batch_dependent: outputs depend on how requests are batched" in text
     # a rerun reads what is done instead of starting the servers again
     again = await lv.server_matrix(REQ, 12, ["max_batch=1", "max_batch=64"], server=sim,
-                                   conditions=["sequential", "burst"], output=out)
+                                   conditions=["sequential", "burst"], output=out, blocks=2)
     assert len(started) == 2 and again == result
     with pytest.raises(lv.ConfigError, match="another request"):
         await lv.server_matrix(REQ, 13, ["max_batch=1"], server=sim,
@@ -271,27 +274,60 @@ async def test_llama_server_starts_answers_and_leaves_no_process() -> None:
     assert pid is not None and not alive(pid)
 
 
+def bitwise_within_outputs(samples: list[lv.Sample]) -> bool:
+    """Whether every two samples with the same text have the same logprobs, bit for bit."""
+    by_text: dict[str, list[float | None]] = {}
+    for s in samples:
+        if s.ok and s.token_logprobs is not None:
+            first = by_text.setdefault(s.text or "", s.token_logprobs)
+            if first != s.token_logprobs:
+                return False
+    return True
+
+
 @pytest.mark.real
 @real
-async def test_llama_server_with_shared_batches_varies_only_when_batched() -> None:
+async def test_llama_server_with_shared_batches_is_batch_dependent_with_a_p_value() -> None:
+    request = STORY.model_copy(update={"logprobs": True})
     async with LlamaCppServer(SMOLLM2, parallel=8, kv_unified=True, ctx_size=8192) as url:
-        result = await lv.batch_effect(STORY, 16, endpoint=lv.Endpoint(base_url=url),
-                                       conditions=["sequential", "burst"])
-    assert result.conditions["sequential"].unique_count == 1
-    assert result.conditions["burst"].unique_count > 1
+        # two blocks: each burst is 10 wide, so the 8 slots fill
+        result = await lv.batch_effect(request, 20, endpoint=lv.Endpoint(base_url=url),
+                                       conditions=["sequential", "burst"], blocks=2)
+    # Measured: the sequential requests of block 0 all agree; after the first burst the
+    # server's cache state has changed and block 1's sequential requests agree on another
+    # output. Blocks show it; one condition after the other would have hidden it.
+    first_block = {s.text for s in result.samples["sequential"] if s.block == 0}
+    assert len(first_block) == 1
+    assert result.conditions["burst"].unique_count > result.conditions[
+        "sequential"].unique_count
     assert result.verdict_kind == "batch_dependent"
+    assert result.adjusted_pvalues["burst"] < 0.05
+    assert result.verdict.startswith("outputs depend on how requests are batched: burst: D = ")
+    assert all(s.token_ids is not None for s in result.samples["burst"])  # llama.cpp's ids
+    logprobs = result.logprobs
+    assert logprobs is not None
+    every = [s for arm in result.samples.values() for s in arm]
+    assert logprobs.identical_within_outputs == bitwise_within_outputs(every)
+    assert "logprobs: texts agree, " in result.to_text()
 
 
 @pytest.mark.real
 @real
-async def test_llama_server_with_one_slot_is_deterministic() -> None:
+async def test_llama_server_with_one_slot_shows_no_variation_within_its_bound() -> None:
+    request = STORY.model_copy(update={"logprobs": True})
     async with LlamaCppServer(SMOLLM2, parallel=1, ctx_size=2048) as url:
-        result = await lv.batch_effect(STORY, 8, endpoint=lv.Endpoint(base_url=url),
+        result = await lv.batch_effect(request, 8, endpoint=lv.Endpoint(base_url=url),
                                        conditions=["sequential", "burst", "loaded"],
                                        background_concurrency=2)
     assert [r.unique_count for r in result.conditions.values()] == [1, 1, 1]
-    assert result.verdict_kind == "deterministic"
-
+    assert result.verdict_kind == "no_variation_observed"
+    assert "at most 11.7% of requests differ (95% one-sided, 0 of 24)" in result.verdict
+    logprobs = result.logprobs
+    assert logprobs is not None and logprobs.samples == 25  # the calibration too
+    every = [s for arm in result.samples.values() for s in arm]
+    assert logprobs.identical_within_outputs == bitwise_within_outputs(
+        [*every, result.calibration])  # type: ignore[list-item]
+    print(result.to_text())
 
 
 API_REQUESTS = {
@@ -321,3 +357,20 @@ async def test_every_api_streamed_and_not_agrees_on_llama_server(api: str) -> No
     assert all(s.usage is not None and s.usage.completion_tokens for s in samples)
     assert all(s.ttft_s is None for s in plain.samples)
     assert all(s.ttft_s is not None and 0 < s.ttft_s < s.latency_s for s in streamed.samples)
+
+
+def test_holm_across_configurations_can_take_a_row_back_to_inconclusive() -> None:
+    from llmvariance._matrix import across_configurations
+
+    def row(config: str, p: float, kind: str) -> lv.MatrixRow:
+        return lv.MatrixRow(config=config, settings={}, conditions={}, verdict="v",
+                            verdict_kind=kind, pvalue=p)  # type: ignore[arg-type]
+
+    rows = across_configurations([row("a", 0.03, "batch_dependent"),
+                                  row("b", 0.02, "batch_dependent"),
+                                  row("c", 1.0, "no_variation_observed")], alpha=0.05)
+    assert [r.matrix_pvalue for r in rows] == pytest.approx([0.06, 0.06, 1.0])
+    assert [r.verdict_kind for r in rows] == ["inconclusive", "inconclusive",
+                                              "no_variation_observed"]
+    assert rows[0].verdict == ("v; but not after Holm's correction across the 3 "
+                               "configurations (p = 0.06)")

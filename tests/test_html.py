@@ -290,3 +290,26 @@ def test_bidi_overrides_from_the_server_never_reverse_the_reports_own_words(
     assert reversed_words == []
     # and the override is shown where it was, not acted on
     assert page.count("U+202E") >= 5 and RLO not in page
+
+
+def test_an_experiment_page_shows_the_verdict_table_findings_and_how_to_read_it(
+        tmp_path: Path) -> None:
+    from llmvariance._experiment import analyze_conditions
+
+    request = lv.ChatRequest(model="m", messages=[{"role": "user", "content": "hi"}])
+    samples = {"sequential": [lv.Sample(index=i, text="<b>same</b>", block=i % 2)
+                              for i in range(10)],
+               "burst": [lv.Sample(index=i, text="<b>same</b>" if i < 4 else f"other {i}",
+                                   block=i % 2) for i in range(10)]}
+    result = analyze_conditions(request, "127.0.0.1:1", samples, resamples=999,
+                                calibration=lv.Sample(index=0, text="cold <script>"))
+    page = lv.html_report(result, tmp_path / "experiment.html", plots=False)
+    assert (tmp_path / "experiment.html").read_text() == page
+    assert "<b>batch_dependent</b>: outputs depend on how requests are batched" in page
+    assert "<td><bdi>burst</bdi></td>" in page and "<td class=\"num\">6/10</td>" in page
+    assert "control" in page and "How" not in page.split("<section")[0]
+    assert "D</b> is the probability that two of its requests give different outputs" in page
+    assert "never occurred again in 20 later requests" in page  # the cold calibration
+    assert "<script>" not in page and "&lt;b&gt;same&lt;/b&gt;" in page
+    report_page = lv.html_report(lv.analyze(["a"] * 30))
+    assert "How to read this" in report_page and "≤ 9.5%" in report_page

@@ -109,4 +109,5 @@ async def test_batch_effect_runs_against_a_foreign_server(third_party_url: str) 
                                    sweep=(2,), background_concurrency=2)
     assert list(result.conditions) == ["sequential", "burst", "loaded", "concurrency=2"]
     assert all(r.n_ok == 6 and r.all_agree for r in result.conditions.values())
-    assert result.verdict_kind == "deterministic"
+    assert result.verdict_kind == "no_variation_observed"
+    assert result.calibration is not None and result.reference == result.calibration.text

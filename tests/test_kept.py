@@ -18,12 +18,12 @@ def assorted() -> list[lv.Sample]:
     """Every field, and the shapes they come in: logprobs with a None, ragged alternatives,
     tokens that do not spell the text, a failure, timings, usage with cache counts."""
     return [
-        S(index=0, text="ab", tokens=["a", "b"], token_logprobs=[None, -0.25],
+        S(index=0, text="ab", tokens=["a", "b"], token_ids=[7, 11], token_logprobs=[None, -0.25],
           top_logprobs=[{"a": -0.1, "z": -2.0}, {"b": -0.25}], finish_reason="stop",
           system_fingerprint="fp", model="m", endpoint="e", condition="burst",
           usage=lv.Usage(prompt_tokens=3, completion_tokens=2, total_tokens=5,
                          cache_read_tokens=1), latency_s=0.5, ttft_s=0.1, itl_mean_s=0.01,
-          itl_max_s=0.02, response_id="r0"),
+          itl_max_s=0.02, response_id="r0", block=2),
         S(index=1, error=ERROR, attempts=3, latency_s=1.5, endpoint="e"),
         S(index=2, text="ab", tokens=["ab"], token_logprobs=[-float("inf")],
           system_fingerprint="fp", request_id="q1"),
@@ -48,6 +48,17 @@ def test_kept_samples_read_back_equal_field_for_field() -> None:
     assert lv.KeptSamples.of(samples[:2]) + lv.KeptSamples.of(samples[2:]) == samples
     with pytest.raises(IndexError):
         kept[6]
+
+
+def test_every_field_of_a_sample_is_kept() -> None:
+    # a field added to Sample and forgotten here would be dropped from kept samples
+    samples = assorted()
+    defaults = lv.Sample(index=0)
+    unexercised = [name for name in lv.Sample.model_fields if name != "index"
+                   and all(getattr(s, name) == getattr(defaults, name) for s in samples)]
+    assert unexercised == []
+    kept = lv.KeptSamples.of(samples)
+    assert [s.model_dump() for s in kept[:5]] == [s.model_dump() for s in samples[:5]]
 
 
 def test_a_sample_set_pickles_dumps_and_validates_with_its_kept_samples() -> None:

@@ -41,23 +41,35 @@ def test_divergence_histogram_counts_the_differing_samples() -> None:
     assert [t.get_text() for t in agree.axes[0].texts] == ["every sample agrees"]
 
 
-def test_conditions_of_a_batch_effect_result_and_of_a_matrix() -> None:
+def test_conditions_show_d_with_interval_bars_for_a_result_and_a_matrix() -> None:
     reports = {"sequential": lv.analyze(["a"] * 4), "burst": lv.analyze(["a", "b", "c", "a"]),
                "loaded": lv.analyze(["a", "b", "c", "d"])}
+    d = [r.disagreement_rate for r in reports.values()]
+    assert d == pytest.approx([0.0, 5 / 6, 1.0])
     figure = lv.plot_conditions(reports)
-    assert heights(figure) == [1, 3, 4]
+    assert heights(figure) == pytest.approx(d)
     ax = figure.axes[0]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["sequential", "burst", "loaded"]
     assert [t.get_text() for t in ax.texts] == ["1/4", "3/4", "4/4"]
+    # each bar's error bar spans its report's interval
+    caps = [line for line in ax.get_lines() if line.get_marker() == "_"]
+    spans = sorted(round(float(line.get_ydata()[0]), 6) for line in caps)
+    expected = sorted(round(v, 6) for r in reports.values() if r.disagreement_rate_ci
+                      for v in (r.disagreement_rate_ci.low, r.disagreement_rate_ci.high))
+    assert spans == expected
     req = lv.ChatRequest(model="m", messages=[{"role": "user", "content": "hi"}])
     result = lv.BatchEffectResult(request=req, endpoint="e", conditions=reports, samples={},
-                                  verdict="v", verdict_kind="batch_dependent")
-    assert heights(lv.plot_conditions(result)) == [1, 3, 4]
+                                  verdict="v", verdict_kind="batch_dependent",
+                                  adjusted_pvalues={"burst": 0.2, "loaded": 0.0004})
+    labelled = lv.plot_conditions(result)
+    assert heights(labelled) == pytest.approx(d)
+    assert [t.get_text() for t in labelled.axes[0].texts] == ["1/4", "3/4\np=0.2",
+                                                              "4/4\np<0.001"]
     rows = [lv.MatrixRow(config=name, settings={}, conditions=reports, verdict="v",
                          verdict_kind="batch_dependent") for name in ("parallel=1", "parallel=8")]
     matrix = lv.MatrixResult(request=req, n=4, conditions=list(reports), rows=rows)
     grouped = lv.plot_conditions(matrix)
-    assert heights(grouped) == [1, 3, 4, 1, 3, 4]  # one series per configuration
+    assert heights(grouped) == pytest.approx(d + d)  # one series per configuration
     legend = grouped.axes[0].get_legend()
     assert [t.get_text() for t in legend.get_texts()] == ["parallel=1", "parallel=8"]
     with pytest.raises(lv.ConfigError, match="source"):

@@ -139,9 +139,11 @@ def test_to_text_names_the_varying_prompts() -> None:
     text = analyze_suite(SUITE, n=4, answer=NUMBER).to_text()
     lines = text.splitlines()
     assert lines[0] == "prompts           6 (5 with all 4 samples ok; 1 with failures: failed)"
-    assert lines[1] == "TARr@4            0.400  (2 of 5 prompts: all outputs agree)"
-    assert lines[2] == ("TARa@4            0.600  (3 of 5 prompts: all answers agree; "
-                        "answer = regex '(\\\\d+)')")
+    # with Wilson's 95 % intervals over the 5 evaluable prompts
+    assert lines[1] == ("TARr@4            0.400 [0.118, 0.769]  (2 of 5 prompts: all outputs "
+                        "agree)")
+    assert lines[2] == ("TARa@4            0.600 [0.231, 0.882]  (3 of 5 prompts: all answers "
+                        "agree; answer = regex '(\\\\d+)')")
     assert lines[3] == "unparseable       5 outputs without an answer"
     assert lines[4] == ("distinct outputs  mean 1.80, median 2  "
                         "(distinct: prompts  1: 2, 2: 2, 3: 1)")
@@ -192,3 +194,25 @@ def test_a_prompt_whose_samples_all_failed_neither_agrees_nor_varies() -> None:
     assert (r.varying, r.incomplete, r.tar_raw) == ([], ["dead"], 1.0)
     assert "  dead                   0/2        0       n/a      none       0       n/a" \
            "         0  n/a" in r.to_text()
+
+
+def test_comparing_two_suite_runs_is_stratified_by_prompt() -> None:
+    ids = [f"p{i:02d}" for i in range(12)]
+    alone = {k: ["same"] * 10 for k in ids}
+    # under load 8 prompts split: 5 of 10 outputs differ; 4 prompts stay put
+    loaded = {k: (["same"] * 5 + [f"{k}-{j}" for j in range(5)] if i < 8 else ["same"] * 10)
+              for i, k in enumerate(ids)}
+    result = lv.compare_suites(alone, loaded)
+    assert result.n_prompts == 12 and result.tar_raw_a == 1.0 and result.tar_raw_b == 4 / 12
+    assert result.tar_raw_a_ci is not None and result.tar_raw_a_ci.low == pytest.approx(
+        0.05 ** (1 / 12))  # all 12 agree: the exact one-sided bound, not [1, 1]
+    assert result.cmh.pvalue < 1e-6 and result.cmh.method == "Cochran-Mantel-Haenszel"
+    assert result.sign_test.pvalue == pytest.approx(1 / 256)  # 8 up, 0 down, 4 tied
+    assert "8 prompts up, 0 down, 4 tied" in result.sign_test.method
+    # each split prompt alone: 5/10 vs 0/10, Boschloo p ~ 0.02; BH across 12 keeps them
+    assert sorted(result.significant_prompts) == ids[:8]
+    assert result.verdict.startswith("b is more variable than a over the 12 prompts")
+    same = lv.compare_suites(alone, alone)
+    assert same.significant_prompts == [] and same.cmh.pvalue == 1.0
+    assert same.verdict.startswith("no difference detected over the 12 prompts")
+    assert "sign test on ΔD" in same.to_text()

@@ -25,7 +25,7 @@ def sample_set() -> lv.SampleSet:
         S(index=0, text="ab", tokens=["a", "b"], token_logprobs=[-0.1, -0.2],
           finish_reason="length", system_fingerprint="fp", model="m", latency_s=0.5,
           ttft_s=0.1, usage=lv.Usage(prompt_tokens=3, completion_tokens=2, total_tokens=5),
-          condition="burst"),
+          condition="burst", block=2),
         S(index=1, attempts=3, latency_s=0.2, error=lv.SampleError(
             kind="http_status", status=503, message="HTTP 503: busy")),
     ]
@@ -39,7 +39,7 @@ def test_one_typed_row_per_sample() -> None:
     assert {name: str(dtype) for name, dtype in frame.dtypes.items()} == {
         "index": "int64", "ok": "bool", "text": "string", "n_tokens": "Int64",
         "finish_reason": "string", "system_fingerprint": "string", "model": "string",
-        "endpoint": "string", "condition": "string", "latency_s": "float64",
+        "endpoint": "string", "condition": "string", "block": "Int64", "latency_s": "float64",
         "ttft_s": "float64", "itl_mean_s": "float64", "itl_max_s": "float64",
         "attempts": "int64", "prompt_tokens": "Int64", "completion_tokens": "Int64",
         "total_tokens": "Int64", "cache_read_tokens": "Int64", "cache_write_tokens": "Int64",
@@ -48,7 +48,7 @@ def test_one_typed_row_per_sample() -> None:
     ok, failed = frame.iloc[0], frame.iloc[1]
     assert (ok["ok"], ok["text"], ok["n_tokens"], ok["total_tokens"], ok["ttft_s"]) == (
         True, "ab", 2, 5, 0.1)
-    assert ok["error_kind"] is pd.NA and ok["condition"] == "burst"
+    assert ok["error_kind"] is pd.NA and ok["condition"] == "burst" and ok["block"] == 2
     assert (failed["ok"], failed["error_status"], failed["error_message"]) == (
         False, 503, "HTTP 503: busy")
     assert failed["text"] is pd.NA and failed["n_tokens"] is pd.NA

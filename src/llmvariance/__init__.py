@@ -9,15 +9,20 @@
 from . import engines
 from ._analysis.answers import JsonPointer
 from ._analysis.collect import VarianceCollector, analyze
+from ._analysis.compare import ArmSummary, Comparison, compare
 from ._analysis.report import (
     ConfidenceInterval,
     DivergenceStats,
     FailureMessage,
     HistogramBin,
     LatencyStats,
+    LogprobAgreement,
     OutputCount,
+    Proportion,
     VarianceReport,
 )
+from ._analysis.stats import HypothesisTestResult, samples_needed
+from ._analysis.suitecompare import PromptComparison, SuiteComparison, compare_suites
 from ._analysis.suitereport import (
     AnswerCount,
     DistinctCount,
@@ -52,7 +57,15 @@ from ._errors import (
     StreamError,
     TransportError,
 )
-from ._experiment import BatchEffectResult, background_load, batch_effect, judge
+from ._experiment import (
+    BatchEffectResult,
+    Condition,
+    Trial,
+    background_load,
+    batch_effect,
+    judge,
+    register_condition,
+)
 from ._kept import KeptSamples
 from ._matrix import MatrixResult, MatrixRow, server_matrix
 from ._progress import Progress
@@ -91,11 +104,14 @@ from ._version import __version__
 __all__ = [
     "AiohttpTransport",
     "AnswerCount",
+    "ArmSummary",
     "BatchEffectResult",
     "ChatMessage",
     "ChatRequest",
     "ClientPool",
+    "Comparison",
     "CompletionRequest",
+    "Condition",
     "ConfidenceInterval",
     "ConfigError",
     "ConnectError",
@@ -110,11 +126,13 @@ __all__ = [
     "HTTPResponse",
     "HistogramBin",
     "Http1Transport",
+    "HypothesisTestResult",
     "InputMessage",
     "JsonPointer",
     "KeptSamples",
     "LLMVarianceError",
     "LatencyStats",
+    "LogprobAgreement",
     "MalformedResponseError",
     "MatrixResult",
     "MatrixRow",
@@ -125,7 +143,9 @@ __all__ = [
     "PoolStats",
     "Progress",
     "PromptAnswers",
+    "PromptComparison",
     "PromptStats",
+    "Proportion",
     "RateLimit",
     "RateLimiter",
     "RequestTimeout",
@@ -139,6 +159,7 @@ __all__ = [
     "SampleSet",
     "SampleStream",
     "StreamError",
+    "SuiteComparison",
     "SuiteEntry",
     "SuiteFileError",
     "SuiteReport",
@@ -149,6 +170,7 @@ __all__ = [
     "Transport",
     "TransportError",
     "TreeNode",
+    "Trial",
     "Usage",
     "VarianceCollector",
     "VarianceReport",
@@ -157,6 +179,8 @@ __all__ = [
     "analyze_suite",
     "background_load",
     "batch_effect",
+    "compare",
+    "compare_suites",
     "divergence_tree",
     "engines",
     "html_report",
@@ -169,11 +193,13 @@ __all__ = [
     "read_request",
     "read_run",
     "read_suite",
+    "register_condition",
     "request_from_body",
     "sample_many",
     "sample_many_sync",
     "sample_suite",
     "sample_suite_sync",
+    "samples_needed",
     "server_matrix",
     "stream_samples",
 ]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import textwrap
 from collections.abc import Sequence
 
-from ._analysis.report import VarianceReport, around, split_points
+from ._analysis.compare import p_text
+from ._analysis.report import around, split_points
 from ._client.endpoint import Endpoint
 from ._experiment import BatchEffectResult, batch_effect
 from ._request import ChatRequest
@@ -16,31 +17,43 @@ PROMPT = ("Write a unique, surprising, extremely randomized story with highly un
           "changes of events.")
 
 
-def _cell(report: VarianceReport) -> str:
+def _cell(result: BatchEffectResult, condition: str) -> str:
+    report = result.conditions[condition]
     first = "-" if report.common_prefix_tokens is None else f"token {report.common_prefix_tokens}"
-    agreement = "n/a" if report.agreement_rate is None else f"{report.agreement_rate:.3f}"
-    return f"{report.unique_count:>3}/{report.n_ok:<4} {agreement:>6}  {first:<10}"
+    d = "n/a" if report.disagreement_rate is None else f"{report.disagreement_rate:.3f}"
+    p = ("control" if condition == result.control else
+         p_text(result.adjusted_pvalues[condition]).removeprefix("p = ").replace(" ", "")
+         if condition in result.adjusted_pvalues else "-")
+    return f"{report.unique_count:>3}/{report.n_ok:<4} {d:>6} {p:>8}  {first:<10}"
 
 
 def render(results: dict[str, BatchEffectResult]) -> str:
     """The side-by-side table, the verdicts and the moe outputs that split."""
     names = list(results)
-    conditions = list(next(iter(results.values())).conditions)
-    width = len(_cell(next(iter(next(iter(results.values())).conditions.values()))))
+    first = next(iter(results.values()))
+    conditions = list(first.conditions)
+    width = len(_cell(first, conditions[0]))
     lines = [
         "condition        " + "".join(f"{name:<{width + 3}}" for name in names),
-        "                 " + "".join(f"{'distinct':<9}{'agree':>6}  {'diverges':<10}   "
-                                      for _ in names),
+        "                 " + "".join(f"{'distinct':<9}{'D':>6} {'p (Holm)':>8}  "
+                                      f"{'diverges':<10}   " for _ in names),
     ]
     for condition in conditions:
-        cells = "".join(_cell(results[name].conditions[condition]) + "   " for name in names)
+        cells = "".join(_cell(results[name], condition) + "   " for name in names)
         lines.append(f"{condition:<17}{cells}")
     lines.append("")
     for name in names:
-        lines.extend(textwrap.wrap(f"{name}: {results[name].verdict}", width=100,
+        lines.extend(textwrap.wrap(f"{name}: {results[name].verdict_kind}: "
+                                   f"{results[name].verdict}", width=100,
                                    subsequent_indent="  "))
+        for finding in results[name].findings:
+            lines.extend(textwrap.wrap(f"finding: {finding}", width=100,
+                                       initial_indent="  ", subsequent_indent="    "))
+        agreement = results[name].logprobs
+        if agreement is not None:
+            lines.append(f"  logprobs: {agreement.describe()}")
     for name, result in results.items():
-        split = [(c, r) for c, r in result.conditions.items() if not r.all_agree]
+        split = [(c, r) for c, r in result.conditions.items() if r.unique_count > 1]
         if not split:
             continue
         condition, report = max(split, key=lambda item: item[1].unique_count)
@@ -72,5 +85,8 @@ async def run_demo(models: Sequence[str] = ("moe", "dense"), *, n: int = 30,
     header = (f"{n} identical chat requests per condition, temperature 0, {max_tokens} tokens, "
               f"against the built-in simulator\n(continuous batching, "
               f"{step_time_s * 1000:g} ms per decode step; `moe` has per-step expert "
-              "capacity, `dense` is batch-invariant)\n")
+              "capacity, `dense` is batch-invariant)\n"
+              f"Design: {next(iter(results.values())).design}. D is the probability that two "
+              "requests disagree; p tests each condition against `sequential` (exact test on "
+              "differing from the calibration output, Holm-adjusted).\n")
     return header + "\n" + render(results)

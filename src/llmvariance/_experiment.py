@@ -1,27 +1,45 @@
 """The batch-effect experiment: does an endpoint's output depend on what it is batched with?
 
-The same N identical requests are sent under named conditions:
+A designed experiment. The same request is sent under named conditions:
 
-- ``sequential``: one at a time, so each request has the server (nearly) to itself;
-- ``burst``: all N at once, so they share batches with each other;
-- ``loaded``: all N at once while background requests with other prompts keep the
-  server busy, so they share batches with strangers;
+- ``sequential`` (the control): one at a time, so each request has the server (nearly)
+  to itself *from this client*;
+- ``burst``: a block's requests all at once, so they share batches with each other;
+- ``loaded``: the same while background requests with other prompts keep the server busy,
+  so they share batches with strangers;
 - ``concurrency=K`` for each K of the sweep: K in flight at a time.
 
-If outputs agree sequentially but not when batched, the model is deterministic per batch,
-not per sequence.
+Design: a *calibration* request goes first; its output is the reference the deviations
+are counted from, and it counts in no condition. Then ``blocks`` blocks, each running every
+condition for n/blocks samples, the order rotating from block to block; every sample
+records its block and condition. A backend that changes during the run then changes every
+condition alike instead of posing as a condition effect (with ``blocks=1`` the conditions
+run one after another, as before). A block's burst is n/blocks wide, so batches are
+smaller than with one block.
+
+The verdict comes from ``compare`` of each condition against the control (the exact
+one-sided test on deviating from the reference), at ``alpha`` with Holm's correction across
+conditions. Conditions are small objects in a registry (``register_condition``), so new ones
+plug in without touching the design.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Literal
+from abc import ABC, abstractmethod
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import anyio
 from pydantic import BaseModel, ConfigDict
 
-from ._analysis.report import VarianceReport
+from ._analysis.collect import VarianceCollector
+from ._analysis.compare import Comparison, compare_cells, counts_of, p_text
+from ._analysis.estimates import rate_interval
+from ._analysis.report import LogprobAgreement, VarianceReport
+from ._analysis.stats import holm
 from ._client.endpoint import Endpoint, endpoint_or_default
 from ._client.pool import ClientPool, PreparedCall
 from ._client.ratelimit import RateLimit
@@ -37,71 +55,410 @@ from ._request import (
     Request,
     ResponsesRequest,
 )
-from ._sampler import SampleSet, sample_many
+from ._sample import Sample
 
-__all__ = ["BatchEffectResult", "VerdictKind", "background_load", "batch_effect", "judge"]
+__all__ = ["BatchEffectResult", "Condition", "Trial", "VerdictKind", "analyze_conditions",
+           "background_load", "batch_effect", "condition_named", "judge",
+           "register_condition"]
 
-VerdictKind = Literal["batch_dependent", "varies_alone", "deterministic", "inconclusive"]
+VerdictKind = Literal["batch_dependent", "varies_alone", "no_variation_observed",
+                      "inconclusive", "could_not_measure"]
 
 _BACKGROUND_TOPICS = ("a harbour at dawn", "how bridges carry load", "a recipe for bread",
                       "the history of clocks", "a chess opening", "migrating birds",
                       "a city under snow", "how tides work")
+_CONTROL = "sequential"
 
+
+# -- conditions -----------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Trial:
+    """One cell of the design: a condition's requests in one block."""
+
+    pool: ClientPool
+    request: Request
+    condition: str
+    block: int | None
+    indices: range
+    """The sample indices of this cell (unique within the condition)."""
+    background: int
+    """Background requests a condition that loads the server keeps in flight."""
+
+    def call(self) -> PreparedCall:
+        return self.pool.prepare(self.request, self.condition, block=self.block)
+
+    async def send(self, width: int) -> list[Sample]:
+        """Send this cell's requests with at most ``width`` in flight; samples in index order."""
+        call = self.call()
+        found: list[Sample | None] = [None] * len(self.indices)
+        limiter = anyio.CapacityLimiter(max(1, width))
+
+        async def one(position: int, index: int) -> None:
+            async with limiter:
+                found[position] = await self.pool.send(call, index)
+
+        async with anyio.create_task_group() as tg:
+            for position, index in enumerate(self.indices):
+                tg.start_soon(one, position, index)
+        return [s for s in found if s is not None]
+
+
+class Condition(ABC):
+    """A way of sending a cell's requests. ``name`` labels its samples; the ``control``
+    condition is what the others are compared against."""
+
+    name: str
+    control: bool = False
+
+    @abstractmethod
+    async def run(self, trial: Trial) -> list[Sample]:
+        """Send ``trial``'s requests; return one sample per index."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"
+
+
+class Sequential(Condition):
+    """One at a time: each request has the server to itself, as far as this client goes."""
+
+    name = "sequential"
+    control = True
+
+    async def run(self, trial: Trial) -> list[Sample]:
+        return await trial.send(1)
+
+
+class Burst(Condition):
+    """All of the cell at once: they share batches with each other."""
+
+    name = "burst"
+
+    async def run(self, trial: Trial) -> list[Sample]:
+        return await trial.send(len(trial.indices))
+
+
+class Loaded(Condition):
+    """The burst, while background requests with other prompts keep the server busy."""
+
+    name = "loaded"
+
+    async def run(self, trial: Trial) -> list[Sample]:
+        async with background_load(trial.pool, trial.request, trial.background):
+            return await trial.send(len(trial.indices))
+
+
+class Concurrency(Condition):
+    """At most ``k`` in flight at a time."""
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+        self.name = f"concurrency={k}"
+
+    async def run(self, trial: Trial) -> list[Sample]:
+        return await trial.send(self.k)
+
+
+_REGISTRY: dict[str, Callable[[str], Condition | None]] = {
+    "sequential": lambda _: Sequential(),
+    "burst": lambda _: Burst(),
+    "loaded": lambda _: Loaded(),
+    "concurrency": lambda arg: Concurrency(int(arg)) if arg.isdigit() and int(arg) >= 1
+    else None,
+}
+
+
+def register_condition(name: str, factory: Callable[[str], Condition | None]) -> None:
+    """Make ``name`` (and ``name=ARG``) a condition: ``factory(ARG)`` builds it ("" for a bare
+    name) or returns None for an ARG it refuses."""
+    _REGISTRY[name] = factory
+
+
+def condition_named(text: str) -> Condition | None:
+    """The registered condition ``text`` names (``burst``, ``concurrency=4``), or None."""
+    name, _, arg = text.partition("=")
+    factory = _REGISTRY.get(name.strip())
+    return None if factory is None else factory(arg.strip())
+
+
+# -- the result -----------------------------------------------------------------------------
 
 class BatchEffectResult(BaseModel):
-    """Per-condition reports of one batch-effect experiment, and what they mean."""
+    """Per-condition reports of one batch-effect experiment, the tests, and what they mean."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     request: Request
     endpoint: str
     conditions: dict[str, VarianceReport]
-    """Each condition's report, in the order the conditions ran."""
+    """Each condition's report, in the order the conditions were named."""
     samples: dict[str, KeptSamples]
-    """Each condition's samples (each reads as a list of ``Sample``)."""
+    """Each condition's samples in index order (each reads as a list of ``Sample``;
+    ``Sample.block`` says when each ran)."""
     verdict: str
-    """A plain-language conclusion."""
+    """A plain-language conclusion with the effect and the evidence."""
     verdict_kind: VerdictKind
+    n: int = 0
+    """Samples per condition asked for."""
+    blocks: int = 1
+    alpha: float = 0.05
+    control: str = _CONTROL
+    calibration: Sample | None = None
+    """The first request's sample (in no condition)."""
+    reference: str | None = None
+    """The output deviations are counted from."""
+    reference_source: str = ""
+    comparisons: dict[str, Comparison] = {}
+    """Each other condition against the control."""
+    adjusted_pvalues: dict[str, float] = {}
+    """The comparisons' p-values after Holm's correction across conditions."""
+    findings: list[str] = []
+    """What else the run showed: a cold first request, drift between blocks, failures."""
+    logprobs: LogprobAgreement | None = None
+    """The numbers under the text, over every sample of every condition."""
+    design: str = ""
+
+    @property
+    def pvalue(self) -> float | None:
+        """The smallest Holm-adjusted p-value (None without comparisons)."""
+        return min(self.adjusted_pvalues.values(), default=None)
+
+    def to_text(self) -> str:
+        """The verdict, the per-condition table with D and p-values, the findings."""
+        lines = [f"verdict: {self.verdict_kind}: {self.verdict}", ""]
+        lines.append(f"{'condition':<16} {'distinct':>9}  {'D [95% CI]':<22} "
+                     f"{'deviating':>10}  p (Holm)")
+        for name, report in self.conditions.items():
+            d = "n/a" if report.disagreement_rate is None else (
+                f"{report.disagreement_rate:.3f} {report.disagreement_rate_ci or ''}")
+            comparison = self.comparisons.get(name)
+            deviating = ("" if comparison is None else
+                         f"{comparison.b.deviation.count}/{comparison.b.n}")
+            if comparison is None and name == self.control and self.comparisons:
+                first = next(iter(self.comparisons.values()))
+                deviating = f"{first.a.deviation.count}/{first.a.n}"
+            p = ("control" if name == self.control else
+                 p_text(self.adjusted_pvalues[name]) if name in self.adjusted_pvalues else "-")
+            lines.append(f"{name:<16} {f'{report.unique_count}/{report.n_ok}':>9}  {d:<22} "
+                         f"{deviating:>10}  {p}")
+        if self.reference is not None:
+            preview = self.reference[:60].replace("\n", " ")
+            lines.append(f"reference: {self.reference_source}: {preview!r}"
+                         + ("…" if len(self.reference) > 60 else ""))
+        if self.design:
+            lines.append(f"design: {self.design}")
+        lines.extend(f"finding: {f}" for f in self.findings)
+        if self.logprobs is not None:
+            lines.append(f"logprobs: {self.logprobs.describe()}")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.to_text()
 
 
-def _describe(name: str, report: VarianceReport) -> str:
-    return f"{name}: {report.unique_count} distinct of {report.n_ok}"
+# -- the analysis (pure) --------------------------------------------------------------------
+
+def _cells(samples: Sequence[Sample]) -> dict[int | None, Counter[str]]:
+    cells: dict[int | None, Counter[str]] = {}
+    for s in samples:
+        if s.error is None:
+            cells.setdefault(s.block, Counter())[s.text or ""] += 1
+    return cells
 
 
-def judge(conditions: Mapping[str, VarianceReport]) -> tuple[VerdictKind, str]:
-    """The verdict on a batch-effect experiment's reports (``sequential`` is the control)."""
-    usable = {name: r for name, r in conditions.items() if r.n_ok >= 2}
-    sequential = usable.get("sequential")
-    if sequential is None:
-        return "inconclusive", ("inconclusive: the sequential condition needs at least two "
-                                "successful samples to compare against")
-    batched = {name: r for name, r in usable.items() if name != "sequential"}
-    if not batched:
-        return "inconclusive", "inconclusive: no batched condition had two successful samples"
-    varying = [name for name, r in batched.items() if not r.all_agree]
-    details = "; ".join(_describe(name, r) for name, r in usable.items())
-    fingerprints = {fp for r in usable.values() for fp in r.system_fingerprints}
-    note = (f" Note: the backend fingerprint changed during the run ({len(fingerprints)} "
-            "values), so some variation may come from different backends."
-            if len(fingerprints) > 1 else "")
-    if not sequential.all_agree:
-        return "varies_alone", (
-            "outputs vary even one request at a time, so batching is not needed to explain "
-            "them (sampling settings, seeds, or server-side non-determinism)"
-            f" ({details}).{note}")
-    if varying:
-        return "batch_dependent", (
-            "outputs vary only when requests share batches: batch-dependent "
-            f"non-determinism ({details}).{note}")
-    modes = {r.top_outputs[0].text for r in usable.values() if r.top_outputs}
-    if len(modes) > 1:
-        return "batch_dependent", (
-            "outputs agree within each condition but differ between conditions: the result "
-            f"depends on how requests are batched ({details}).{note}")
-    return "deterministic", (
-        "outputs never varied: every condition gave one and the same output, consistent "
-        f"with batch-invariant inference at this sample size ({details}).{note}")
+def _reference(calibration: Sample | None,
+               cells: Mapping[str, Mapping[int | None, Mapping[str, int]]]
+               ) -> tuple[str | None, str, list[str]]:
+    """(reference output, where it came from, findings about the calibration)."""
+    pooled: Counter[str] = Counter()
+    for arm in cells.values():
+        pooled.update(counts_of(arm))
+    if not pooled:
+        return None, "", []
+    mode = min(pooled.items(), key=lambda kv: (-kv[1], kv[0]))[0]
+    if calibration is None:
+        return mode, "the most common output over all conditions", []
+    if calibration.error is not None:
+        return mode, "the most common output over all conditions", [
+            f"the calibration request failed ({calibration.error.kind}), so deviations are "
+            "counted from the most common output over all conditions"]
+    text = calibration.text or ""
+    if text not in pooled:
+        return mode, "the most common output over all conditions", [
+            f"the calibration (first) request's output never occurred again in "
+            f"{sum(pooled.values())} later requests: a cold first request (empty caches, "
+            "a fresh server) differs from warm ones here, so deviations are counted from the "
+            "most common output over all conditions instead"]
+    return text, "the calibration output", []
 
+
+def _drift(samples: Mapping[str, Sequence[Sample]]) -> list[str]:
+    """A finding when the most common output changed from block to block."""
+    per_block: dict[int, Counter[str]] = {}
+    for arm in samples.values():
+        for s in arm:
+            if s.error is None and s.block is not None:
+                per_block.setdefault(s.block, Counter())[s.text or ""] += 1
+    if len(per_block) < 2:
+        return []
+    modes = {b: min(c.items(), key=lambda kv: (-kv[1], kv[0]))[0]
+             for b, c in sorted(per_block.items())}
+    if len(set(modes.values())) == 1:
+        return []
+    changes = [b for b in list(modes)[1:] if modes[b] != modes[b - 1]]
+    return [f"the most common output changed between blocks (at block "
+            f"{', '.join(str(b) for b in changes)} of 0..{max(modes)}): the backend or its "
+            "state drifted during the run; every condition ran in every block, so the drift "
+            "reached them alike"]
+
+
+def analyze_conditions(
+    request: Request, endpoint: str, samples: Mapping[str, Sequence[Sample]], *,
+    calibration: Sample | None = None, control: str = _CONTROL, n: int = 0, blocks: int = 1,
+    alpha: float = 0.05, seed: int = 0, resamples: int = 9999, design: str = "",
+    endpoint_is_local: bool = False,
+) -> BatchEffectResult:
+    """The result of a batch-effect experiment from its samples: a pure function, so an
+    interim analysis after each block is the same call on the samples so far."""
+    fields = _evaluate(samples, calibration, control, alpha, seed, resamples,
+                       endpoint_is_local)
+    return BatchEffectResult(
+        request=request, endpoint=endpoint,
+        samples={name: KeptSamples.of(arm) for name, arm in samples.items()}, n=n, blocks=blocks,
+        alpha=alpha, control=control, calibration=calibration, design=design, **fields)
+
+
+def _evaluate(samples: Mapping[str, Sequence[Sample]], calibration: Sample | None,
+              control: str, alpha: float, seed: int, resamples: int, local: bool
+              ) -> dict[str, Any]:
+    reports: dict[str, VarianceReport] = {}
+    everything = VarianceCollector(grouped=False)
+    for name, arm in samples.items():
+        collector = VarianceCollector()
+        collector.update(arm)
+        everything.update(arm)
+        reports[name] = collector.report()
+    if calibration is not None:
+        everything.add(calibration)
+    cells = {name: _cells(arm) for name, arm in samples.items()}
+    reference, source, findings = _reference(calibration, cells)
+    findings += _drift(samples)
+    comparisons: dict[str, Comparison] = {}
+    usable = {name: c for name, c in cells.items() if counts_of(c).total() >= 2}
+    if control in usable and reference is not None:
+        for name, counted in usable.items():
+            if name != control:
+                comparisons[name] = compare_cells(
+                    usable[control], counted, reference=reference, reference_source=source,
+                    alpha=alpha, seed=seed, resamples=resamples, names=(control, name))
+    adjusted = dict(zip(comparisons, holm([c.pvalue for c in comparisons.values()]),
+                        strict=True))
+    failed = sum(r.n_failed for r in reports.values())
+    if failed:
+        kinds: Counter[str] = Counter()
+        for r in reports.values():
+            kinds.update(r.failures)
+        findings.append(f"{failed} of {sum(r.n_samples for r in reports.values())} samples "
+                        f"failed ({', '.join(f'{k} {v}' for k, v in sorted(kinds.items()))}) "
+                        "and are left out of every figure")
+    fingerprints = {fp for r in reports.values() for fp in r.system_fingerprints
+                    if r.n_ok}
+    if len(fingerprints) > 1:
+        findings.append(f"the backend fingerprint changed during the run ({len(fingerprints)} "
+                        "values), so some variation may come from different backends")
+    kind, verdict = _decide(reports, comparisons, adjusted, control, alpha, local)
+    return {"conditions": reports, "verdict": verdict, "verdict_kind": kind,
+            "reference": reference, "reference_source": source, "comparisons": comparisons,
+            "adjusted_pvalues": adjusted, "findings": findings,
+            "logprobs": everything.report().logprobs}
+
+
+def _evidence(name: str, c: Comparison, p: float) -> str:
+    shifted = (", another output" if c.modes_differ and c.statistic <= 0 else "")
+    return (f"{name}{shifted}: {c.b.d_text()} vs {c.a.name} {c.a.d_text()}; {c.b.deviation.count}/"
+            f"{c.b.n} vs {c.a.deviation.count}/{c.a.n} differ from {c.reference_source}, "
+            f"{p_text(p)} (Holm-adjusted, {c.exact.method})")
+
+
+def _decide(reports: Mapping[str, VarianceReport], comparisons: Mapping[str, Comparison],
+            adjusted: Mapping[str, float], control: str, alpha: float, local: bool
+            ) -> tuple[VerdictKind, str]:
+    base = reports.get(control)
+    if base is None or base.n_ok < 2:
+        why = ("every sample failed" if reports and all(r.n_ok == 0 for r in reports.values())
+               else f"the control condition ({control}) needs at least two successful "
+                    "samples to compare against")
+        return "could_not_measure", f"could not measure: {why}"
+    if not comparisons:
+        return "could_not_measure", ("could not measure: no other condition had two "
+                                     "successful samples to compare with the control")
+    significant = [name for name in comparisons if adjusted[name] < alpha]
+    control_varies = not base.all_agree
+    control_d = next(iter(comparisons.values())).a.d_text()
+    if significant:
+        text = ("outputs depend on how requests are batched: "
+                + "; ".join(_evidence(name, comparisons[name], adjusted[name])
+                            for name in significant))
+        if control_varies:
+            text += (f". The {control} arm varies too ({control_d}), so not all of the "
+                     "variation comes from batching")
+        return "batch_dependent", text
+    best = min(comparisons, key=lambda name: adjusted[name])
+    if control_varies:
+        text = (f"outputs vary even one request at a time ({control}: {control_d}), and the "
+                f"batched conditions do not vary detectably more (closest: "
+                f"{_evidence(best, comparisons[best], adjusted[best])})")
+        if not local:
+            text += (". Against a server others use, 'one at a time from this client' may "
+                     "still be batched with other users' traffic, so batching is not ruled out")
+        return "varies_alone", text
+    everything = [r for r in reports.values() if r.n_ok]
+    modes = {r.top_outputs[0].text for r in everything if r.top_outputs}
+    if all(r.all_agree for r in everything) and len(modes) == 1:
+        total = sum(r.n_ok for r in everything)
+        _, pooled_bound, _ = rate_interval(0, total, 1 - alpha)
+        per = min(r.n_ok for r in everything)
+        _, per_bound, _ = rate_interval(0, per, 1 - alpha)
+        return "no_variation_observed", (
+            f"no variation observed: all {total} outputs are identical, in every condition. "
+            f"So at most {pooled_bound:.1%} of requests differ ({1 - alpha:.0%} one-sided, "
+            f"0 of {total}), and at most {per_bound:.1%} in any one condition (0 of {per}): "
+            "consistent with deterministic, batch-invariant inference up to that bound")
+    comparison = comparisons[best]
+    text = (f"inconclusive at alpha = {alpha:g}: some outputs differ but not significantly "
+            f"({_evidence(best, comparison, adjusted[best])})")
+    if comparison.minimum_detectable_rate is not None:
+        text += (f". At n = {comparison.b.n} per condition the exact test detects a deviation "
+                 f"rate of {comparison.minimum_detectable_rate:.1%} with 80 % power")
+    if comparison.samples_needed is not None:
+        text += (f"; to decide {comparison.b.deviation.rate:.1%} vs "
+                 f"{comparison.a.deviation.rate:.1%} would take about "
+                 f"{comparison.samples_needed} samples per condition")
+    return "inconclusive", text
+
+
+def _report_cells(report: VarianceReport) -> list[Sample]:
+    """Stand-in samples for a report: its top outputs, the rest as distinct singletons (the
+    most any other output can count)."""
+    samples = [Sample(index=0, text=o.text) for o in report.top_outputs for _ in range(o.count)]
+    rest = report.n_ok - len(samples)
+    samples += [Sample(index=0, text=f"\x00other output {i}") for i in range(rest)]
+    return samples
+
+
+def judge(conditions: Mapping[str, VarianceReport | Sequence[Sample]], *,
+          alpha: float = 0.05, control: str = _CONTROL, seed: int = 0,
+          resamples: int = 9999) -> tuple[VerdictKind, str]:
+    """The verdict on a batch-effect experiment's conditions (``control`` is compared with
+    each other one): ``(kind, text)``. Given reports, which keep only their five most
+    common outputs, the rest count as distinct outputs of their own."""
+    samples = {name: (_report_cells(v) if isinstance(v, VarianceReport) else list(v))
+               for name, v in conditions.items()}
+    fields = _evaluate(samples, None, control, alpha, seed, resamples, local=False)
+    return fields["verdict_kind"], fields["verdict"]
+
+
+# -- running it -----------------------------------------------------------------------------
 
 def _background_request(request: Request, i: int) -> Request:
     topic = _BACKGROUND_TOPICS[i % len(_BACKGROUND_TOPICS)]
@@ -116,6 +473,26 @@ def _background_request(request: Request, i: int) -> Request:
     return request.model_copy(update={"prompt": text})
 
 
+def _cell_sizes(n: int, blocks: int) -> list[int]:
+    """n split into ``blocks`` sizes that differ by at most one, larger first."""
+    return [n // blocks + (1 if b < n % blocks else 0) for b in range(blocks)]
+
+
+def _resolve(names: Sequence[str] | None, sweep: Sequence[int], n: int) -> list[Condition]:
+    default = ["sequential", "burst", "loaded", *(f"concurrency={k}" for k in sweep if 1 < k < n)]
+    chosen = list(names) if names is not None else default
+    resolved = [(name, condition_named(name)) for name in chosen]
+    unknown = [name for name, c in resolved if c is None]
+    if unknown:
+        raise ConfigError("conditions", f"unknown {unknown}; choose from {default} "
+                          "(or another registered condition)")
+    conditions = [c for _, c in resolved if c is not None]
+    names_seen = [c.name for c in conditions]
+    if len(set(names_seen)) != len(names_seen):
+        raise ConfigError("conditions", f"a condition is repeated: {names_seen}")
+    return conditions
+
+
 async def batch_effect(
     request: Request,
     n: int = 30,
@@ -124,6 +501,12 @@ async def batch_effect(
     sweep: Sequence[int] = (2, 8),
     background_concurrency: int = 8,
     conditions: Sequence[str] | None = None,
+    blocks: int | None = None,
+    alpha: float = 0.05,
+    calibration: bool = True,
+    seed: int = 0,
+    resamples: int = 9999,
+    on_block: Callable[[int, BatchEffectResult], Any] | None = None,
     rate_limit: RateLimit | None = None,
     retry: RetryPolicy | None = None,
     timeouts: Timeouts | None = None,
@@ -131,9 +514,17 @@ async def batch_effect(
 ) -> BatchEffectResult:
     """Run the batch-effect experiment: ``request`` ``n`` times under each condition.
 
-    ``conditions`` picks and orders them (default: ``sequential``, ``burst``, ``loaded``,
-    then ``concurrency=K`` for K in ``sweep`` below n). Against a paid API this sends
-    about ``n * len(conditions)`` requests plus the background traffic of ``loaded``.
+    ``conditions`` picks them (default: ``sequential``, ``burst``, ``loaded``, then
+    ``concurrency=K`` for K in ``sweep`` below n); ``sequential`` is the control. First one
+    calibration request (``calibration=False`` skips it: deviations are then counted from
+    the most common output over all conditions); then ``blocks`` blocks (default 5, or n
+    when n < 5; at most n), each
+    running every condition for about n/blocks samples in an order that rotates from block
+    to block. The verdict tests each condition against the control at ``alpha`` with Holm's
+    correction; permutations and bootstraps take ``resamples`` draws seeded by ``seed``.
+    ``on_block(block, interim_result)`` is called after each block with the analysis so
+    far. Against a paid API this sends about ``n * len(conditions) + 1`` requests plus the
+    background traffic of ``loaded``.
     """
     ConfigError.check_int("n", n, 2, " to compare outputs")
     if not isinstance(sweep, Sequence):
@@ -141,29 +532,53 @@ async def batch_effect(
     for k in sweep:
         ConfigError.check_int("sweep", k)
     ConfigError.check_int("background_concurrency", background_concurrency)
-    known = ["sequential", "burst", "loaded", *(f"concurrency={k}" for k in sweep if 1 < k < n)]
-    chosen = list(conditions) if conditions is not None else known
-    unknown = [c for c in chosen if c not in known]
-    if unknown:
-        raise ConfigError("conditions", f"unknown {unknown}; choose from {known}")
+    if blocks is None:
+        blocks = min(5, n)
+    ConfigError.check_int("blocks", blocks)
+    if blocks > n:
+        raise ConfigError("blocks", f"must be at most n={n} (each block needs a sample of "
+                          f"every condition), got {blocks}")
+    if not 0.0 < alpha < 1.0:
+        raise ConfigError("alpha", f"must be between 0 and 1, got {alpha!r}")
+    ConfigError.check_int("resamples", resamples)
+    chosen = _resolve(conditions, sweep, n)
+    control = next((c.name for c in chosen if c.control), chosen[0].name)
     endpoint = endpoint_or_default(endpoint)
-    reports: dict[str, VarianceReport] = {}
-    samples: dict[str, KeptSamples] = {}
+    sizes = _cell_sizes(n, blocks)
+    design = (f"{blocks} blocks, each running every condition for {min(sizes)}"
+              + (f"-{max(sizes)}" if max(sizes) != min(sizes) else "")
+              + " samples, the order rotating; a block's burst is that wide, so batches are "
+                "smaller than one burst of n" if blocks > 1 else
+              "one block: each condition ran all its samples before the next started, so a "
+              "change of backend during the run would look like a condition effect")
+    samples: dict[str, list[Sample]] = {c.name: [] for c in chosen}
+    calibration_sample: Sample | None = None
+
+    def analysis(upto: int) -> BatchEffectResult:
+        return analyze_conditions(
+            request, endpoint.label, samples, calibration=calibration_sample, control=control,
+            n=n, blocks=upto, alpha=alpha, seed=seed, resamples=resamples, design=design,
+            endpoint_is_local=endpoint.base_url.startswith(("http://127.", "http://localhost")))
+
     async with ClientPool(endpoint, concurrency=n + background_concurrency,
                           rate_limit=rate_limit, retry=retry, timeouts=timeouts,
                           transport=transport) as pool:
-        for name in chosen:
-            if name == "loaded":
-                result = await _loaded(pool, request, n, background_concurrency)
-            else:
-                width = {"sequential": 1, "burst": n}.get(name) or int(name.split("=")[1])
-                result = await sample_many(request, n, pool=pool, concurrency=width,
-                                           condition=name)
-            reports[name] = result.report
-            samples[name] = result.samples
-    kind, verdict = judge(reports)
-    return BatchEffectResult(request=request, endpoint=endpoint.label, conditions=reports,
-                             samples=samples, verdict=verdict, verdict_kind=kind)
+        if calibration:
+            calibration_sample = await pool.send(pool.prepare(request, "calibration"), 0)
+        start = 0
+        for block, size in enumerate(sizes):
+            indices = range(start, start + size)
+            start += size
+            order = chosen[block % len(chosen):] + chosen[: block % len(chosen)]
+            for condition in order:
+                trial = Trial(pool, request, condition.name, block, indices,
+                              background_concurrency)
+                samples[condition.name].extend(await condition.run(trial))
+            if on_block is not None and block < blocks - 1:
+                on_block(block, analysis(block + 1))
+    for arm in samples.values():
+        arm.sort(key=lambda s: s.index)
+    return analysis(blocks)
 
 
 @contextlib.asynccontextmanager
@@ -192,10 +607,3 @@ async def background_load(pool: ClientPool, request: Request, width: int
                 await anyio.sleep(0.001)
         yield
         tg.cancel_scope.cancel()
-
-
-async def _loaded(pool: ClientPool, request: Request, n: int, background: int
-                  ) -> SampleSet:
-    """The burst, sent while ``background`` requests with other prompts are in flight."""
-    async with background_load(pool, request, background):
-        return await sample_many(request, n, pool=pool, concurrency=n, condition="loaded")

@@ -36,9 +36,9 @@ from ._sample import Sample, SampleError, Usage
 __all__ = ["KeptSamples"]
 
 _Profile = tuple[str | None, str | None, str | None, str | None, str | None, str | None,
-                 int, SampleError | None, tuple[int | None, ...] | None]
+                 int, SampleError | None, tuple[int | None, ...] | None, int | None]
 """finish_reason, system_fingerprint, model, endpoint, condition, request_id, attempts,
-error, usage (as a tuple): the fields that take few distinct values over a run."""
+error, usage (as a tuple), block: the fields that take few distinct values over a run."""
 
 _Packed = tuple[Any, ...]
 """One sample's tokens and logprobs: see ``_pack``."""
@@ -112,7 +112,7 @@ class KeptSamples(Sequence[Sample]):
         usage = sample.usage
         profile: _Profile = (sample.finish_reason, sample.system_fingerprint, sample.model,
                              sample.endpoint, sample.condition, sample.request_id,
-                             sample.attempts, sample.error, _usage_key(usage))
+                             sample.attempts, sample.error, _usage_key(usage), sample.block)
         code = self._profile_codes.get(profile)
         if code is None:
             code = self._profile_codes[profile] = len(self._profiles)
@@ -133,15 +133,15 @@ class KeptSamples(Sequence[Sample]):
                 self._response_ids = [None] * self._codes.size
             self._response_ids[position] = sample.response_id
         if (sample.tokens is not None or sample.token_logprobs is not None
-                or sample.top_logprobs is not None):
+                or sample.top_logprobs is not None or sample.token_ids is not None):
             if self._packed is None:
                 self._packed = [None] * self._codes.size
             self._packed[position] = self._pack(sample)
 
     def _pack(self, sample: Sample) -> _Packed:
         """(token lengths, the tokens' text unless it is the sample's text, chosen
-        logprobs, alternatives); each part None when the sample has none of it."""
-        lengths = joined = logprobs = alternatives = None
+        logprobs, alternatives, token ids); each part None when the sample has none of it."""
+        lengths = joined = logprobs = alternatives = ids = None
         tokens = sample.tokens
         if tokens is not None:
             lengths = self._intern(_int32(map(len, tokens)))
@@ -156,7 +156,9 @@ class KeptSamples(Sequence[Sample]):
             alternatives = (self._intern(_int32(map(len, top))),
                             self._intern(_int32(map(len, keys))),
                             self._intern("".join(keys)), values.tobytes())
-        return lengths, joined, logprobs, alternatives
+        if sample.token_ids is not None:
+            ids = np.asarray(sample.token_ids, dtype=np.int64).tobytes()
+        return lengths, joined, logprobs, alternatives, ids
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -213,21 +215,22 @@ class KeptSamples(Sequence[Sample]):
         if code < 0:
             raise LookupError(f"no sample was kept at position {position}")
         profile, usage = self._profiles[code]
-        finish, fingerprint, model, endpoint, condition, request_id, attempts, error, _ = profile
+        (finish, fingerprint, model, endpoint, condition, request_id, attempts, error, _,
+         block) = profile
         ttft = itl_mean = itl_max = None
         if self._timing is not None:
             ttft, itl_mean, itl_max = (None if math.isnan(v) else v
                                        for v in self._timing[position].tolist())
-        tokens = logprobs = top = None
+        tokens = logprobs = top = ids = None
         packed = self._packed[position] if self._packed is not None else None
         text = self._texts[position]
         if packed is not None:
-            tokens, logprobs, top = _unpack(packed, text)
+            tokens, logprobs, top, ids = _unpack(packed, text)
         return Sample.model_construct(
-            index=int(self._index[position]), text=text, tokens=tokens,
+            index=int(self._index[position]), text=text, tokens=tokens, token_ids=ids,
             token_logprobs=logprobs, top_logprobs=top, finish_reason=finish,
             system_fingerprint=fingerprint, model=model, usage=usage, endpoint=endpoint,
-            condition=condition, request_id=request_id,
+            condition=condition, request_id=request_id, block=block,
             latency_s=float(self._latency[position]), ttft_s=ttft, itl_mean_s=itl_mean,
             itl_max_s=itl_max,
             response_id=None if self._response_ids is None else self._response_ids[position],
@@ -272,9 +275,11 @@ def _split(text: str, lengths: bytes) -> list[str]:
 
 def _unpack(packed: _Packed, text: str | None
             ) -> tuple[list[str] | None, list[float | None] | None,
-                       list[dict[str, float]] | None]:
-    lengths, joined, raw_logprobs, alternatives = packed
-    tokens = logprobs = top = None
+                       list[dict[str, float]] | None, list[int] | None]:
+    lengths, joined, raw_logprobs, alternatives, raw_ids = packed
+    tokens = logprobs = top = ids = None
+    if raw_ids is not None:
+        ids = np.frombuffer(raw_ids, dtype=np.int64).tolist()
     if lengths is not None:
         tokens = _split(joined if joined is not None else text or "", lengths)
     if isinstance(raw_logprobs, bytes):
@@ -292,4 +297,4 @@ def _unpack(packed: _Packed, text: str | None
             end = start + count
             top.append(dict(zip(keys[start:end], floats[start:end], strict=True)))
             start = end
-    return tokens, logprobs, top
+    return tokens, logprobs, top, ids

@@ -2,9 +2,11 @@
 
 For each configuration (``parallel=1``, ``parallel=8,kv_unified``, ...) the engine is
 started, ``batch_effect`` runs its conditions against it, and the engine is stopped:
-one table of configuration by condition, and a verdict per configuration. With
-``output=`` the result is written after every configuration, and a rerun with the same
-request skips the configurations already there.
+one table of configuration by condition, and a verdict per configuration. Each row's
+p-value (the smallest of its conditions', Holm-adjusted within the row) is adjusted again
+by Holm across the configurations, and a row that is batch-dependent within itself but not
+after that says so. With ``output=`` the result is written after every configuration, and a
+rerun with the same request skips the configurations already there.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from ._analysis.report import VarianceReport
+from ._analysis.compare import Comparison, p_text
+from ._analysis.report import LogprobAgreement, VarianceReport
+from ._analysis.stats import holm
 from ._client.endpoint import Endpoint
 from ._client.retry import RetryPolicy
 from ._client.transport import Timeouts
@@ -42,6 +46,18 @@ class MatrixRow(BaseModel):
     conditions: dict[str, VarianceReport]
     verdict: str
     verdict_kind: VerdictKind
+    comparisons: dict[str, Comparison] = {}
+    """Each condition against the control, as in ``BatchEffectResult``."""
+    adjusted_pvalues: dict[str, float] = {}
+    """Holm-adjusted across this row's conditions."""
+    findings: list[str] = []
+    pvalue: float | None = None
+    """The smallest of ``adjusted_pvalues``: the evidence that this configuration is
+    batch-dependent."""
+    matrix_pvalue: float | None = None
+    """``pvalue`` adjusted again by Holm across the matrix's configurations."""
+    logprobs: LogprobAgreement | None = None
+    """The numbers under the text over the row's samples, when logprobs were asked for."""
 
 
 class MatrixResult(BaseModel):
@@ -58,20 +74,26 @@ class MatrixResult(BaseModel):
         """The table (configuration by condition) and each configuration's verdict."""
         width = max([len("configuration"), *(len(r.config) for r in self.rows)])
         lines = [f"{'configuration':<{width}}  {'condition':<12} {'distinct':>9} "
-                 f"{'agreement':>9}  first divergence"]
+                 f"{'D [95% CI]':<22} {'p (Holm)':>10}  first divergence"]
         for row in self.rows:
             for i, (name, report) in enumerate(row.conditions.items()):
                 first = ("-" if report.common_prefix_tokens is None
                          else f"token {report.common_prefix_tokens} ({report.tokenization})")
-                agreement = ("n/a" if report.agreement_rate is None
-                             else f"{report.agreement_rate:.3f}")
+                d = ("n/a" if report.disagreement_rate is None else
+                     f"{report.disagreement_rate:.3f} {report.disagreement_rate_ci or ''}")
+                p = (p_text(row.adjusted_pvalues[name]) if name in row.adjusted_pvalues
+                     else "-")
                 failed = f"  ({report.n_failed} failed)" if report.n_failed else ""
                 label = row.config if i == 0 else ""
                 lines.append(f"{label:<{width}}  {name:<12} "
-                             f"{f'{report.unique_count}/{report.n_ok}':>9} {agreement:>9}  "
+                             f"{f'{report.unique_count}/{report.n_ok}':>9} {d:<22} {p:>10}  "
                              f"{first}{failed}")
         lines.append("")
-        lines.extend(f"{row.config}: {row.verdict}" for row in self.rows)
+        for row in self.rows:
+            lines.append(f"{row.config}: {row.verdict_kind}: {row.verdict}")
+            lines.extend(f"  finding: {f}" for f in row.findings)
+            if row.logprobs is not None:
+                lines.append(f"  logprobs: {row.logprobs.describe()}")
         return "\n".join(lines)
 
 
@@ -115,12 +137,16 @@ async def server_matrix(
     server: ServerFactory,
     conditions: Sequence[str] = ("sequential", "burst", "loaded"),
     background_concurrency: int = 8,
+    blocks: int | None = None,
+    alpha: float = 0.05,
+    seed: int = 0,
     retry: RetryPolicy | None = None,
     timeouts: Timeouts | None = None,
     output: str | os.PathLike[str] | None = None,
     on_row: Callable[[MatrixRow], Any] | None = None,
 ) -> MatrixResult:
-    """Run ``batch_effect(request, n, conditions=...)`` on each server configuration.
+    """Run ``batch_effect(request, n, conditions=..., blocks=..., alpha=...)`` on each server
+    configuration, then adjust the rows' p-values by Holm across configurations.
 
     ``server(**settings)`` starts the engine for one configuration and yields its base URL
     (e.g. ``functools.partial(LlamaCppServer, "model.gguf")``); ``configs`` are settings
@@ -151,9 +177,13 @@ async def server_matrix(
                     request, n, endpoint=Endpoint(base_url=base_url, api_key=None,
                                                   name=label),
                     conditions=list(conditions), background_concurrency=background_concurrency,
-                    retry=retry, timeouts=timeouts)
+                    blocks=blocks, alpha=alpha, seed=seed, retry=retry, timeouts=timeouts)
             row = MatrixRow(config=label, settings=settings, conditions=result.conditions,
-                            verdict=result.verdict, verdict_kind=result.verdict_kind)
+                            verdict=result.verdict, verdict_kind=result.verdict_kind,
+                            comparisons=result.comparisons,
+                            adjusted_pvalues=result.adjusted_pvalues,
+                            findings=result.findings, pvalue=result.pvalue,
+                            logprobs=result.logprobs)
         rows.append(row)
         result_so_far = MatrixResult(request=request, n=n, conditions=list(conditions),
                                      rows=rows)
@@ -161,7 +191,28 @@ async def server_matrix(
             _write_atomically(path, result_so_far)
         if on_row is not None:
             on_row(row)
-    return MatrixResult(request=request, n=n, conditions=list(conditions), rows=rows)
+    final = MatrixResult(request=request, n=n, conditions=list(conditions),
+                         rows=across_configurations(rows, alpha))
+    if path is not None:
+        _write_atomically(path, final)
+    return final
+
+
+def across_configurations(rows: Sequence[MatrixRow], alpha: float) -> list[MatrixRow]:
+    """The rows with ``matrix_pvalue`` set (Holm across the rows that have a p-value); a row
+    batch-dependent within itself but not across the matrix becomes ``inconclusive``."""
+    tested = [i for i, row in enumerate(rows) if row.pvalue is not None]
+    adjusted = holm([rows[i].pvalue for i in tested])  # type: ignore[misc]
+    out = list(rows)
+    for i, p in zip(tested, adjusted, strict=True):
+        row = rows[i]
+        update: dict[str, Any] = {"matrix_pvalue": p}
+        if row.verdict_kind == "batch_dependent" and p >= alpha:
+            update["verdict_kind"] = "inconclusive"
+            update["verdict"] = (f"{row.verdict}; but not after Holm's correction across the "
+                                 f"{len(tested)} configurations ({p_text(p)})")
+        out[i] = row.model_copy(update=update)
+    return out
 
 
 def _finished_rows(path: Path, request: Request, n: int, conditions: list[str]

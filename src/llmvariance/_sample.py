@@ -62,6 +62,9 @@ class Sample(BaseModel):
     index: Annotated[int, Field(ge=0)]
     text: str | None = None
     tokens: list[str] | None = None
+    token_ids: list[int] | None = None
+    """The tokens' ids, where the server sent them (llama.cpp does): tokens are compared by
+    id, which two different tokens never share, rather than by their text."""
     token_logprobs: list[float | None] | None = None
     top_logprobs: list[dict[str, float]] | None = None
     finish_reason: str | None = None
@@ -73,6 +76,8 @@ class Sample(BaseModel):
     """The experiment condition the sample was taken under (e.g. ``burst``), if any."""
     request_id: str | None = None
     """In a suite (``sample_suite``): the id of the request this sample answers."""
+    block: int | None = None
+    """In a designed experiment (``batch_effect``): the block it ran in, 0-based."""
     latency_s: float = 0.0
     """Seconds from sending the (last) attempt to having its whole response."""
     ttft_s: float | None = None
@@ -89,7 +94,7 @@ class Sample(BaseModel):
     @model_validator(mode="after")
     def _logprobs_match_tokens(self) -> Sample:
         if self.tokens is not None:
-            for name in ("token_logprobs", "top_logprobs"):
+            for name in ("token_ids", "token_logprobs", "top_logprobs"):
                 values = getattr(self, name)
                 if values is not None and len(values) != len(self.tokens):
                     raise ValueError(f"{name}: {len(values)} entries for "

@@ -17,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .._sample import Sample
+from . import estimates as est
 from . import metrics as m
 from .failures import FailureMessages
 from .latency import LatencySketch
@@ -24,7 +25,9 @@ from .outputs import DistinctOutputs, MarginSums
 from .report import (
     ConfidenceInterval,
     LatencyStats,
+    LogprobAgreement,
     OutputCount,
+    Proportion,
     VarianceReport,
 )
 from .tree.build import DEFAULT_MAX_LEAVES
@@ -89,17 +92,48 @@ class _PositionStats:
         return np.where(self.count >= 2, np.sqrt(np.maximum(var, 0.0)), np.nan)
 
 
+class _Range:
+    """Per-position smallest and largest value over the samples added (NaN: missing), and
+    how many samples: whether they are bitwise equal, and by how much they are not."""
+
+    __slots__ = ("high", "low", "samples")
+
+    def __init__(self, values: FloatArray) -> None:
+        self.low = values.copy()
+        self.high = values.copy()
+        self.samples = 1
+
+    def add(self, values: FloatArray) -> None:
+        k = min(values.size, self.low.size)
+        self.low = np.fmin(self.low[:k], values[:k])
+        self.high = np.fmax(self.high[:k], values[:k])
+        self.samples += 1
+
+    def merged(self, other: _Range) -> _Range:
+        out = _Range(self.low)
+        out.high = self.high.copy()
+        out.samples = self.samples - 1
+        out.add(other.low)
+        out.add(other.high)
+        out.samples = self.samples + other.samples
+        return out
+
+
 class _Output:
-    """One distinct output text: its count, tokens (the smallest tokenization seen), the
-    summed fixed-point top-2 margins of the samples with those tokens (``margins``), and
-    sketches of their latency and time to first token (None until one is measured)."""
+    """One distinct output text: its count, tokens (the smallest tokenization seen) and,
+    where the server sent token ids, ``keys`` (the ids, which tokens are compared by: two
+    different tokens may render alike); the summed fixed-point top-2 margins and the range
+    of the chosen logprobs of the samples with that tokenization; sketches of their latency
+    and time to first token (None until one is measured)."""
 
-    __slots__ = ("count", "latency", "margins", "tokens", "ttft")
+    __slots__ = ("count", "keys", "latency", "logprobs", "margins", "tokens", "ttft")
 
-    def __init__(self, tokens: list[str] | None) -> None:
+    def __init__(self, tokens: list[str] | None, keys: list[str] | None = None) -> None:
         self.count = 0
         self.tokens = tokens
+        self.keys = keys
         self.margins: MarginSums | None = None
+        self.logprobs: _Range | None = None
         self.latency: LatencySketch | None = None
         self.ttft: LatencySketch | None = None
 
@@ -111,6 +145,11 @@ class _Output:
         total, samples = self.margins
         total += np.where(valid, fixed, 0)
         samples += valid
+
+    @property
+    def identity(self) -> list[str] | None:
+        """What the output's tokens are compared by: their ids when known, else their text."""
+        return self.keys if self.keys is not None else self.tokens
 
     def add_margin_sums(self, sums: MarginSums | None) -> None:
         if sums is not None:
@@ -212,17 +251,24 @@ class VarianceCollector:
             return
         text = sample.text or ""
         tokens = sample.tokens
+        keys = None
+        if tokens is not None and sample.token_ids is not None:
+            keys = [f"#{i}" for i in sample.token_ids]
+        identity = keys if keys is not None else tokens
         output = self._outputs.get(text)
         new_tokens = output is None
         own_tokens = True  # the sample has the output's tokens (its margins count)
         if output is None:
-            output = self._outputs[text] = _Output(tokens)
-        elif tokens is not None and tokens != output.tokens:
+            output = self._outputs[text] = _Output(tokens, keys)
+        elif identity is not None and identity != output.identity:
             # The same text tokenized differently: keep the smallest, whatever the order,
-            # and the margins of its samples only (positions mean nothing across them).
-            if output.tokens is None or tokens < output.tokens:
-                output.tokens = tokens
+            # and the margins and logprobs of its samples only (positions mean nothing
+            # across tokenizations).
+            current = output.identity
+            if current is None or identity < current:
+                output.tokens, output.keys = tokens, keys
                 output.margins = None
+                output.logprobs = None
             else:
                 own_tokens = False
             new_tokens = True
@@ -244,10 +290,17 @@ class VarianceCollector:
             self._provider_tokens = False
             return
         if new_tokens:  # O(prefix) in Python, but once per distinct token sequence
-            self._shrink_prefix(tokens)
+            assert identity is not None
+            self._shrink_prefix(identity)
         prefix = len(self._prefix or ())
         if sample.token_logprobs is not None:
-            values = _as_floats(sample.token_logprobs[:prefix])
+            chosen = _as_floats(sample.token_logprobs)
+            if own_tokens:
+                if output.logprobs is None:
+                    output.logprobs = _Range(chosen)
+                else:
+                    output.logprobs.add(chosen)
+            values = chosen[:prefix]
             if self._noise is None:
                 self._noise = _PositionStats(values)
             self._noise.add(values)
@@ -303,6 +356,10 @@ class VarianceCollector:
         clone._noise = copy.deepcopy(self._noise)
         return clone
 
+    def output_counts(self) -> dict[str, int]:
+        """How many ok samples gave each distinct output (the counts every metric uses)."""
+        return {text: output.count for text, output in self._outputs.items()}
+
     # -- combining ----------------------------------------------------------------------
 
     def _materialised(self, dimension: str) -> dict[str, VarianceCollector]:
@@ -323,12 +380,17 @@ class VarianceCollector:
                 merged._outputs[text] = _copy_output(theirs)
                 continue
             mine.count += theirs.count
-            if theirs.tokens is not None and (mine.tokens is None or theirs.tokens < mine.tokens):
-                mine.tokens = theirs.tokens
+            ours, their_identity = mine.identity, theirs.identity
+            if their_identity is not None and (ours is None or their_identity < ours):
+                mine.tokens, mine.keys = theirs.tokens, theirs.keys
                 mine.margins = None
                 mine.add_margin_sums(theirs.margins)
-            elif theirs.tokens == mine.tokens:
+                mine.logprobs = copy.deepcopy(theirs.logprobs)
+            elif their_identity == ours:
                 mine.add_margin_sums(theirs.margins)
+                if theirs.logprobs is not None:
+                    mine.logprobs = (copy.deepcopy(theirs.logprobs) if mine.logprobs is None
+                                     else mine.logprobs.merged(theirs.logprobs))
             mine.latency = _combined((mine.latency, theirs.latency))
             mine.ttft = _combined((mine.ttft, theirs.ttft))
         merged._provider_tokens = self._provider_tokens and other._provider_tokens
@@ -411,6 +473,14 @@ class VarianceCollector:
             agreement_ci = _interval(counts, m.agreement_rows, bootstrap, seed, level)
 
         top = by_count[:_TOP_OUTPUTS].tolist()
+        d_ci = est.disagreement_interval(counts, level)
+        deviation = None
+        if n_ok and mode_index is not None:
+            differ = n_ok - counts[mode_index]
+            low, high, method = est.rate_interval(differ, n_ok, level)
+            deviation = Proportion(
+                count=differ, n=n_ok, rate=differ / n_ok, reference="the most common output",
+                interval=ConfidenceInterval(low=low, high=high, level=level, method=method))
         return VarianceReport(
             n_samples=n_ok + n_failed,
             n_ok=n_ok,
@@ -444,6 +514,16 @@ class VarianceCollector:
                          for i in top],
             entropy_bits_ci=entropy_ci,
             agreement_rate_ci=agreement_ci,
+            disagreement_rate=est.disagreement_rate(counts),
+            disagreement_rate_ci=None if d_ci is None else ConfidenceInterval(
+                low=d_ci[0], high=d_ci[1], level=level, method=d_ci[2]),
+            coverage=est.good_coverage(counts),
+            chao1=est.chao1(counts),
+            deviation=deviation,
+            logprobs=_logprob_agreement([outputs[t] for t in texts],
+                                        shape.common_prefix_tokens
+                                        if shape.common_prefix_tokens is not None
+                                        else int(distinct.rows.lengths[0]) if texts else 0),
             latency=_latency_stats(_combined(distinct.latencies)),
             ttft=_latency_stats(_combined(distinct.ttfts)),
             by_fingerprint=groups.get("fingerprint", {}),
@@ -462,7 +542,8 @@ class VarianceCollector:
         provider = self._provider_tokens and bool(entries) and all(
             e.tokens is not None for e in entries)
         distinct = DistinctOutputs(texts, [e.count for e in entries], provider,
-                                   [e.tokens for e in entries], [e.margins for e in entries])
+                                   [e.tokens for e in entries], [e.margins for e in entries],
+                                   [e.identity for e in entries])
         distinct.latencies = [e.latency for e in entries if e.latency is not None]
         distinct.ttfts = [e.ttft for e in entries if e.ttft is not None]
         return distinct
@@ -492,9 +573,10 @@ def _keys(sample: Sample) -> dict[str, str]:
 
 
 def _copy_output(output: _Output) -> _Output:
-    clone = _Output(output.tokens)
+    clone = _Output(output.tokens, output.keys)
     clone.count = output.count
     clone.add_margin_sums(output.margins)
+    clone.logprobs = copy.deepcopy(output.logprobs)
     clone.latency = _combined((output.latency,))
     clone.ttft = _combined((output.ttft,))
     return clone
@@ -510,6 +592,40 @@ def _combined(sketches: Iterable[LatencySketch | None]) -> LatencySketch | None:
             else:
                 total.merge(sketch)
     return total
+
+
+def _first_diff(low: FloatArray, high: FloatArray) -> tuple[int | None, float]:
+    """(first position where low != high, largest high - low); NaN positions are skipped."""
+    gap = np.where(np.isnan(low) | np.isnan(high), 0.0, high - low)
+    differ = np.flatnonzero(gap != 0)
+    return (int(differ[0]) if differ.size else None), float(gap.max(initial=0.0))
+
+
+def _logprob_agreement(outputs: list[_Output], prefix: int) -> LogprobAgreement | None:
+    """Bitwise comparison of chosen-token logprobs within each output and in the prefix
+    every output shares (of ``prefix`` tokens); None when no sample had logprobs."""
+    ranges = [o.logprobs for o in outputs if o.logprobs is not None]
+    if not ranges:
+        return None
+    repeated = [r for r in ranges if r.samples >= 2]
+    first_within: int | None = None
+    max_within = 0.0
+    for r in repeated:
+        first, gap = _first_diff(r.low, r.high)
+        max_within = max(max_within, gap)
+        if first is not None and (first_within is None or first < first_within):
+            first_within = first
+    shared = min([prefix, *(r.low.size for r in ranges)])
+    low = np.fmin.reduce([r.low[:shared] for r in ranges])
+    high = np.fmax.reduce([r.high[:shared] for r in ranges])
+    first_prefix, max_prefix = _first_diff(low, high)
+    samples = sum(r.samples for r in ranges)
+    return LogprobAgreement(
+        samples=samples, outputs_compared=len(repeated),
+        identical_within_outputs=(first_within is None) if repeated else None,
+        max_abs_diff_within_outputs=max_within, first_diff_within_outputs=first_within,
+        prefix_tokens=shared, identical_in_prefix=(first_prefix is None) if samples >= 2
+        else None, max_abs_diff_in_prefix=max_prefix, first_diff_in_prefix=first_prefix)
 
 
 def _latency_stats(sketch: LatencySketch | None) -> LatencyStats | None:

@@ -50,14 +50,17 @@ class DistinctOutputs:
                  "tokens", "ttfts")
 
     def __init__(self, texts: Sequence[str], counts: Sequence[int], provider: bool,
-                 tokens: Sequence[list[str] | None], margins: Sequence[MarginSums | None]
-                 ) -> None:
+                 tokens: Sequence[list[str] | None], margins: Sequence[MarginSums | None],
+                 keys: Sequence[list[str] | None] | None = None) -> None:
+        """``keys``: what each output's tokens are compared by (their ids, where the
+        server sent them), when not the tokens themselves; ``tokens`` are what is shown."""
         self.texts, self.counts, self.provider = texts, counts, provider
         self.tokens, self.margins = tokens, margins
         self.latencies: list[LatencySketch] = []
         """The outputs' latency sketches (those that have one), for the caller to combine."""
         self.ttfts: list[LatencySketch] = []
-        self.rows = (TokenRows.from_tokens([t or [] for t in tokens], counts) if provider
+        compared = keys if keys is not None else tokens
+        self.rows = (TokenRows.from_tokens([t or [] for t in compared], counts) if provider
                      else TokenRows.from_words(texts, counts))
         self.sorted = SortedRows(self.rows, texts)
 

@@ -16,7 +16,8 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 __all__ = ["ConfidenceInterval", "DivergenceStats", "FailureMessage", "HistogramBin",
-           "LatencyStats", "OutputCount", "Row", "VarianceReport", "split_points"]
+           "LatencyStats", "LogprobAgreement", "OutputCount", "Proportion", "Row",
+           "VarianceReport", "split_points"]
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
 _FIELDS_SETS: dict[frozenset[str], set[str]] = {}
@@ -112,15 +113,91 @@ class DivergenceStats(Row):
 
 
 class ConfidenceInterval(Row):
-    """A seeded percentile-bootstrap interval."""
+    """An interval at ``level`` and how it was made: ``method`` is ``percentile bootstrap``
+    (then ``resamples`` and ``seed`` say how), ``wilson``, ``exact one-sided``, ``bracket``
+    or ``wald-logit`` (``docs/metrics.md`` defines each)."""
 
     model_config = _FROZEN
 
     low: float
     high: float
     level: float
-    resamples: int
-    seed: int
+    resamples: int | None = None
+    seed: int | None = None
+    method: str = "percentile bootstrap"
+
+    def __str__(self) -> str:
+        return f"[{_short(self.low)}, {_short(self.high)}]"
+
+
+def _short(value: float) -> str:
+    """A rate for text: ``0``, ``0.095``, ``0.64``, ``1``."""
+    return "0" if value == 0 else "1" if value == 1 else f"{value:.3g}"
+
+
+class Proportion(BaseModel):
+    """``count`` of ``n`` samples differ from ``reference``: the rate and its interval.
+
+    The interval is Wilson's; with none (or all) differing it is the exact one-sided bound
+    ``1 - alpha^(1/n)``: 0 of 30 differ, so the rate is at most 9.5 % at 95 %.
+    """
+
+    model_config = _FROZEN
+
+    count: int
+    n: int
+    rate: float
+    interval: ConfidenceInterval
+    reference: str
+    """What was compared against, e.g. ``the most common output``."""
+
+    def describe(self) -> str:
+        """``0 of 30 differ from the most common output: at most 9.5 % (95 %)``."""
+        head = f"{self.count} of {self.n} differ from {self.reference}"
+        level = f"{self.interval.level:.0%}"
+        if self.count == 0:
+            return f"{head}: at most {self.interval.high:.1%} ({level})"
+        return (f"{head}: {self.rate:.1%} [{self.interval.low:.1%}, "
+                f"{self.interval.high:.1%}] ({level})")
+
+
+class LogprobAgreement(BaseModel):
+    """The numbers under the text: do samples that agree in text agree in their logprobs?
+
+    Over the ok samples that returned the chosen tokens' logprobs. *Within outputs*:
+    samples with the same text, position by position over their whole length; *in the
+    prefix*: every sample over the ``prefix_tokens`` positions they all share. Identical
+    means bitwise: the same float, not merely close. Positions are 0-based tokens.
+    """
+
+    model_config = _FROZEN
+
+    samples: int
+    """Ok samples with logprobs."""
+    outputs_compared: int
+    """Distinct outputs with at least two such samples."""
+    identical_within_outputs: bool | None
+    """None when no output had two samples to compare."""
+    max_abs_diff_within_outputs: float
+    first_diff_within_outputs: int | None
+    """The earliest position where two samples of the same text differ in logprob."""
+    prefix_tokens: int
+    identical_in_prefix: bool | None
+    max_abs_diff_in_prefix: float
+    first_diff_in_prefix: int | None
+
+    def describe(self) -> str:
+        """``texts agree, and the numbers are bitwise identical`` or where they are not."""
+        if self.identical_within_outputs is None:
+            return ("no two samples share a text, so no logprobs of agreeing texts could be "
+                    "compared")
+        if self.identical_within_outputs:
+            return (f"texts agree, and the numbers are bitwise identical ({self.samples} "
+                    f"samples with logprobs, {self.outputs_compared} repeated output"
+                    f"{'s' if self.outputs_compared != 1 else ''})")
+        return (f"texts agree, but the logprobs already differ from token "
+                f"{self.first_diff_within_outputs} (max |Δ| "
+                f"{self.max_abs_diff_within_outputs:.1e})")
 
 
 class VarianceReport(Row):
@@ -149,6 +226,13 @@ class VarianceReport(Row):
       where texts agree. None without logprobs.
     - ``divergence_margin``: at the first divergence, top-1 minus top-2 logprob of the
       modal output (needs top_logprobs). Small margins: near-ties flipped by noise.
+    - ``disagreement_rate`` D = 1 - agreement_rate: the probability that two requests
+      disagree, with ``disagreement_rate_ci`` (closed form: ``docs/metrics.md``);
+      ``coverage`` (Good's, 1 - F1/n: the probability the next output is one already seen;
+      F1 = outputs seen once); ``chao1`` = S + F1(F1-1)/(2(F2+1)), how many distinct
+      outputs exist; ``deviation``: how many differ from the most common output, with a
+      Wilson interval, or the exact bound 1 - alpha^(1/n) when none does.
+    - ``logprobs``: whether samples with the same text have bitwise identical logprobs.
     - ``latency`` / ``ttft``: ``Sample.latency_s`` (whole response) and ``Sample.ttft_s``
       (time to first token; streamed responses only) in seconds, over the ok samples that
       measured them (a latency of 0, the ``Sample`` default, counts as not measured);
@@ -198,6 +282,14 @@ class VarianceReport(Row):
     """Time to first token of the ok streamed samples, seconds; None when none was streamed."""
     failure_messages: list[FailureMessage] = []
     """The most common reasons samples failed (at most five), most common first."""
+    disagreement_rate: float | None = None
+    disagreement_rate_ci: ConfidenceInterval | None = None
+    coverage: float | None = None
+    chao1: float | None = None
+    deviation: Proportion | None = None
+    """How many samples differ from the most common output (chosen from the same data, so
+    a descriptive figure; tests compare against a reference from elsewhere)."""
+    logprobs: LogprobAgreement | None = None
     by_fingerprint: dict[str, VarianceReport] = {}
     by_endpoint: dict[str, VarianceReport] = {}
     by_condition: dict[str, VarianceReport] = {}
@@ -262,6 +354,7 @@ def _summary_lines(r: VarianceReport) -> list[str]:
         f"entropy           {r.entropy_bits:.3f} bits (Miller-Madow {r.entropy_mm_bits:.3f}, "
         f"normalized {r.normalized_entropy:.3f}){_ci(r.entropy_bits_ci)}",
     ]
+    lines.extend(estimate_lines(r))
     if r.common_prefix_chars is None:
         lines.append("first divergence  none")
     else:
@@ -327,6 +420,24 @@ def _branch_lines(r: VarianceReport) -> list[str]:
         margin = "" if node.margin is None else f", margin {node.margin:.3g}"
         lines.append(f"  token {node.end_token} (char {node.end_char}), {node.count} samples"
                      f"{margin}: {shown}{more}")
+    return lines
+
+
+def estimate_lines(r: VarianceReport) -> list[str]:
+    """D with its interval, coverage and Chao1, the deviation from the mode, the logprobs."""
+    lines = []
+    if r.disagreement_rate is not None:
+        ci = r.disagreement_rate_ci
+        interval = "" if ci is None else f" {ci} ({ci.level:.0%}, {ci.method})"
+        lines.append(f"disagreement D    {r.disagreement_rate:.3f}{interval}: the probability "
+                     "that two requests disagree")
+    if r.coverage is not None and r.chao1 is not None:
+        lines.append(f"coverage          {r.coverage:.3f} (the next output is one already seen"
+                     f" with this probability); Chao1 {r.chao1:.1f} distinct outputs exist")
+    if r.deviation is not None:
+        lines.append(f"deviation         {r.deviation.describe()}")
+    if r.logprobs is not None:
+        lines.append(f"logprobs          {r.logprobs.describe()}")
     return lines
 
 
@@ -400,6 +511,9 @@ def _medians(output: OutputCount) -> str:
 
 def _group_row(name: str, r: VarianceReport) -> str:
     first = "none" if r.common_prefix_tokens is None else str(r.common_prefix_tokens)
-    return (f"  {printable(name):<24} n={r.n_ok:<6} distinct={r.unique_count:<5} "
+    ci = r.disagreement_rate_ci
+    d = "n/a" if r.disagreement_rate is None else f"{r.disagreement_rate:.3f}" + (
+        "" if ci is None else f" {ci}")
+    return (f"  {printable(name):<24} n={r.n_ok:<6} distinct={r.unique_count:<5} D={d} "
             f"agreement={_fmt(r.agreement_rate)} entropy={r.entropy_bits:.3f} "
             f"first divergence={first}")

@@ -10,6 +10,9 @@ Definitions (N = the samples asked for per prompt):
   whitespace-normalised when ``normalized``. ``distinct`` counts distinct compared texts;
   ``agreement_rate`` is sum c_k(c_k-1) / (n(n-1)) over their counts.
 - ``tar_raw`` (TARr@N): the fraction of evaluable prompts whose N outputs all agree.
+- ``tar_raw_ci`` / ``tar_answer_ci``: their Wilson intervals over the evaluable prompts
+  (exact one-sided when none or all agree; a percentile bootstrap over prompts would
+  collapse to [1, 1] when every prompt agrees).
 - ``tar_answer`` (TARa@N): the fraction of evaluable prompts whose N answers all agree,
   *no answer* (unparseable) counting as one answer value of its own: N unparseable
   outputs agree, a mix of unparseable and parsed outputs does not. Since each answer is a
@@ -34,14 +37,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .._errors import ConfigError
 from .._sample import Sample
+from . import estimates as est
 from . import metrics as m
 from .answers import AnswerSpec, Comparison, OutputTally
 from .collect import VarianceCollector
 from .printable import printable
-from .report import Row, VarianceReport
+from .report import ConfidenceInterval, Row, VarianceReport
 
 __all__ = ["AnswerCount", "DistinctCount", "PromptAnswers", "PromptStats", "SuiteReport",
-           "analyze_suite", "suite_report"]
+           "analyze_suite", "suite_report", "tar_interval"]
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
 _TOP_ANSWERS = 5
@@ -127,6 +131,10 @@ class SuiteReport(BaseModel):
     """TARr@N; None when no prompt is evaluable."""
     tar_answer: float | None
     """TARa@N; None without an extractor or when no prompt is evaluable."""
+    tar_raw_ci: ConfidenceInterval | None = None
+    """TARr@N's 95 % interval over the evaluable prompts (Wilson)."""
+    tar_answer_ci: ConfidenceInterval | None = None
+    """TARa@N's 95 % interval over the evaluable prompts (Wilson)."""
     distinct_mean: float | None
     distinct_median: float | None
     agreement_mean: float | None
@@ -197,6 +205,16 @@ def _reasons(prompts: list[PromptStats]) -> Counter[str]:
     return total
 
 
+def tar_interval(agreeing: int, prompts: int, level: float = 0.95) -> ConfidenceInterval | None:
+    """TARr@N's (or TARa@N's) interval over prompts: the Wilson interval of ``agreeing`` of
+    ``prompts`` (exact one-sided at none or all). A percentile bootstrap over prompts would
+    collapse to [1, 1] when every prompt agrees; this does not."""
+    if prompts == 0:
+        return None
+    low, high, method = est.rate_interval(agreeing, prompts, level)
+    return ConfidenceInterval(low=low, high=high, level=level, method=method)
+
+
 def _mean(values: list[float]) -> float | None:
     return statistics.fmean(values) if values else None
 
@@ -229,6 +247,9 @@ def suite_report(entries: Iterable[tuple[str, VarianceReport, OutputTally]], *, 
         tar_raw=sum(p.all_agree for p in done) / len(done) if done else None,
         tar_answer=(sum(a.all_agree for a in graded) / len(done)
                     if done and answer is not None else None),
+        tar_raw_ci=tar_interval(sum(p.all_agree for p in done), len(done)),
+        tar_answer_ci=(tar_interval(sum(a.all_agree for a in graded), len(done))
+                       if answer is not None else None),
         distinct_mean=_mean([float(d) for d in distinct]),
         distinct_median=float(statistics.median(distinct)) if distinct else None,
         agreement_mean=_mean(agreements),
@@ -281,14 +302,15 @@ def _lines(r: SuiteReport) -> list[str]:
     agreeing = sum(p.all_agree for p in r.prompts if p.evaluable)
     lines = [
         f"prompts           {r.n_prompts} ({r.n_evaluable} with all {r.n} samples ok{failed})",
-        f"TARr@{r.n:<12} {_fmt(r.tar_raw)}  ({agreeing} of {r.n_evaluable} prompts: "
-        f"all outputs agree{compared})",
+        f"TARr@{r.n:<12} {_fmt(r.tar_raw)}{_interval(r.tar_raw_ci)}  ({agreeing} of "
+        f"{r.n_evaluable} prompts: all outputs agree{compared})",
     ]
     if r.answer is not None:
         agreed = sum(p.answers.all_agree for p in r.prompts
                      if p.evaluable and p.answers is not None)
-        lines.append(f"TARa@{r.n:<12} {_fmt(r.tar_answer)}  ({agreed} of {r.n_evaluable} "
-                     f"prompts: all answers agree; answer = {printable(r.answer)})")
+        lines.append(f"TARa@{r.n:<12} {_fmt(r.tar_answer)}{_interval(r.tar_answer_ci)}  "
+                     f"({agreed} of {r.n_evaluable} prompts: all answers agree; answer = "
+                     f"{printable(r.answer)})")
         lines.append(f"unparseable       {r.unparseable} outputs without an answer")
         lines += [f"  x{count:<5} {printable(reason)}"
                   for reason, count in r.answer_failures.items()]
@@ -313,6 +335,10 @@ def _lines(r: SuiteReport) -> list[str]:
     if len(shown) > _TEXT_ROWS:
         lines.append(f"  ... and {len(shown) - _TEXT_ROWS} more")
     return lines
+
+
+def _interval(ci: ConfidenceInterval | None) -> str:
+    return "" if ci is None else f" {ci}"
 
 
 def _row(p: PromptStats, n: int) -> str:

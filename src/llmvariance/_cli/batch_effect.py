@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from .._analysis.printable import printable
@@ -27,7 +28,16 @@ def add_parser(commands: Any) -> None:
                         help="concurrencies for the concurrency=K conditions (default 2,8)")
     parser.add_argument("--background", type=int, default=8,
                         help="background requests in flight during `loaded` (default 8)")
+    parser.add_argument("--blocks", type=int,
+                        help="blocks of the design: each runs every condition for n/blocks "
+                             "samples, in rotating order (default 5; 1: one condition after "
+                             "another)")
+    parser.add_argument("--alpha", type=float, default=0.05,
+                        help="significance level, Holm-corrected across conditions "
+                             "(default 0.05)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument("--html", metavar="FILE.html",
+                        help="also write the result as a self-contained HTML page")
 
 
 def split(value: str) -> list[str]:
@@ -43,11 +53,17 @@ async def run(args: argparse.Namespace) -> int:
     result = await batch_effect(
         _common.request(args), args.n, endpoint=_common.endpoint(args), sweep=sweep,
         conditions=split(args.conditions), background_concurrency=args.background,
-        rate_limit=_common.rate_limit(args), retry=_common.retry(args))
+        blocks=args.blocks, alpha=args.alpha, rate_limit=_common.rate_limit(args),
+        retry=_common.retry(args))
     if args.json:
         print(result.model_dump_json(indent=2, exclude={"samples"}))
     else:
         print(f"{printable(result.endpoint)}  model={printable(args.model)}  n={args.n} "
               "per condition")
         print(render({args.model: result}))
+    if args.html:
+        from .._render.html import html_report
+
+        html_report(result, args.html)
+        print(f"wrote {args.html}", file=sys.stderr)
     return 0

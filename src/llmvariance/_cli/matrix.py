@@ -40,6 +40,11 @@ def add_parser(commands: Any) -> None:
     parser.set_defaults(prompt=PROMPT)
     parser.add_argument("-n", type=int, default=30, help="requests per condition (default 30)")
     parser.add_argument("--conditions", default="sequential,burst,loaded")
+    parser.add_argument("--blocks", type=int,
+                        help="blocks of the design per configuration (default 5)")
+    parser.add_argument("--alpha", type=float, default=0.05,
+                        help="significance level, Holm-corrected across conditions and "
+                             "configurations (default 0.05)")
     parser.add_argument("--out", metavar="FILE.json",
                         help="written after each configuration; a rerun skips those done")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -57,8 +62,8 @@ async def run(args: argparse.Namespace) -> int:
         print(f"done: {row.config}: {counts}", file=sys.stderr, flush=True)
 
     result = await server_matrix(request, args.n, args.config, server=server,
-                                 conditions=split(args.conditions), output=args.out,
-                                 on_row=announce)
+                                 conditions=split(args.conditions), blocks=args.blocks,
+                                 alpha=args.alpha, output=args.out, on_row=announce)
     if args.json:
         print(result.model_dump_json(indent=2))
     else:

@@ -62,6 +62,8 @@ class PreparedCall:
     """Recorded on every sample of the run (``Sample.condition``)."""
     request_id: str | None = None
     """Recorded on every sample (``Sample.request_id``): which request of a suite."""
+    block: int | None = None
+    """Recorded on every sample (``Sample.block``): the block of a designed experiment."""
 
 
 @dataclass(slots=True)
@@ -173,7 +175,7 @@ class ClientPool:
         return self._stats
 
     def prepare(self, request: Request, condition: str | None = None,
-                request_id: str | None = None) -> PreparedCall:
+                request_id: str | None = None, block: int | None = None) -> PreparedCall:
         """Encode ``request`` once; raises ``ConfigError`` if it can never be sent."""
         tokens = estimate_tokens(request)
         try:
@@ -189,7 +191,7 @@ class ClientPool:
         body = bytes(memoryview(adapter.encode(request)))
         http = HTTPRequest("POST", self._endpoint.base_url + adapter.path, headers, body,
                            stream=request.stream)
-        return PreparedCall(adapter, http, tokens, condition, request_id)
+        return PreparedCall(adapter, http, tokens, condition, request_id, block)
 
     async def send(self, call: PreparedCall, index: int) -> Sample:
         """Send ``call`` as request ``index``, retrying per policy; always returns a Sample."""
@@ -227,7 +229,7 @@ class ClientPool:
                 error = SampleError(kind=outcome.kind, message=message, status=outcome.status)
                 return Sample(index=index, endpoint=self._label, attempts=attempt,
                               condition=call.condition, request_id=call.request_id,
-                              latency_s=self._clock() - start, error=error)
+                              block=call.block, latency_s=self._clock() - start, error=error)
             self._stats.retries += 1
             await self._wait_before_retry(outcome, attempt, start)
 
@@ -267,7 +269,7 @@ class ClientPool:
         try:
             sample = Sample(index=index, endpoint=self._label, latency_s=latency,
                             attempts=attempt, condition=call.condition,
-                            request_id=call.request_id, **fields, **timing)
+                            request_id=call.request_id, block=call.block, **fields, **timing)
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"])

@@ -21,7 +21,7 @@ import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from html import escape
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from .._analysis.printable import INVISIBLE_BUT_LINES, printable
@@ -31,6 +31,9 @@ from .._errors import ConfigError
 from .._runs.runfile import RunContents
 from .._version import __version__
 from ._style import CSS
+
+if TYPE_CHECKING:
+    from .._experiment import BatchEffectResult
 
 __all__ = ["html_report"]
 
@@ -109,7 +112,22 @@ def _summary(r: VarianceReport) -> str:
             f"<dt>{_e(name)}</dt><dd>"
             + ", ".join(f"{_s(k)} <b>{v}</b>" for k, v in sorted(counts.items())) + "</dd>"
             for name, counts in extra) + "</dl>")
+    if r.n_ok:
+        rows.append(_HOW_TO_READ)
     return _section("summary", "Summary", "".join(rows)) + _failures(r)
+
+
+_HOW_TO_READ = (
+    '<details class="how"><summary>How to read this</summary><p><b>D</b>, the disagreement '
+    "rate, is the probability that two of these requests give different outputs (0: always "
+    "the same; its interval is where the true rate lies with 95 % confidence). "
+    "<b>Coverage</b> is the probability that one more request gives an output already seen; "
+    "<b>Chao1</b> estimates how many distinct outputs exist, seen or not. <b>Differ from the "
+    "mode</b> counts outputs other than the most common one; when none differs, the number "
+    "shown is the most that could still differ (0 of 30: at most 9.5 %), never zero. "
+    "<b>Logprobs of equal texts</b>: whether samples with the same text also have the same "
+    "numbers, bit for bit; when they differ, the computation depended on something else "
+    "(such as the batch) before it changed a token.</p></details>")
 
 
 def _metric_cards(r: VarianceReport) -> list[str]:
@@ -124,6 +142,25 @@ def _metric_cards(r: VarianceReport) -> list[str]:
               "" if r.common_prefix_chars is None
               else f"char {r.common_prefix_chars}, {_unit(r.tokenization)}"),
     ]
+    if r.disagreement_rate is not None:
+        ci = r.disagreement_rate_ci
+        cards.append(_card("disagreement D", f"{r.disagreement_rate:.3f}",
+                           "P(two requests differ)" + ("" if ci is None else
+                                                       f"; {ci.level:.0%} CI {ci}")))
+    if r.coverage is not None and r.chao1 is not None:
+        cards.append(_card("coverage", f"{r.coverage:.3f}", "P(next output already seen)"))
+        cards.append(_card("Chao1", f"{r.chao1:.1f}", "distinct outputs estimated to exist"))
+    if r.deviation is not None:
+        dev = r.deviation
+        value = (f"≤ {dev.interval.high:.1%}" if dev.count == 0 else f"{dev.rate:.1%}")
+        cards.append(_card("differ from the mode", value,
+                           f"{dev.count} of {dev.n}" + ("" if dev.count == 0 else
+                                                        f"; CI {dev.interval}")))
+    if r.logprobs is not None and r.logprobs.identical_within_outputs is not None:
+        same = r.logprobs.identical_within_outputs
+        cards.append(_card("logprobs of equal texts", "bitwise equal" if same else "differ",
+                           "" if same else f"from token {r.logprobs.first_diff_within_outputs}"
+                           f", max |Δ| {r.logprobs.max_abs_diff_within_outputs:.1e}"))
     if r.divergence_margin is not None:
         cards.append(_card("divergence margin", f"{r.divergence_margin:.4f}",
                            "the mode's top-1 minus top-2 logprob there"))
@@ -231,17 +268,25 @@ def _groups(r: VarianceReport) -> str:
         rows = "".join(
             f"<tr><td>{_s(name)}</td><td class=\"num\">{g.n_ok}</td>"
             f"<td class=\"num\">{g.n_failed}</td><td class=\"num\">{g.unique_count}</td>"
-            f"<td class=\"num\">{_num(g.agreement_rate)}</td>"
+            f"<td class=\"num\">{_d(g)}</td><td class=\"num\">{_num(g.coverage)}</td>"
+            f"<td class=\"num\">{_num(g.chao1, '.1f')}</td>"
             f"<td class=\"num\">{g.entropy_bits:.3f}</td><td class=\"num\">"
             f"{'none' if g.common_prefix_tokens is None else g.common_prefix_tokens}</td></tr>"
             for name, g in groups.items())
         parts.append(f"<h3>{_e(title)}</h3><table><thead><tr><th>group</th><th>ok</th>"
-                     "<th>failed</th><th>distinct</th><th>agreement</th><th>entropy (bits)"
-                     "</th><th>first divergence</th></tr></thead>"
-                     f"<tbody>{rows}</tbody></table>")
+                     "<th>failed</th><th>distinct</th><th>D [95% CI]</th><th>coverage</th>"
+                     "<th>Chao1</th><th>entropy (bits)</th><th>first divergence</th></tr>"
+                     f"</thead><tbody>{rows}</tbody></table>")
     if not parts:
         return ""
     return _section("groups", "Groups", "".join(parts))
+
+
+def _d(r: VarianceReport) -> str:
+    if r.disagreement_rate is None:
+        return "n/a"
+    ci = r.disagreement_rate_ci
+    return f"{r.disagreement_rate:.3f}" + ("" if ci is None else f" {ci}")
 
 
 def safe_url(url: str) -> str:
@@ -350,7 +395,8 @@ def _figure(svg: str, name: str) -> str:
 
 # -- the page ----------------------------------------------------------------------------
 
-def html_report(report: VarianceReport, path: str | os.PathLike[str] | None = None, *,
+def html_report(report: VarianceReport | BatchEffectResult,
+                path: str | os.PathLike[str] | None = None, *,
                 tree: DivergenceTree | None = None, runs: Iterable[RunContents] = (),
                 title: str | None = None, plots: bool = True) -> str:
     """The report as one self-contained HTML page (returned, and written to ``path``).
@@ -358,7 +404,14 @@ def html_report(report: VarianceReport, path: str | os.PathLike[str] | None = No
     ``tree`` is the divergence tree to show (default: the report's own, ``report.tree``),
     ``runs`` (``lv.read_run(...)``) the request and endpoint each run file was written
     for. Figures need matplotlib (``plots=False``, or its absence, leaves them out).
+    Given a ``BatchEffectResult`` the page is the experiment's: the verdict and its
+    evidence, each condition's estimates and test, the findings, D by condition as a
+    figure, and how to read it.
     """
+    from .._experiment import BatchEffectResult
+
+    if isinstance(report, BatchEffectResult):
+        return _write(_experiment_page(report, title, plots), path)
     runs = list(runs)
     tree = tree if tree is not None else report.tree
     figures = _figures(report, tree) if plots and report.n_ok else None
@@ -381,10 +434,18 @@ def html_report(report: VarianceReport, path: str | os.PathLike[str] | None = No
         f"<footer>Written by llmvariance {_e(__version__)}. This file loads nothing from "
         "the network.</footer>",
     ])
-    page = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+    return _write(_page(tab, body), path)
+
+
+def _page(tab: str, body: str) -> str:
+    """The whole document; ``tab`` is the plain-text title (escaped here)."""
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
             f"<title>{_e(printable(tab))}</title><style>{CSS}</style></head>"
             f"<body><main>{body}</main></body></html>\n")
+
+
+def _write(page: str, path: str | os.PathLike[str] | None) -> str:
     if path is not None:
         target = Path(path)
         try:
@@ -392,6 +453,85 @@ def html_report(report: VarianceReport, path: str | os.PathLike[str] | None = No
         except OSError as exc:
             raise ConfigError("path", f"cannot write {target}: {exc.strerror}") from None
     return page
+
+
+_EXPERIMENT_HOW_TO_READ = (
+    "<p>Each condition sent the same request the same number of times. <b>D</b> is the "
+    "probability that two of its requests give different outputs, with its 95 % interval. "
+    "<b>Differ</b> counts the outputs other than the reference (the calibration request's "
+    "output, unless it never came back). <b>p</b> tests whether a condition differs from the "
+    "reference more often than the one-at-a-time control (an exact one-sided test, "
+    "Holm-adjusted across conditions): below alpha, the difference is unlikely to be chance. "
+    "A condition with no difference observed shows how much could still hide at this n. The "
+    "conditions ran interleaved in blocks, so a server that changed during the run changed "
+    "every condition alike.</p>")
+
+
+def _experiment_page(result: BatchEffectResult, title: str | None, plots: bool) -> str:
+    rows = []
+    for name, r in result.conditions.items():
+        comparison = result.comparisons.get(name)
+        if comparison is not None:
+            deviation = comparison.b.deviation
+        elif result.comparisons:
+            deviation = next(iter(result.comparisons.values())).a.deviation
+        else:
+            deviation = None
+        differ = "-" if deviation is None else f"{deviation.count}/{deviation.n}"
+        p = ("control" if name == result.control else
+             _p(result.adjusted_pvalues[name]) if name in result.adjusted_pvalues else "-")
+        rows.append(f"<tr><td>{_s(name)}</td><td class=\"num\">{r.n_ok}</td>"
+                    f"<td class=\"num\">{r.n_failed}</td>"
+                    f"<td class=\"num\">{r.unique_count}</td><td class=\"num\">{_d(r)}</td>"
+                    f"<td class=\"num\">{_num(r.coverage)}</td>"
+                    f"<td class=\"num\">{_num(r.chao1, '.1f')}</td>"
+                    f"<td class=\"num\">{_e(differ)}</td><td class=\"num\">{_e(p)}</td></tr>")
+    table = ("<table><thead><tr><th>condition</th><th>ok</th><th>failed</th><th>distinct</th>"
+             "<th>D [95% CI]</th><th>coverage</th><th>Chao1</th><th>differ</th>"
+             f"<th>p (Holm)</th></tr></thead><tbody>{''.join(rows)}</tbody></table>")
+    alert = " alert" if result.verdict_kind == "could_not_measure" else ""
+    facts = [f"<p class=\"headline{alert}\"><b>{_e(result.verdict_kind)}</b>: "
+             f"{_e(result.verdict)}</p>", table]
+    if result.reference is not None:
+        facts.append(f"<p class=\"note\">Reference: {_e(result.reference_source)}: "
+                     f"<code>{_s(result.reference[:200])}</code></p>")
+    if result.design:
+        facts.append(f"<p class=\"note\">Design: {_e(result.design)}; alpha = "
+                     f"{result.alpha:g}.</p>")
+    findings = "".join(f"<li>{_s(f)}</li>" for f in result.findings)
+    if result.logprobs is not None:
+        findings += f"<li>logprobs: {_e(result.logprobs.describe())}</li>"
+    sections = [_section("verdict", "Verdict", "".join(facts) + _EXPERIMENT_HOW_TO_READ)]
+    if findings:
+        sections.append(_section("findings", "Findings", f"<ul>{findings}</ul>"))
+    figure = ""
+    if plots:
+        try:
+            from . import plot
+            from .figure import svg
+
+            figure = _figure(svg(plot.plot_conditions(result), "conditions"), "conditions")
+        except ImportError:
+            figure = ("<p class=\"note\">Figures need matplotlib: "
+                      "<code>pip install 'llmvariance[plot]'</code>.</p>")
+    if figure:
+        sections.append(_section("plots", "D by condition", figure))
+    details = "".join(f"<details><summary>{_s(name)} against {_s(result.control)}</summary>"
+                      f"<pre>{_s(c.to_text())}</pre></details>"
+                      for name, c in result.comparisons.items())
+    if details:
+        sections.append(_section("tests", "The tests", details))
+    heading = title or f"llmvariance batch effect: {result.endpoint}"
+    body = "".join([
+        f"<header><h1>{_s(heading)}</h1><p class=\"sub\">The same request, {result.n} times "
+        f"under each of {len(result.conditions)} conditions.</p></header>", *sections,
+        f"<footer>Written by llmvariance {_e(__version__)}. This file loads nothing from "
+        "the network.</footer>"])
+    return _page(heading, body)
+
+
+def _p(p: float) -> str:
+    return "< 0.001" if p < 0.001 else f"{p:.3g}"
 
 
 def _nav(report: VarianceReport, has_tree: bool, runs: Sequence[RunContents]) -> str:

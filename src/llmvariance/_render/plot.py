@@ -88,19 +88,28 @@ def plot_divergence(report: VarianceReport, path: str | os.PathLike[str] | None 
     return finish(figure_of(ax), path)
 
 
-# -- distinct outputs by condition -------------------------------------------------------
+# -- D by condition, with its interval -----------------------------------------------------
 
-def _condition_series(source: Any) -> tuple[list[str], dict[str, list[tuple[int, int]]]]:
-    """Condition names and, per series (a configuration, or one unnamed), (distinct, n)."""
+Bar = tuple[int, int, float | None, float | None, float | None]
+"""(distinct, n, D, D's interval low, high) of one condition."""
+
+
+def _condition_series(source: Any) -> tuple[list[str], dict[str, list[Bar]],
+                                            dict[str, dict[str, float]]]:
+    """Condition names; per series (a configuration, or one unnamed) a bar per condition;
+    and per series the Holm-adjusted p-values by condition (when there are tests)."""
     from .._experiment import BatchEffectResult
     from .._matrix import MatrixResult
 
     if isinstance(source, MatrixResult):
         names = list(source.conditions)
-        return names, {row.config: [_pair(row.conditions.get(c)) for c in names]
-                       for row in source.rows}
+        return (names, {row.config: [_bar(row.conditions.get(c)) for c in names]
+                        for row in source.rows},
+                {row.config: row.adjusted_pvalues for row in source.rows})
+    pvalues: dict[str, float] = {}
     if isinstance(source, BatchEffectResult):
         reports: Mapping[str, VarianceReport] = source.conditions
+        pvalues = source.adjusted_pvalues
     elif isinstance(source, VarianceReport):
         reports = source.by_condition
     elif isinstance(source, Mapping):
@@ -110,42 +119,58 @@ def _condition_series(source: Any) -> tuple[list[str], dict[str, list[tuple[int,
                           f"condition to VarianceReport, or a VarianceReport; got "
                           f"{type(source).__name__}")
     names = list(reports)
-    return names, {"": [_pair(reports[c]) for c in names]}
+    return names, {"": [_bar(reports[c]) for c in names]}, {"": pvalues}
 
 
-def _pair(report: VarianceReport | None) -> tuple[int, int]:
-    return (0, 0) if report is None else (report.unique_count, report.n_ok)
+def _bar(report: VarianceReport | None) -> Bar:
+    if report is None:
+        return 0, 0, None, None, None
+    ci = report.disagreement_rate_ci
+    return (report.unique_count, report.n_ok, report.disagreement_rate,
+            None if ci is None else ci.low, None if ci is None else ci.high)
+
+
+def _p_label(p: float | None) -> str:
+    return "" if p is None else "\np<0.001" if p < 0.001 else f"\np={p:.2g}"
 
 
 def plot_conditions(source: BatchEffectResult | MatrixResult | Mapping[str, VarianceReport]
                     | VarianceReport, path: str | os.PathLike[str] | None = None, *,
                     ax: Axes | None = None) -> Figure:
-    """Distinct outputs under each condition (sequential, burst, loaded, concurrency=K),
-    one bar per condition, or per configuration and condition for a server matrix."""
-    names, series = _condition_series(source)
-    ax = axes_for(ax, 8, 3)
-    style(ax, "Distinct outputs by condition")
+    """The disagreement rate D (the probability that two requests disagree) under each
+    condition, with its 95 % interval as an error bar; one bar per condition, or per
+    configuration and condition for a server matrix. Each bar is labelled with its
+    distinct outputs of n and, for an experiment's result, the Holm-adjusted p-value of
+    that condition against the control."""
+    names, series, pvalues = _condition_series(source)
+    ax = axes_for(ax, 8, 3.2)
+    style(ax, "Disagreement rate D by condition (95 % interval)")
     if not names:
         note(ax, "no conditions")
         return finish(figure_of(ax), path)
     width = 0.8 / len(series)
     palette = [BLUE, RED, GREEN, "#e9c46a", "#7b2cbf", GREY]
-    for k, (label, pairs) in enumerate(series.items()):
+    for k, (label, bars) in enumerate(series.items()):
         xs = [i - 0.4 + width * (k + 0.5) for i in range(len(names))]
-        bars = ax.bar(xs, [d for d, _ in pairs], width=width * 0.92,
-                      color=palette[k % len(palette)], label=label or None)
-        for bar, (distinct, n) in zip(bars, pairs, strict=True):
-            ax.annotate(f"{distinct}/{n}", (bar.get_x() + bar.get_width() / 2,
-                                            bar.get_height()),
-                        xytext=(0, 2), textcoords="offset points", ha="center", fontsize=7,
+        heights = [0.0 if d is None else d for _, _, d, _, _ in bars]
+        drawn = ax.bar(xs, heights, width=width * 0.92, color=palette[k % len(palette)],
+                       label=label or None)
+        for x, (_, _, d, low, high) in zip(xs, bars, strict=True):
+            if d is not None and low is not None and high is not None:
+                ax.errorbar([x], [d], yerr=[[d - low], [high - d]], color=INK, capsize=3,
+                            linewidth=1)
+        for bar, name, (distinct, n, _, _, high) in zip(drawn, names, bars, strict=True):
+            top = max(bar.get_height(), high or 0.0)
+            ax.annotate(f"{distinct}/{n}{_p_label(pvalues[label].get(name))}",
+                        (bar.get_x() + bar.get_width() / 2, top), xytext=(0, 2),
+                        textcoords="offset points", ha="center", va="bottom", fontsize=7,
                         color=INK, parse_math=False)
     ax.set_xticks(range(len(names)), names, fontsize=8, parse_math=False)
-    ax.set_ylabel("distinct outputs", fontsize=9)
-    top = max((d for pairs in series.values() for d, _ in pairs), default=1)
-    ax.set_ylim(0, max(1, top) * 1.2)
-    ax.yaxis.get_major_locator().set_params(integer=True)  # type: ignore[call-arg]
+    ax.set_ylabel("D = P(two requests differ)", fontsize=9)
+    ax.set_ylim(0, 1.25)
+    ax.set_yticks([0, 0.25, 0.5, 0.75, 1.0])
     if len(series) > 1:
-        ax.legend(fontsize=8, frameon=False)
+        ax.legend(fontsize=8, frameon=False, loc="upper left")
     return finish(figure_of(ax), path)
 
 

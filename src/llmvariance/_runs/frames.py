@@ -22,7 +22,7 @@ INSTALL_HINT = "DataFrames need pandas: pip install 'llmvariance[pandas]'"
 COLUMNS: dict[str, str] = {
     "index": "int64", "ok": "bool", "text": "string", "n_tokens": "Int64",
     "finish_reason": "string", "system_fingerprint": "string", "model": "string",
-    "endpoint": "string", "condition": "string", "latency_s": "float64",
+    "endpoint": "string", "condition": "string", "block": "Int64", "latency_s": "float64",
     "ttft_s": "float64", "itl_mean_s": "float64", "itl_max_s": "float64",
     "attempts": "int64", "prompt_tokens": "Int64", "completion_tokens": "Int64",
     "total_tokens": "Int64", "cache_read_tokens": "Int64", "cache_write_tokens": "Int64",
@@ -41,7 +41,7 @@ def _row(sample: Sample) -> list[Any]:
         sample.index, error is None, sample.text,
         None if sample.tokens is None else len(sample.tokens), sample.finish_reason,
         sample.system_fingerprint, sample.model, sample.endpoint, sample.condition,
-        sample.latency_s, sample.ttft_s, sample.itl_mean_s, sample.itl_max_s,
+        sample.block, sample.latency_s, sample.ttft_s, sample.itl_mean_s, sample.itl_max_s,
         sample.attempts, *(None if usage is None else getattr(usage, name) for name in _USAGE),
         sample.response_id, None if error is None else error.kind,
         None if error is None else error.status, None if error is None else error.message,

@@ -11,7 +11,7 @@ broken streams.
 from ._engine import Delta, Engine
 from ._faults import FaultInjector, Faults
 from ._models import Context, DenseModel, DenseNBIModel, MoEModel, SimModel, default_models
-from ._server import ServerStats, SimServer
+from ._server import ModelSwitch, ServerStats, SimServer
 
 __all__ = [
     "Context",
@@ -22,6 +22,7 @@ __all__ = [
     "FaultInjector",
     "Faults",
     "MoEModel",
+    "ModelSwitch",
     "ServerStats",
     "SimModel",
     "SimServer",

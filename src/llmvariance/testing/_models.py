@@ -67,19 +67,24 @@ class DenseModel(SimModel):
     Logits are standard normal draws seeded by (prompt, position, last two tokens), plus
     the vocabulary's grammar bonus for the previous token, with end-of-text lowered by
     ``eos_penalty`` (0 by default: outputs end now and then after a full stop).
+    ``variant`` > 0 mixes into the seed: another set of weights, as a redeployed backend
+    would have, answering the same prompt differently (and as reproducibly).
     """
 
     def __init__(self, name: str = "dense", *, eos_penalty: float = 0.0,
-                 vocab: Sequence[str] | None = None) -> None:
+                 vocab: Sequence[str] | None = None, variant: int = 0,
+                 fingerprint: str | None = None) -> None:
         self.name = name
-        self.fingerprint = f"fp_sim_{name}"
+        self.fingerprint = fingerprint or f"fp_sim_{name}"
         self._eos_penalty = eos_penalty
+        self._variant = variant
         # A custom vocabulary (index 0 = end-of-text) has no grammar: plain draws.
         self.vocab = VOCAB if vocab is None else tuple(vocab)
         self._grammar = vocab is None
 
     def logits(self, context: Context) -> list[float]:
-        rng = random.Random(context.key())
+        key = context.key()
+        rng = random.Random(hash((key, self._variant)) if self._variant else key)
         if self._grammar:
             bonus = next_bonus(context.tokens[-1] if context.tokens else None)
             values = [rng.gauss(0.0, 1.0) + b for b in bonus]

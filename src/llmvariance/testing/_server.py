@@ -31,10 +31,20 @@ from ._engine import Engine, Generation, TokenChoice
 from ._faults import Fault, FaultInjector, Faults
 from ._models import SimModel, default_models
 
-__all__ = ["ServerStats", "SimServer"]
+__all__ = ["ModelSwitch", "ServerStats", "SimServer"]
 
 _SERVER_ERROR = "The server had an error while processing your request."
 _STREAM_FAULTS = frozenset({"cut", "stream_cut", "stream_error"})
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSwitch:
+    """Change a model's backend mid-run: once ``after`` requests for ``model.name`` have
+    arrived, the later ones are served by ``model`` (same name, other weights), as a
+    provider's silent redeployment would."""
+
+    after: int
+    model: SimModel
 
 
 @dataclass(slots=True)
@@ -56,7 +66,8 @@ class SimServer:
     batch) and ``dense-nbi`` (batch-size-dependent rounding). ``step_time_s`` is the real
     duration of one decode step. With ``api_key`` set, requests must carry it as a
     Bearer token or get 401. ``faults`` injects rate limits, errors, dropped connections,
-    malformed or cut bodies and latency.
+    malformed or cut bodies and latency. ``switch`` changes a model's weights after a
+    number of its requests (``ModelSwitch``).
     """
 
     def __init__(
@@ -69,12 +80,15 @@ class SimServer:
         max_batch: int = 256,
         api_key: str | None = None,
         faults: Faults | None = None,
+        switch: ModelSwitch | None = None,
     ) -> None:
         model_list = list(models) if models is not None else default_models()
         self.engines: dict[str, Engine] = {
             m.name: Engine(m, step_time_s=step_time_s, max_batch=max_batch) for m in model_list
         }
         self.stats = ServerStats()
+        self.switch = switch
+        self._arrived: dict[str, int] = {}
         self.faults = FaultInjector(faults or Faults())
         self._stats_changed = asyncio.Condition()
         self._host, self._port = host, port
@@ -196,6 +210,11 @@ class SimServer:
         if engine is None:
             raise BadRequest(404, f"The model `{name}` does not exist.", "model",
                              "model_not_found")
+        assert isinstance(name, str)
+        arrived = self._arrived[name] = self._arrived.get(name, 0) + 1
+        switch = self.switch
+        if switch is not None and switch.model.name == name and arrived == switch.after + 1:
+            engine.model = switch.model  # sequences in flight finish on the new weights
         return api.parse(body, engine.model), engine
 
     async def _serve(self, request: web.Request, api: Api, engine: Engine, call: Call

@@ -77,6 +77,7 @@ class Completion(TypedDict, total=False):
 
     text: str
     tokens: list[str] | None
+    token_ids: list[int] | None
     token_logprobs: list[float | None] | None
     top_logprobs: list[dict[str, float]] | None
     finish_reason: str | None

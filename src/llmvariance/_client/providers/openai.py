@@ -55,15 +55,24 @@ def _common(data: dict[str, Any], choice: dict[str, Any], text: Any) -> Completi
     )
 
 
+def _all_ints(ids: list[Any]) -> list[int] | None:
+    """The token ids when every token has an integer one (else None: compare strings)."""
+    if ids and all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+        return ids
+    return None
+
+
 def _none_if_all_empty(top: list[dict[str, float]]) -> list[dict[str, float]] | None:
     return top if any(top) else None
 
 
 def _chat_logprobs(entries: Any, tokens: list[str], logprobs: list[float | None],
-                   top: list[dict[str, float]]) -> None:
-    """Append ``logprobs.content`` entries to the three per-token lists."""
+                   top: list[dict[str, float]], ids: list[Any]) -> None:
+    """Append ``logprobs.content`` entries to the per-token lists (``ids``: llama.cpp's
+    token ``id``, None where an entry has none)."""
     try:
         for e in entries:
+            ids.append(e.get("id"))
             tokens.append(e["token"])
             logprobs.append(e["logprob"])
             top.append({t["token"]: t["logprob"] for t in e.get("top_logprobs") or ()})
@@ -76,8 +85,10 @@ def _with_chat_logprobs(completion: Completion, entries: Any) -> None:
     tokens: list[str] = []
     values: list[float | None] = []
     top: list[dict[str, float]] = []
-    _chat_logprobs(entries, tokens, values, top)
+    ids: list[Any] = []
+    _chat_logprobs(entries, tokens, values, top, ids)
     completion["tokens"] = tokens
+    completion["token_ids"] = _all_ints(ids)
     completion["token_logprobs"] = values
     completion["top_logprobs"] = _none_if_all_empty(top)
 
@@ -99,12 +110,13 @@ def _events(events: Iterable[SSEEvent]) -> Iterable[tuple[dict[str, Any], float]
 class _StreamState:
     """What the chunks of one stream add up to."""
 
-    __slots__ = ("content_at", "envelope", "finish", "logprobs", "parts", "tokens", "top",
-                 "usage")
+    __slots__ = ("content_at", "envelope", "finish", "ids", "logprobs", "parts", "tokens",
+                 "top", "usage")
 
     def __init__(self) -> None:
         self.parts: list[str] = []
         self.tokens: list[str] = []
+        self.ids: list[Any] = []
         self.logprobs: list[float | None] = []
         self.top: list[dict[str, float]] = []
         self.content_at: list[float] = []
@@ -150,6 +162,7 @@ class _StreamState:
         completion["usage"] = self.usage
         if self.tokens:
             completion["tokens"] = self.tokens
+            completion["token_ids"] = _all_ints(self.ids)
             completion["token_logprobs"] = self.logprobs
             completion["top_logprobs"] = _none_if_all_empty(self.top)
         return completion, self.content_at
@@ -190,7 +203,8 @@ class OpenAIChatAdapter(ProviderAdapter):
                 state.text(delta.get("content"), at)
             logprobs = choice.get("logprobs")
             if isinstance(logprobs, dict) and logprobs.get("content"):
-                _chat_logprobs(logprobs["content"], state.tokens, state.logprobs, state.top)
+                _chat_logprobs(logprobs["content"], state.tokens, state.logprobs, state.top,
+                               state.ids)
         return state.result()
 
 
@@ -231,7 +245,8 @@ class OpenAICompletionAdapter(ProviderAdapter):
             if not isinstance(logprobs, dict):
                 continue
             if logprobs.get("content"):  # llama.cpp sends the chat shape here too
-                _chat_logprobs(logprobs["content"], state.tokens, state.logprobs, state.top)
+                _chat_logprobs(logprobs["content"], state.tokens, state.logprobs, state.top,
+                               state.ids)
             elif isinstance(logprobs.get("tokens"), list):
                 values, top = logprobs.get("token_logprobs"), logprobs.get("top_logprobs")
                 if not isinstance(values, list) or len(values) != len(logprobs["tokens"]):
