@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from .._errors import (
     ConfigError,
+    ConnectError,
     MalformedResponseError,
     RequestTimeout,
     ResponseTooLargeError,
@@ -48,6 +49,9 @@ from .transport import (
 __all__ = ["ClientPool", "PoolStats", "PreparedCall"]
 
 _MAX_MESSAGE_CHARS = 500
+_MAX_RESENDS = 2
+"""Free resends per attempt: each needs a connection the server had closed, so a third in
+a row means something else is wrong, and it is charged as an attempt."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +80,10 @@ class PoolStats:
     """Attempts that got no complete response in time."""
     pauses: int = 0
     paused_s: float = 0.0
+    resends: int = 0
+    """Requests sent again at once, at no attempt's cost, because they failed on a
+    kept-alive connection the server had closed before any byte of an answer (never
+    counted in ``attempts`` nor ``Sample.attempts``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +146,8 @@ class ClientPool:
         self._headers = endpoint.request_headers()
         self._transport = transport or Http1Transport(
             max_connections=concurrency, timeouts=timeouts, headers=self._headers,
-            max_response_bytes=max_response_bytes)
+            max_response_bytes=max_response_bytes, trust_env=endpoint.trust_env,
+            proxy=None if endpoint.proxy is None else endpoint.proxy.get_secret_value())
         self._clock = clock
         self._sleep = sleep
         self._wall_clock = wall_clock
@@ -197,26 +206,7 @@ class ClientPool:
             async with self._slots:
                 await self._limiter.acquire(call.tokens)
                 self._stats.attempts += 1
-                key = self._stats.attempts
-                self._sent_at[key] = start = self._clock()
-                try:
-                    response = await self._transport.send(call.http)
-                except RequestTimeout as exc:
-                    self._stats.timeouts += 1
-                    outcome: Sample | _Failure = _Failure("timeout", str(exc), None, True)
-                except ResponseTooLargeError as exc:  # retrying would read it all again
-                    outcome = _Failure("response_too_large", str(exc), exc.status, False)
-                except MalformedResponseError as exc:  # a stream cut short
-                    outcome = _Failure("malformed_response", str(exc), None, True)
-                except TransportError as exc:
-                    outcome = _Failure("connection", str(exc), None, True)
-                except Exception as exc:  # a transport's bug must not sink the whole run
-                    outcome = _Failure("client_error", f"{type(exc).__name__}: {exc}", None,
-                                       False)
-                else:
-                    outcome = self._read(call, index, response, self._clock() - start, attempt)
-                finally:
-                    del self._sent_at[key]
+                outcome, start = await self._attempt(call, index, attempt)
             if isinstance(outcome, Sample):
                 return outcome
             if not outcome.retryable or attempt >= policy.max_attempts:
@@ -227,6 +217,40 @@ class ClientPool:
                               latency_s=self._clock() - start, error=error)
             self._stats.retries += 1
             await self._wait_before_retry(outcome, attempt, start)
+
+    async def _attempt(self, call: PreparedCall, index: int, attempt: int
+                       ) -> tuple[Sample | _Failure, float]:
+        """One attempt, and when it started: the send that was answered, after up to
+        ``_MAX_RESENDS`` free resends of a request a stale connection swallowed."""
+        key = self._stats.attempts
+        resends = 0
+        while True:
+            self._sent_at[key] = start = self._clock()
+            try:
+                response = await self._transport.send(call.http)
+            except RequestTimeout as exc:
+                self._stats.timeouts += 1
+                outcome: Sample | _Failure = _Failure("timeout", str(exc), None, True)
+            except ResponseTooLargeError as exc:  # retrying would read it all again
+                outcome = _Failure("response_too_large", str(exc), exc.status, False)
+            except MalformedResponseError as exc:  # a stream cut short
+                outcome = _Failure("malformed_response", str(exc), None, True)
+            except ConnectError as exc:
+                if exc.resendable and resends < _MAX_RESENDS:
+                    resends += 1
+                    self._stats.resends += 1
+                    continue
+                outcome = _Failure("connection", str(exc), None, not exc.final)
+            except TransportError as exc:
+                outcome = _Failure("connection", str(exc), None, True)
+            except Exception as exc:  # a transport's bug must not sink the whole run
+                outcome = _Failure("client_error", f"{type(exc).__name__}: {exc}", None,
+                                   False)
+            else:
+                outcome = self._read(call, index, response, self._clock() - start, attempt)
+            finally:
+                del self._sent_at[key]
+            return outcome, start
 
     def _read(self, call: PreparedCall, index: int, response: HTTPResponse, latency: float,
               attempt: int) -> Sample | _Failure:
