@@ -21,7 +21,6 @@ a peer that stopped reading), so no socket outlives the request that broke it.
 from __future__ import annotations
 
 import asyncio
-import errno
 import socket
 import ssl
 import time

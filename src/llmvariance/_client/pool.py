@@ -34,7 +34,7 @@ from .._sample import ErrorKind, Sample, SampleError
 from .endpoint import Endpoint
 from .hints import ServerHints, has_limit_state, parse_hints
 from .http1 import Http1Transport
-from .providers import ProviderAdapter, adapter_for, iter_sse, stream_timing
+from .providers import ProviderAdapter, adapter_for, iter_sse, preview, stream_timing
 from .ratelimit import RateLimit, RateLimiter, estimate_tokens
 from .redact import Redactor
 from .retry import RetryPolicy, is_retryable_status
@@ -275,7 +275,13 @@ class ClientPool:
         except StreamError as exc:
             return _Failure("stream_error", str(exc), status, True, hints)
         except MalformedResponseError as exc:
-            return _Failure("malformed_response", str(exc), status, True, hints)
+            message = str(exc)
+            kind = headers.get("Content-Type", "") if headers else ""
+            if response.chunks is not None and kind and "event-stream" not in kind.lower():
+                # a captive portal's or a proxy's login page: say what came instead
+                message = (f"a streamed request was answered with {kind}, not an event "
+                           f"stream: {preview(response.body)}")
+            return _Failure("malformed_response", message, status, True, hints)
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
             # a field of an unexpected type deep in the body: the body is malformed, and a
             # per-request problem must never escape the run

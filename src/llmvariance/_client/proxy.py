@@ -80,6 +80,8 @@ def proxy_for(url: str, *, trust_env: bool, proxy: str | None = None) -> Proxy |
         return None
     host = parts.hostname or ""
     netloc = f"{host}:{parts.port}" if parts.port else host
-    if "no" in proxies and urllib.request.proxy_bypass_environment(netloc, proxies):
+    # (untyped in typeshed, documented since Python 3.0, what requests and httpx call too)
+    bypass = getattr(urllib.request, "proxy_bypass_environment")  # noqa: B009
+    if "no" in proxies and bypass(netloc, proxies):
         return None
     return _parse(chosen, f"${name}")

@@ -244,8 +244,8 @@ def _final(exc: aiohttp.ClientError) -> bool:
         cause = exc.os_error
         return not (isinstance(cause, socket.gaierror) and cause.errno == socket.EAI_AGAIN)
     if isinstance(exc, aiohttp.ClientConnectorSSLError | aiohttp.ClientSSLError):
-        cause = getattr(exc, "os_error", None) or exc.__cause__
-        return not isinstance(cause, ssl.SSLEOFError | ssl.SSLZeroReturnError |
+        reason = getattr(exc, "os_error", None) or exc.__cause__
+        return not isinstance(reason, ssl.SSLEOFError | ssl.SSLZeroReturnError |
                               ssl.SSLSyscallError)
     if isinstance(exc, aiohttp.ClientHttpProxyError):
         return exc.status == 407
