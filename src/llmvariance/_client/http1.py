@@ -56,14 +56,22 @@ def _authority(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+_WRITE_PIECE = 256 * 1024
+"""A request larger than this is written piece by piece as the socket drains (asyncio's
+flow control), so a peer that stops reading holds one piece per connection, not a copy
+of the whole request."""
+
+
 class _Encoded:
     __slots__ = ("data", "origin", "proxy", "request")
 
-    def __init__(self, request: HTTPRequest, origin: _Origin, data: bytes,
+    def __init__(self, request: HTTPRequest, origin: _Origin, data: bytes | list[bytes],
                  proxy: Proxy | None) -> None:
         self.request = request  # kept so the id() used as the cache key stays unique
         self.origin = origin
         self.data = data
+        """The bytes to write: one string, or head and body of a large request (never
+        copied into one)."""
         self.proxy = proxy
         """Where to connect instead of the origin (HTTPS: then a CONNECT tunnel)."""
 
@@ -94,7 +102,8 @@ def _encode(request: HTTPRequest, proxy: Proxy | None) -> _Encoded:
         # Endpoint refuses these up front; a hand-made request gets a message, not a crash
         raise ConnectError("a header or the URL has a character HTTP/1.1 cannot carry "
                            "(not Latin-1)", final=True) from None
-    return _Encoded(request, (parts.scheme, parts.hostname, port), head + body, proxy)
+    data = head + body if len(body) <= _WRITE_PIECE else [head, body]
+    return _Encoded(request, (parts.scheme, parts.hostname, port), data, proxy)
 
 
 def _connect_error(exc: BaseException, where: str) -> ConnectError:
@@ -129,6 +138,9 @@ class _Connection(asyncio.Protocol):
         self.timer: asyncio.TimerHandle | None = None
         self.reused = False
         """Taken from the idle connections for this request, not opened for it."""
+        self.paused = False
+        """The socket's buffer is full (asyncio's flow control): write no more yet."""
+        self.unsent: list[memoryview] = []
         self.reset()
 
     def reset(self) -> None:
@@ -149,14 +161,35 @@ class _Connection(asyncio.Protocol):
 
     # -- the pool's side ------------------------------------------------------------
 
-    def start(self, data: bytes, result: asyncio.Future[HTTPResponse], stream: bool,
-              limit: int) -> None:
+    def start(self, data: bytes | list[bytes], result: asyncio.Future[HTTPResponse],
+              stream: bool, limit: int) -> None:
         assert self.transport is not None
         self.reset()
         self.parser = httptools.HttpResponseParser(self)
         self.result, self.stream, self.limit = result, stream, limit
         self.sent = self.last = time.monotonic()
-        self.transport.write(data)
+        if isinstance(data, bytes):
+            self.transport.write(data)  # the common case: one write
+        else:
+            self.unsent = [memoryview(part) for part in data]
+            self._write_more()
+
+    def _write_more(self) -> None:
+        while self.unsent and not self.paused and self.transport is not None:
+            part = self.unsent[0]
+            if len(part) > _WRITE_PIECE:
+                self.unsent[0] = part[_WRITE_PIECE:]
+                part = part[:_WRITE_PIECE]
+            else:
+                self.unsent.pop(0)
+            self.transport.write(part)  # may call pause_writing before it returns
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        self._write_more()
 
     def close(self) -> None:
         if self.transport is not None:
@@ -170,6 +203,7 @@ class _Connection(asyncio.Protocol):
 
     def fail(self, exc: Exception) -> None:
         result, self.result = self.result, None
+        self.unsent = []
         self.abort()
         if result is not None and not result.done():
             result.set_exception(exc)

@@ -14,17 +14,19 @@ function, so unit tests of everything above this seam run without a socket.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import socket
 import ssl
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import aiohttp
 import anyio
+from aiohttp.client_proto import ResponseHandler
 from multidict import CIMultiDict, CIMultiDictProxy
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -129,6 +131,11 @@ class AiohttpTransport(Transport):
         # Created lazily so the session binds to the loop that sends, not the constructor's.
         connector = aiohttp.TCPConnector(limit=self._max_connections, limit_per_host=0,
                                          interleave=1)
+        if isinstance(getattr(connector, "_factory", None), functools.partial):
+            # aiohttp closes a failed connection gracefully, which waits forever on a peer
+            # that stopped reading (the socket outlives the session); abort it instead
+            connector._factory = functools.partial(  # type: ignore[assignment]
+                _AbortingHandler, **connector._factory.keywords)
         trace = aiohttp.TraceConfig()
         trace.on_connection_reuseconn.append(_mark_reused)
         return aiohttp.ClientSession(connector=connector, timeout=self._timeout,
@@ -152,10 +159,22 @@ class AiohttpTransport(Transport):
         try:
             # No redirects: following one would hand custom auth headers to another host.
             headers = None if request.headers is self._headers else request.headers
-            proxy_headers = ({"Proxy-Authorization": proxy.authorization}
-                             if proxy is not None and proxy.authorization else None)
+            proxy_headers = None
+            if proxy is not None and proxy.authorization is not None:
+                # aiohttp sends proxy_headers only in a CONNECT; plain HTTP carries them itself
+                if request.url.startswith("https:"):
+                    proxy_headers = {"Proxy-Authorization": proxy.authorization}
+                else:
+                    headers = {**request.headers, "Proxy-Authorization": proxy.authorization}
+            body = request.body
+            data: bytes | AsyncIterator[bytes] | None = body
+            if body is not None and len(body) > _WRITE_PIECE:
+                # in pieces as the socket drains: a peer that stops reading then holds one
+                # piece per connection, not a copy of the whole request in its buffer
+                headers = {**(headers or request.headers), "Content-Length": str(len(body))}
+                data = _pieces(body)
             async with session.request(
-                request.method, request.url, data=request.body, headers=headers,
+                request.method, request.url, data=data, headers=headers,
                 allow_redirects=False, trace_request_ctx=state,
                 proxy=None if proxy is None else proxy.url, proxy_headers=proxy_headers,
             ) as response:
@@ -173,16 +192,25 @@ class AiohttpTransport(Transport):
                 f"{t.connect_s} s, silence {t.read_s} s, total {t.total_s} s — raise "
                 "Timeouts(read_s=..., total_s=...) for long generations)") from None
         except aiohttp.ClientPayloadError as exc:
+            if "Too many" in str(exc) or "Got more than" in str(exc):  # trailers
+                raise ResponseTooLargeError(self._max_body, 0, str(exc), part="trailers"
+                                            ) from None
             if request.stream:  # what was streamed so far must never pass for the answer
                 raise MalformedResponseError(f"the stream was cut before its end: {exc}"
                                              ) from None
             raise ConnectError(f"response body cut short: {exc}") from None
+        except aiohttp.ClientHttpProxyError as exc:
+            where = f"the proxy {proxy.url} from {proxy.source}" if proxy else "the proxy"
+            raise ConnectError(f"{where} answered {exc.status} {exc.message}",
+                               final=400 <= exc.status < 500) from None
         except aiohttp.ClientResponseError as exc:  # what aiohttp's parser refused
             message = str(exc.message)
             if "Got more than" in message or "Too many" in message:
                 raise ResponseTooLargeError(self._max_body, 0, message, part="headers"
                                             ) from None
             raise MalformedResponseError(f"not an HTTP/1.1 response: {message}") from None
+        except ValueError as exc:  # aiohttp refuses CR/LF in a header before sending
+            raise ConnectError(f"the request cannot be sent: {exc}", final=True) from None
         except aiohttp.ClientError as exc:
             stale = (state.get("reused", False) and not state.get("answered", False)
                      and isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError))
@@ -229,6 +257,26 @@ class AiohttpTransport(Transport):
     def __repr__(self) -> str:
         state = "open" if self._session is not None else "idle"
         return f"<AiohttpTransport max_connections={self._max_connections} {state}>"
+
+
+class _AbortingHandler(ResponseHandler):
+    """aiohttp's protocol, closing its socket by aborting it: nothing a closed connection
+    still had to send is worth keeping the socket for."""
+
+    def close(self) -> None:
+        transport = self.transport
+        if transport is not None:
+            transport.abort()
+        super().close()
+
+
+_WRITE_PIECE = 256 * 1024
+
+
+async def _pieces(body: bytes) -> AsyncIterator[bytes]:
+    view = memoryview(body)
+    for start in range(0, len(view), _WRITE_PIECE):
+        yield bytes(view[start:start + _WRITE_PIECE])
 
 
 async def _mark_reused(session: aiohttp.ClientSession, context: Any, params: object) -> None:
