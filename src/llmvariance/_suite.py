@@ -60,6 +60,9 @@ class SuiteResult(BaseModel):
     entries: list[SuiteEntry]
     report: SuiteReport
     kept_samples: bool = True
+    stopped_early: str | None = None
+    """As ``SampleSet.stopped_early``: the first requests all failed with one error waiting
+    cannot fix, so the rest were not sent (the run file resumes them)."""
 
     def __getitem__(self, request_id: str) -> SuiteEntry:
         for entry in self.entries:
@@ -183,16 +186,18 @@ async def _run_suite(pool: ClientPool, suite: Sequence[tuple[str, Request]], n: 
                 if (call.request_id or "", index) not in skip:
                     yield call, index
 
-    await drive(pool, todo(), n * len(calls), len(skip), workers, options, run_file, consume)
+    stopped = await drive(pool, todo(), n * len(calls), len(skip), workers, options, run_file,
+                          consume)
     entries = []
     for rid, request in suite:
         track = tracks[rid]
-        samples = [track.samples[i] for i in range(n)] if options.keep_samples else []
+        samples = ([track.samples[i] for i in range(n) if i in track.samples]
+                   if options.keep_samples else [])
         entries.append(SuiteEntry(id=rid, request=request, samples=samples,
                                   report=track.collector.report()))
     report = suite_report(((e.id, e.report, tracks[e.id].tally) for e in entries), n=n)
     return SuiteResult(endpoint=pool.endpoint.label, n=n, entries=entries, report=report,
-                       kept_samples=options.keep_samples)
+                       kept_samples=options.keep_samples, stopped_early=stopped)
 
 
 def suite_report_from_runs(runs: Sequence[RunContents], *, answer: AnswerSpec | None = None,

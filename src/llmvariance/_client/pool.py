@@ -49,6 +49,9 @@ from .transport import (
 __all__ = ["ClientPool", "PoolStats", "PreparedCall"]
 
 _MAX_MESSAGE_CHARS = 500
+_FINAL_STATUSES = frozenset({401, 403, 404})
+"""A key that is wrong or lacks access, a model or path that does not exist: the same on
+every try (``SampleError.final``)."""
 _MAX_RESENDS = 2
 """Free resends per attempt: each needs a connection the server had closed, so a third in
 a row means something else is wrong, and it is charged as an attempt."""
@@ -95,6 +98,8 @@ class _Failure:
     hints: ServerHints | None = None
     overloaded: bool = False
     """The provider's "overloaded" status: a retry-after then pauses the whole pool."""
+    final: bool = False
+    """Waiting cannot fix it (``SampleError.final``)."""
 
 
 class ClientPool:
@@ -211,7 +216,8 @@ class ClientPool:
                 return outcome
             if not outcome.retryable or attempt >= policy.max_attempts:
                 message = self._redactor.text(outcome.message)[:_MAX_MESSAGE_CHARS]
-                error = SampleError(kind=outcome.kind, message=message, status=outcome.status)
+                error = SampleError(kind=outcome.kind, message=message, status=outcome.status,
+                                    final=outcome.final or outcome.status in _FINAL_STATUSES)
                 return Sample(index=index, endpoint=self._label, attempts=attempt,
                               condition=call.condition, request_id=call.request_id,
                               latency_s=self._clock() - start, error=error)
@@ -240,7 +246,8 @@ class ClientPool:
                     resends += 1
                     self._stats.resends += 1
                     continue
-                outcome = _Failure("connection", str(exc), None, not exc.final)
+                outcome = _Failure("connection", str(exc), None, not exc.final,
+                                   final=exc.final)
             except TransportError as exc:
                 outcome = _Failure("connection", str(exc), None, True)
             except Exception as exc:  # a transport's bug must not sink the whole run
