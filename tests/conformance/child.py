@@ -66,7 +66,7 @@ async def main(settings: dict[str, object]) -> dict[str, object]:
         "errors": [None if s.error is None else [s.error.kind, s.error.message]
                    for s in result.samples],
         "attempts": [s.attempts for s in result.samples],
-        "resends": pool.stats.resends,
+        "resends": getattr(pool.stats, "resends", 0),  # (absent before issue 19)
         "elapsed_s": elapsed,
         "peak_rss_mb": peak_rss_mb(),
         "sockets_left": sockets() - before,

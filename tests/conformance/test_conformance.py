@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import os
 import socket
 import sys
 import time
@@ -73,8 +74,9 @@ async def child(kind: Kind, env: dict[str, str] | None = None, **settings: objec
     """``child.py`` with these settings for ``kind``; its outcomes."""
     name = next(n for n, k in KINDS.items() if k is kind)
     environment = {"PATH": "/usr/bin:/bin", **(env or {})}
-    if "LLMVARIANCE_CANDIDATES" in __import__("os").environ:
-        environment["LLMVARIANCE_CANDIDATES"] = "1"
+    for passed in ("LLMVARIANCE_CANDIDATES", "PYTHONPATH"):  # candidates; code under test
+        if passed in os.environ:
+            environment[passed] = os.environ[passed]
     done = await anyio.run_process(
         [sys.executable, CHILD, json.dumps({"kind": name, **settings})], env=environment,
         cwd=str(Path(CHILD).parent), check=False)
@@ -654,3 +656,29 @@ async def test_an_explicit_proxy_and_trust_env_off(kind: Kind, real_nginx: Nginx
     assert (await t.send(post(real_nginx.keepalive))).body == ANSWER
     await t.aclose()
     assert len(proxy.requests()) == 1  # trust_env=False: straight to the server
+
+
+@pytest.mark.real
+async def test_llama_server_streams_cost_one_attempt_each_like_plain_requests(
+        kind: Kind) -> None:
+    from llmvariance.engines import LlamaCppServer
+    from llmvariance.engines._setup import llama_server_path, model_path
+
+    model = model_path("smollm2-135m-instruct-q4_1")
+    if not (llama_server_path().is_file() and model.is_file()):
+        pytest.skip("llama-server and SmolLM2 are not in the cache: run "
+                    "`python3 dev.py engines` once to build and fetch them")
+    request = CHAT.model_copy(update={"max_tokens": 4})
+    async with LlamaCppServer(model, parallel=1, ctx_size=2048) as url:
+        t = transport(kind)
+        async with lv.ClientPool(lv.Endpoint(base_url=url), concurrency=1, transport=t,
+                                 retry=ONCE) as pool:
+            plain = await lv.sample_many(request, 6, pool=pool)
+            streamed = await lv.sample_many(request.model_copy(update={"stream": True}), 6,
+                                            pool=pool)
+            stats = pool.stats
+        await t.aclose()
+    samples = plain.samples + streamed.samples
+    assert all(s.ok for s in samples), [s.error for s in samples]
+    assert [s.attempts for s in samples] == [1] * 12 and stats.attempts == 12
+    assert len({s.text for s in samples}) == 1  # llama-server closes after each stream
