@@ -51,16 +51,31 @@ def demo() -> int:
     return sh(BIN / "llmvariance", "demo")
 
 
-def ensure_chromium() -> None:
-    """In CI, as root with apt-get, install Debian's chromium for the HTML report's browser
-    test. Quiet, and never a reason to fail: without it that test skips and says why."""
+DEBIAN_PACKAGES = {
+    # command: (Debian package, what needs it); a test that needs a missing one skips
+    "chromium": ("chromium", "the HTML report's browser test"),
+    "nginx": ("nginx", "the transport conformance suite"),
+    "tinyproxy": ("tinyproxy", "the conformance suite's proxy cases"),
+}
+
+
+def _installed(command: str) -> bool:
+    return bool(shutil.which(command) or shutil.which(command, path="/usr/sbin:/sbin"))
+
+
+def ensure_debian_packages(packages: dict[str, tuple[str, str]] = DEBIAN_PACKAGES) -> None:
+    """In CI, as root with apt-get, install the Debian packages whose commands the tests
+    need and this machine lacks, in one quiet step. Never a reason to fail: without them
+    the tests that need them skip and say why."""
+    missing = sorted({package for command, (package, _) in packages.items()
+                      if not _installed(command)})
     apt = shutil.which("apt-get")
-    if (shutil.which("chromium") or not os.environ.get("CI") or apt is None
+    if (not missing or not os.environ.get("CI") or apt is None
             or not hasattr(os, "geteuid") or os.geteuid() != 0):
         return
-    print("installing chromium for the browser test (CI, root)", flush=True)
+    print(f"installing {', '.join(missing)} for the tests (CI, root)", flush=True)
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = [apt, "install", "-y", "-qq", "--no-install-recommends", "chromium"]
+    install = [apt, "install", "-y", "-qq", "--no-install-recommends", *missing]
     # the package lists may be missing or stale on a fresh machine: update, then retry
     for command in (install, [apt, "update", "-qq"], install):
         try:
@@ -70,13 +85,15 @@ def ensure_chromium() -> None:
             break
         if command is not install or done.returncode != 0:
             continue
-        if shutil.which("chromium"):
+        if all(_installed(name) for name in packages):
             return
-    print("chromium could not be installed; the browser test will skip", flush=True)
+    still = [f"{package} ({why})" for command, (package, why) in packages.items()
+             if not _installed(command)]
+    print(f"could not install {', '.join(still)}; those tests will skip", flush=True)
 
 
 def test() -> int:
-    ensure_chromium()
+    ensure_debian_packages()
     steps = [
         (BIN / "ruff", "check", "src", "tests", "benchmarks", "dev.py"),
         (BIN / "mypy",),

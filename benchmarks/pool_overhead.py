@@ -4,10 +4,16 @@ A loopback server in its own process answers every POST with one fixed chat body
 differs between rows is client-side work only. For each concurrency C, every client runs
 ``--runs`` times, interleaved: the bare aiohttp loop and ``sample_many`` on asyncio and on
 uvloop, the official ``openai`` SDK's ``AsyncOpenAI`` and a bare ``httpx`` loop (both on
-asyncio; ``pip install .[bench]``). The table shows medians: requests/s, client CPU ms per
-request, and the ratio to the bare aiohttp loop on the same event loop.
+asyncio; ``pip install .[bench]``). With ``--candidates`` also ``sample_many`` over each
+transport that was a candidate for the default (``AiohttpTransport`` and the adapters in
+``candidates.py``; ``pip install .[candidates]``), on both loops. The table shows medians:
+requests/s, client CPU ms per request (all threads of the process: a Rust client's
+runtime threads count), the ratio of requests/s to the bare aiohttp loop on the same
+event loop, and how many times less CPU per request than that loop this client spends
+(the figure that survives a loaded machine, where the server bounds every fast client).
 
     python benchmarks/pool_overhead.py [--n 5000] [--concurrency 16,64,256] [--runs 3]
+                                       [--candidates]
 """
 
 from __future__ import annotations
@@ -110,6 +116,37 @@ async def httpx_loop(url: str, n: int, concurrency: int) -> None:
 Client = Callable[[str, int, int], Awaitable[None]]
 
 
+def over(kind: type[lv.Transport]) -> Client:
+    """``sample_many`` over a transport of this kind instead of the default."""
+    async def client(url: str, n: int, concurrency: int) -> None:
+        req = lv.ChatRequest(model="m", messages=[{"role": "user", "content": "hi"}])
+        endpoint = lv.Endpoint(base_url=url, api_key=None)
+        transport = kind(max_connections=concurrency,  # type: ignore[call-arg]
+                         headers=endpoint.request_headers())
+        try:
+            result = await lv.sample_many(req, n, endpoint=endpoint, concurrency=concurrency,
+                                          transport=transport)
+        finally:
+            await transport.aclose()
+        assert result.report.n_ok == n, result.report.failure_messages
+
+    client.__name__ = f"over_{kind.__name__}"
+    return client
+
+
+def candidate_clients() -> dict[str, tuple[Client, bool]]:
+    from candidates import CANDIDATES
+
+    kinds: dict[str, type[lv.Transport]] = {"AiohttpTransport": lv.AiohttpTransport,
+                                            **CANDIDATES}
+    clients: dict[str, tuple[Client, bool]] = {}
+    for name, kind in kinds.items():
+        for uvloop in (False, True):
+            loop = "uvloop" if uvloop else "asyncio"
+            clients[f"sample_many over {name} ({loop})"] = (over(kind), uvloop)
+    return clients
+
+
 def timed(client: Client, url: str, n: int, concurrency: int, uvloop: bool
           ) -> tuple[float, float]:
     """Wall seconds and client CPU seconds of one run on a fresh event loop."""
@@ -139,8 +176,13 @@ def main() -> None:
                         help="requests per run for the openai SDK and httpx (slower)")
     parser.add_argument("--concurrency", default="16,64,256")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--candidates", action="store_true",
+                        help="add sample_many over each candidate transport")
     args = parser.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
+    clients = dict(CLIENTS)
+    if args.candidates:
+        clients.update(candidate_clients())
 
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
@@ -154,10 +196,10 @@ def main() -> None:
         asyncio.run(bare(url, 200, 16))  # warm-up
         for concurrency in levels:
             runs = results[concurrency] = {name: {"wall": [], "cpu": [], "n": []}
-                                           for name in CLIENTS}
+                                           for name in clients}
             for _ in range(args.runs):
-                for name, (client, uvloop) in CLIENTS.items():
-                    n = args.n if client in (bare, library) else args.n_slow
+                for name, (client, uvloop) in clients.items():
+                    n = args.n_slow if client in (openai_sdk, httpx_loop) else args.n
                     wall, cpu = timed(client, url, n, concurrency, uvloop)
                     runs[name]["wall"].append(wall)
                     runs[name]["cpu"].append(cpu)
@@ -171,25 +213,48 @@ def main() -> None:
     for concurrency, runs in results.items():
         rate = {name: median([n / w for n, w in zip(r["n"], r["wall"], strict=True)])
                 for name, r in runs.items()}
+        cpu = {name: median([c / n * 1000 for n, c in zip(r["n"], r["cpu"], strict=True)])
+               for name, r in runs.items()}
         summary[str(concurrency)] = {}
-        for name, (_, uvloop) in CLIENTS.items():
-            r = runs[name]
-            cpu_ms = median([c / n * 1000 for n, c in zip(r["n"], r["cpu"], strict=True)])
+        for name, (_, uvloop) in clients.items():
             ratio = rate[name] / rate[BASELINE[uvloop]]
-            rows.append([concurrency, name, rate[name], cpu_ms, ratio,
+            # on a shared machine the one-process server bounds requests/s for every fast
+            # client alike; the client's own CPU per request is what tells them apart
+            cheaper = cpu[BASELINE[uvloop]] / cpu[name]
+            rows.append([concurrency, name, rate[name], cpu[name], ratio, cheaper,
                          rate[name] / rate[BASELINE[False]]])
             summary[str(concurrency)][name] = {"requests_per_s": rate[name],
-                                               "cpu_ms_per_request": cpu_ms,
-                                               "ratio_vs_bare_same_loop": ratio}
+                                               "cpu_ms_per_request": cpu[name],
+                                               "ratio_vs_bare_same_loop": ratio,
+                                               "cpu_ratio_bare_over_this": cheaper}
     print(f"n={args.n} (openai SDK, httpx: {args.n_slow}) runs={args.runs}, medians; "
           "server in its own process")
     print(table(["C", "client", "requests/s", "CPU ms/request", "vs bare (same loop)",
-                 "vs bare asyncio"], rows))
-    path = write_json("pool_overhead", {
+                 "CPU: bare / this", "vs bare asyncio"], rows))
+    if args.candidates:
+        print(candidates_summary(summary))
+    path = write_json("pool_overhead_candidates" if args.candidates else "pool_overhead", {
         "n": args.n, "n_slow": args.n_slow, "runs": args.runs, "concurrency": levels,
         "results": summary, "raw": {str(c): r for c, r in results.items()},
     })
     print(f"wrote {path}")
+
+
+def candidates_summary(summary: dict[str, dict[str, dict[str, float]]]) -> str:
+    """Per candidate: its client CPU per request relative to the default's, per C and loop
+    (1.00 = as cheap as Http1Transport; the default must be cheapest, or a library within
+    ~15 % of it would replace it)."""
+    rows = []
+    for level, by_name in summary.items():
+        for loop in ("asyncio", "uvloop"):
+            default = by_name[f"sample_many ({loop})"]["cpu_ms_per_request"]
+            for name, figures in by_name.items():
+                if name.startswith("sample_many over") and name.endswith(f"({loop})"):
+                    candidate = name.removeprefix("sample_many over ").rsplit(" (", 1)[0]
+                    rows.append([level, loop, candidate, figures["cpu_ms_per_request"],
+                                 figures["cpu_ms_per_request"] / default])
+    return table(["C", "loop", "transport under sample_many", "CPU ms/request",
+                  "CPU vs Http1Transport"], rows)
 
 
 if __name__ == "__main__":

@@ -26,9 +26,13 @@ async def sim() -> AsyncIterator[SimServer]:
 
 @pytest.fixture(autouse=True)
 def _no_openai_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Tests must never pick up a developer's real key or endpoint.
+    # Tests must never pick up a developer's real key or endpoint, nor send their
+    # 127.0.0.1 traffic to a proxy of the machine's.
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
 
 
 @pytest.fixture

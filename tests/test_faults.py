@@ -34,9 +34,12 @@ async def test_every_request_survives_errors_drops_and_bad_bodies() -> None:
     assert [s.text for s in result.samples] == [text] * 100
     injected = sum(server.faults.injected.values())
     assert injected > 15  # ~30% of ~140 attempts misbehaved
-    # every injected fault cost exactly one retry, and attempts show where
-    assert sum(s.attempts for s in result.samples) == 100 + injected == server.stats.requests
-    assert stats.retries == injected
+    # every injected fault cost exactly one retry, and attempts show where; but a drop on a
+    # kept-alive connection before any byte of an answer looks like a connection the server
+    # had closed, so it is resent at once for free (counted apart, never in attempts)
+    assert sum(s.attempts for s in result.samples) + stats.resends == 100 + injected
+    assert 100 + injected == server.stats.requests
+    assert stats.retries + stats.resends == injected
     assert max(s.attempts for s in result.samples) >= 2
 
 

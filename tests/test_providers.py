@@ -59,8 +59,10 @@ async def run(request: object, *answers: lv.HTTPResponse, n: int = 1,
 
 # -- the SSE framing ------------------------------------------------------------------------
 
-STREAM = (b"event: a\r\ndata: one\r\ndata: two\r\n\r\n: a comment\n\ndata:x\n\n"
-          b"event: b\ndata: {\"k\": \"\xc3\xa9\"}\n\nevent: cut\ndata: never dispatched\n")
+STREAM = (b"\xef\xbb\xbfevent: a\r\ndata: one\r\ndata: two\r\n\r\n: a comment\r\rdata:x\r\r"
+          b"event: b\ndata: {\"k\": \"\xc3\xa9\"}\n\nevent: last\ndata: no blank line\n")
+"""A byte-order mark, CRLF, lone-CR and LF line ends, and a last event without its blank line
+(the body ended whole, so it is dispatched: the API's final event tells cut from whole)."""
 
 
 @given(st.lists(st.integers(0, len(STREAM)), max_size=8))
@@ -68,7 +70,8 @@ def test_events_are_the_same_however_the_bytes_are_cut(cuts: list[int]) -> None:
     points = sorted({0, len(STREAM), *cuts})
     chunks = [(float(i), STREAM[a:b]) for i, (a, b) in enumerate(itertools.pairwise(points))]
     events = [(e.event, e.data) for e in iter_sse(chunks)]
-    assert events == [("a", "one\ntwo"), (None, "x"), ("b", '{"k": "é"}')]
+    assert events == [("a", "one\ntwo"), (None, "x"), ("b", '{"k": "é"}'),
+                      ("last", "no blank line")]
 
 
 # -- Anthropic Messages ---------------------------------------------------------------------
@@ -500,3 +503,61 @@ async def test_anthropic_requests_carry_the_key_once_in_x_api_key() -> None:
     chat, messages = seen
     assert chat["Authorization"] == f"Bearer {KEY}" and "x-api-key" not in chat
     assert messages["x-api-key"] == KEY and "Authorization" not in messages
+
+
+# -- what servers and proxies put into streams (issue 19, defect 9) -------------------------
+
+CHAT = lv.ChatRequest(model="m", messages=[{"role": "user", "content": "hi"}], stream=True)
+COMPLETION = lv.CompletionRequest(model="m", prompt="hi", stream=True)
+
+
+def completion_stream() -> bytes:
+    base = {"id": "cmpl-1", "object": "text_completion", "created": 1, "model": "m"}
+    return sse((None, {**base, "choices": [{"index": 0, "text": "Hi", "finish_reason": None}]}),
+               (None, {**base, "choices": [{"index": 0, "text": " you",
+                                            "finish_reason": "length"}]}),
+               (None, "[DONE]"))
+
+
+STREAMS = {
+    "chat": (CHAT, chat_stream(["Hi", " you"]), "Hi you"),
+    "completions": (COMPLETION, completion_stream(), "Hi you"),
+    "messages": (MESSAGES.model_copy(update={"stream": True}), messages_stream(["Hi", " you"]),
+                 "Hi you"),
+    "responses": (RESPONSES.model_copy(update={"stream": True}), responses_stream(), "Hi!"),
+}
+
+
+@pytest.mark.parametrize("api", list(STREAMS))
+async def test_a_keep_alive_event_of_no_known_type_is_skipped_on_every_api(api: str) -> None:
+    request, body, text = STREAMS[api]
+    noise = b"event: keepalive\ndata: still here\n\n"
+    first_event_end = body.index(b"\n\n") + 2
+    noisy = body[:first_event_end] + noise + body[first_event_end:] + noise
+    result, _ = await run(request, lv.HTTPResponse(200, noisy), retry=ONCE)
+    assert result.samples[0].error is None and result.samples[0].text == text
+
+
+@pytest.mark.parametrize("api", list(STREAMS))
+async def test_a_byte_order_mark_and_cr_line_ends_lose_nothing(api: str) -> None:
+    request, body, text = STREAMS[api]
+    marked = b"\xef\xbb\xbf" + body.replace(b"\n", b"\r")
+    result, _ = await run(request, lv.HTTPResponse(200, marked,
+                                                   chunks=at_times(marked, 7)), retry=ONCE)
+    assert result.samples[0].error is None and result.samples[0].text == text
+
+
+async def test_a_last_event_without_its_blank_line_is_read_not_cut_short() -> None:
+    body = chat_stream(["Hi", " you"]).removesuffix(b"\n\n")  # ends "data: [DONE]"
+    result, _ = await run(CHAT, lv.HTTPResponse(200, body), retry=ONCE)
+    assert result.samples[0].error is None and result.samples[0].text == "Hi you"
+
+
+async def test_a_login_page_for_a_stream_says_what_came_instead() -> None:
+    page = b"<html><head><title>Sign in to the guest Wi-Fi</title></head></html>"
+    result, _ = await run(CHAT, lv.HTTPResponse(200, page, {"Content-Type": "text/html"}),
+                          retry=ONCE)
+    error = result.samples[0].error
+    assert error is not None and error.kind == "malformed_response"
+    assert "answered with text/html, not an event stream" in error.message
+    assert "Sign in to the guest Wi-Fi" in error.message

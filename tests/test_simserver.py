@@ -71,7 +71,8 @@ async def test_unknown_model_is_a_recorded_404_with_the_servers_message(sim: Sim
     req = lv.ChatRequest(model="nope", messages=[{"role": "user", "content": "hi"}])
     result = await lv.sample_many(req, 2, endpoint=lv.Endpoint(base_url=sim.base_url))
     assert [s.error for s in result.samples] == [lv.SampleError(
-        kind="http_status", status=404, message="HTTP 404: The model `nope` does not exist.")] * 2
+        kind="http_status", status=404, message="HTTP 404: The model `nope` does not exist.",
+        final=True)] * 2
 
 
 async def test_a_server_requiring_a_key_accepts_ours_and_rejects_a_wrong_one() -> None:

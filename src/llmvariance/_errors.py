@@ -67,7 +67,20 @@ class TransportError(LLMVarianceError):
 
 
 class ConnectError(TransportError):
-    """Connecting failed, or the server closed the connection before answering."""
+    """Connecting failed, or the server closed the connection before answering.
+
+    ``final``: waiting will not help (an unknown host name, a certificate that is not
+    trusted, expired or for another name, TLS spoken to a plain port), so it is never
+    retried. ``resendable``: the request failed on a kept-alive connection the server had
+    already closed, before any byte of an answer, so it never reached the server and is
+    sent again at once on a new connection, at no cost of an attempt.
+    """
+
+    def __init__(self, message: str, *, final: bool = False, resendable: bool = False
+                 ) -> None:
+        super().__init__(message)
+        self.final = final
+        self.resendable = resendable
 
 
 class RequestTimeout(TransportError):
@@ -89,9 +102,10 @@ class MalformedResponseError(ResponseError):
 class ResponseTooLargeError(ResponseError):
     """A response body (decompressed) larger than the transport accepts; read no further."""
 
-    def __init__(self, limit: int, status: int, detail: str) -> None:
-        super().__init__(f"response body over the {limit:,}-byte limit ({detail}); "
-                         "raise max_response_bytes if answers this large are expected",
+    def __init__(self, limit: int, status: int, detail: str, *, part: str = "body") -> None:
+        hint = ("raise max_response_bytes if answers this large are expected"
+                if part == "body" else "a server that floods them is refused")
+        super().__init__(f"response {part} over the {limit:,}-byte limit ({detail}); {hint}",
                          status=status)
 
 

@@ -205,6 +205,12 @@ class KeptSamples(Sequence[Sample]):
         distinct = len({id(t) for t in self._texts if t is not None})
         return f"<KeptSamples {self._size} samples, {distinct} distinct texts>"
 
+    def filled(self) -> KeptSamples:
+        """The positions that hold a sample, in order, as kept samples of their own (a run
+        that stopped early holds fewer than it was sized for)."""
+        held = np.flatnonzero(self._codes >= 0).tolist()
+        return KeptSamples.of(self._sample(position) for position in held)
+
     @property
     def complete(self) -> bool:
         """True when every position holds a sample."""

@@ -46,6 +46,11 @@ class SampleError(BaseModel):
     kind: ErrorKind
     message: str
     status: int | None = None
+    final: bool = False
+    """Waiting cannot fix it: the same request fails the same way every time (HTTP 401,
+    403 or 404, an unknown host name, a certificate that is not trusted, expired or for
+    another name, TLS spoken to a plain port, a proxy that wants credentials). Never
+    retried; a run whose first samples all end with one such error stops early."""
 
 
 class Sample(BaseModel):

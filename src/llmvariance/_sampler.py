@@ -29,7 +29,7 @@ from ._loop import run as run_loop
 from ._progress import Progress
 from ._request import REQUEST_TYPES, Request
 from ._runs.runfile import RunContents, RunFile
-from ._sample import Sample
+from ._sample import Sample, SampleError
 from ._version import __version__
 
 if TYPE_CHECKING:
@@ -54,6 +54,11 @@ class SampleSet(BaseModel):
     samples: KeptSamples
     report: VarianceReport
     kept_samples: bool = True
+    stopped_early: str | None = None
+    """Why the run stopped before sending every index, or None: its first samples all
+    failed with one error waiting cannot fix (``SampleError.final``: a bad key, a model that
+    does not exist, an unknown host, an untrusted certificate). ``samples`` then holds only
+    the indices sent; calling again with the same run file sends the rest."""
 
     @property
     def texts(self) -> list[str]:
@@ -255,10 +260,13 @@ async def _run(
         collector.add(sample)
 
     todo = ((call, i) for i in range(n) if i not in skip)
-    await drive(pool, todo, n, len(skip), workers, options, run_file, consume)
-    assert kept.complete, "every index ends as a sample"
-    return SampleSet(request=request, endpoint=pool.endpoint.label, samples=kept,
-                     report=collector.report(), kept_samples=options.keep_samples)
+    stopped = await drive(pool, todo, n, len(skip), workers, options, run_file, consume)
+    # an early stop leaves indices unsent: the samples are those that were
+    assert kept.complete or stopped is not None, "every index ends as a sample"
+    return SampleSet(request=request, endpoint=pool.endpoint.label,
+                     samples=kept if kept.complete else kept.filled(),
+                     report=collector.report(), kept_samples=options.keep_samples,
+                     stopped_early=stopped)
 
 
 async def drive(
@@ -270,14 +278,17 @@ async def drive(
     options: _Options,
     run_file: RunFile | None,
     consume: Callable[[Sample], None],
-) -> None:
+) -> str | None:
     """Send every ``(call, index)`` of ``todo`` through ``pool`` with ``workers`` workers.
 
     Each sample goes to the run file, then ``consume``, then the hooks; ``total`` and
     ``resumed`` are for progress. The run file is closed at the end, whatever happens; an
     exception of a hook, ``consume`` or the run file stops the run and is raised as itself.
+    Returns why the run stopped early (``SampleSet.stopped_early``), or None when every
+    index was sent.
     """
     done, failed = resumed, 0
+    early = _EarlyStop(total - resumed)
     start = time.monotonic()
     error: BaseException | None = None  # the first one a hook or the run file raised
 
@@ -300,9 +311,12 @@ async def drive(
         nonlocal done, failed
         # Workers share one iterator: next() never awaits, so each job goes to one worker.
         for call, index in todo:
+            if early.reason is not None:
+                return  # the indices not yet sent stay unsent (a rerun sends them)
             sample = await pool.send(call, index)
             done += 1
             failed += sample.error is not None
+            early.saw(sample)
             try:
                 if run_file is not None:
                     run_file.write(sample)
@@ -347,6 +361,37 @@ async def drive(
                 error.add_note(f"closing the run file failed too: {close_error}")
     if error is not None:
         raise error
+    return early.reason
+
+
+class _EarlyStop:
+    """Watches the first ``EARLY_STOP_AFTER`` samples of a run: when they all failed with
+    one error waiting cannot fix (identical kind, status and message, ``final``), sending
+    the rest would only record that error again, so the run stops."""
+
+    __slots__ = ("errors", "reason", "remaining")
+
+    def __init__(self, remaining: int) -> None:
+        self.remaining = remaining
+        self.errors: list[SampleError | None] = []
+        self.reason: str | None = None
+
+    def saw(self, sample: Sample) -> None:
+        if len(self.errors) >= EARLY_STOP_AFTER or self.remaining <= EARLY_STOP_AFTER:
+            return
+        self.errors.append(sample.error)
+        if len(self.errors) < EARLY_STOP_AFTER:
+            return
+        first = self.errors[0]
+        if first is not None and first.final and all(
+                e is not None and (e.kind, e.status, e.message) == (
+                    first.kind, first.status, first.message) for e in self.errors):
+            self.reason = (f"stopped early: the first {EARLY_STOP_AFTER} requests all failed "
+                           f"with an error waiting cannot fix: {first.message}")
+
+
+EARLY_STOP_AFTER = 5
+"""How many identical final failures at the start of a run stop it."""
 
 
 def _resume(existing: RunContents, n: int, kept: KeptSamples | None,

@@ -109,6 +109,9 @@ class SuiteResult(BaseModel):
     report: SuiteReport
     kept_samples: bool = True
     _index: dict[str, SuiteEntry] | None = PrivateAttr(default=None)
+    stopped_early: str | None = None
+    """As ``SampleSet.stopped_early``: the first requests all failed with one error waiting
+    cannot fix, so the rest were not sent (the run file resumes them)."""
 
     def __getitem__(self, request_id: str) -> SuiteEntry:
         if self._index is None:  # built once: a lookup per id stays linear over a suite
@@ -243,21 +246,24 @@ async def _run_suite(pool: ClientPool, suite: Sequence[tuple[str, Request]], n: 
                 if (call.request_id or "", index) not in skip:
                     yield call, index
 
-    await drive(pool, todo(), n * len(calls), len(skip), workers, options, run_file, consume)
+    stopped = await drive(pool, todo(), n * len(calls), len(skip), workers, options, run_file,
+                          consume)
     calls.clear()
     skip.clear()
     entries = []
     for rid, request in suite:
         track = tracks[rid]
-        assert track.samples.complete, "every (request, index) ends as a sample"
-        entries.append(SuiteEntry._of(rid, request, track.samples, track.collector))
+        # an early stop leaves pairs unsent: the samples are those that were
+        assert track.samples.complete or stopped is not None, "every pair ends as a sample"
+        samples = track.samples if track.samples.complete else track.samples.filled()
+        entries.append(SuiteEntry._of(rid, request, samples, track.collector))
     # each prompt's report is made for its row (without a tree) and dropped; the entry
     # makes it again, tree included, when read, from the collector it keeps (see SuiteEntry)
     report = suite_report(((rid, tracks[rid].collector.report(tree=False), tracks[rid].tally)
                            for rid, _ in suite), n=n)
     tracks.clear()  # the tallies; the entries keep the collectors
     return SuiteResult(endpoint=pool.endpoint.label, n=n, entries=entries, report=report,
-                       kept_samples=options.keep_samples)
+                       kept_samples=options.keep_samples, stopped_early=stopped)
 
 
 def suite_report_from_runs(runs: Sequence[RunContents], *, answer: AnswerSpec | None = None,

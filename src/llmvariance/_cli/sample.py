@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from .._analysis.collect import analyze
@@ -57,6 +58,9 @@ async def run(args: argparse.Namespace) -> int:
             concurrency=args.concurrency, rate_limit=_common.rate_limit(args),
             retry=_common.retry(args), output=args.out, progress=bar,
             allow_endpoint_change=args.allow_endpoint_change)
+    if result.stopped_early is not None:
+        print(f"llmvariance: {result.stopped_early}", file=sys.stderr)
+        return 1
     report = result.report
     if args.bootstrap:
         report = analyze(result.samples, bootstrap=args.bootstrap)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from .._analysis.answers import AnswerSpec, JsonPointer
@@ -60,6 +61,9 @@ async def run(args: argparse.Namespace) -> int:
             retry=_common.retry(args), output=args.out, progress=bar,
             allow_endpoint_change=args.allow_endpoint_change, answer=answer,
             normalize=args.normalize, keep_samples=args.keep_samples)
+    if result.stopped_early is not None:
+        print(f"llmvariance: {result.stopped_early}", file=sys.stderr)
+        return 1
     if args.json:
         print(result.report.model_dump_json(indent=2))
     else:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+import unicodedata
 from typing import Annotated
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
@@ -33,6 +34,37 @@ def _has_control(text: str) -> bool:
     return any(ord(c) < 32 or ord(c) == 127 for c in text)
 
 
+def _first_outside(text: str, limit: int) -> str | None:
+    """The first character at or above code point ``limit``, named (never the text)."""
+    for position, c in enumerate(text):
+        if ord(c) >= limit:
+            name = unicodedata.name(c, "unnamed")
+            return f"U+{ord(c):04X} {name} at position {position}"
+    return None
+
+
+_FRAMING_HEADERS = frozenset({"content-length", "transfer-encoding", "host"})
+"""Set by the transport from the request itself: sent twice they are refused (nginx
+answers 400) or, by a lenient server, read as a second request."""
+
+
+def _ascii_url(value: str) -> str:
+    """The URL with a non-ASCII host in IDNA and a non-ASCII path percent-encoded, as a
+    browser sends them (HTTP/1.1 carries neither as they are)."""
+    if value.isascii():
+        return value
+    parts = urlsplit(value)
+    host = parts.hostname or ""
+    try:
+        ascii_host = host.encode("idna").decode("ascii")
+    except UnicodeError:
+        raise ValueError(f"has a host name that is not a valid international name: "
+                         f"{host!r}") from None
+    netloc = parts.netloc.replace(host, ascii_host, 1)
+    path = quote(parts.path, safe="/%:@!$&'()*+,;=-._~")
+    return urlunsplit((parts.scheme, netloc, path, parts.query, parts.fragment))
+
+
 class Endpoint(BaseModel):
     """An OpenAI-compatible API.
 
@@ -50,6 +82,12 @@ class Endpoint(BaseModel):
     headers: dict[str, SecretStr] = Field(default_factory=dict)
     name: Annotated[str, Field(min_length=1)] | None = None
     """A label for reports; defaults to the URL's host and port."""
+    proxy: SecretStr | None = None
+    """``http://[user:password@]host:port``: every request goes through this HTTP proxy
+    (HTTPS in a ``CONNECT`` tunnel). A secret, since it may carry a password."""
+    trust_env: bool = True
+    """Honour ``HTTPS_PROXY``/``HTTP_PROXY``/``ALL_PROXY`` and ``NO_PROXY`` (as the official
+    SDKs do) when ``proxy`` is not set; False connects directly whatever they say."""
 
     @field_validator("base_url")
     @classmethod
@@ -73,7 +111,7 @@ class Endpoint(BaseModel):
             parts.port  # noqa: B018 - raises ValueError on a bad port
         except ValueError as exc:
             raise ValueError(f"has an invalid port: {exc}") from None
-        base = value.rstrip("/")
+        base = _ascii_url(value.rstrip("/"))
         for api_path in _API_PATHS:
             if base.endswith(api_path):
                 raise ValueError(f"ends with the API path {api_path!r}, which is appended "
@@ -84,11 +122,19 @@ class Endpoint(BaseModel):
     @classmethod
     def _check_headers(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
         for header, secret in value.items():
-            if not header or any(c in header for c in " :\r\n"):
+            if not header or any(c in header for c in " :\r\n") or not header.isascii():
                 raise ValueError(f"header name {header!r} is not a valid HTTP token")
-            if _has_control(secret.get_secret_value()):
+            if header.lower() in _FRAMING_HEADERS:
+                raise ValueError(f"{header!r} is set from the request itself and must not "
+                                 "be given (it would be sent twice)")
+            text = secret.get_secret_value()
+            if _has_control(text):
                 raise ValueError(f"the value of {header!r} contains a control character "
                                  "(a stray newline?)")
+            where = _first_outside(text, 256)
+            if where is not None:
+                raise ValueError(f"the value of {header!r} has a character HTTP/1.1 cannot "
+                                 f"carry ({where}; copied from a web page?)")
         return value
 
     @field_validator("api_key")
@@ -97,6 +143,23 @@ class Endpoint(BaseModel):
         if value is not None and _has_control(value.get_secret_value()):
             raise ValueError("contains a control character (a trailing newline from a "
                              "file or shell?); strip it")
+        where = None if value is None else _first_outside(value.get_secret_value(), 128)
+        if where is not None:  # a key is ASCII: this came with a copy and paste
+            raise ValueError(f"has a character no API key has ({where}; a zero-width "
+                             "space or curly quote from a copy and paste?); retype it")
+        return value
+
+    @field_validator("proxy")
+    @classmethod
+    def _check_proxy(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return value
+        url = value.get_secret_value()
+        parts = urlsplit(url if "://" in url else "http://" + url)
+        if parts.scheme != "http" or not parts.hostname or not url.isascii() or _has_control(
+                url):
+            raise ValueError("must be an http://[user:password@]host:port URL (only HTTP "
+                             "proxies are supported)")
         return value
 
     @classmethod

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from .._errors import (
     ConfigError,
+    ConnectError,
     MalformedResponseError,
     RequestTimeout,
     ResponseTooLargeError,
@@ -33,7 +34,7 @@ from .._sample import ErrorKind, Sample, SampleError
 from .endpoint import Endpoint
 from .hints import ServerHints, has_limit_state, parse_hints
 from .http1 import Http1Transport
-from .providers import ProviderAdapter, adapter_for, iter_sse, stream_timing
+from .providers import ProviderAdapter, adapter_for, iter_sse, preview, stream_timing
 from .ratelimit import RateLimit, RateLimiter, estimate_tokens
 from .redact import Redactor
 from .retry import RetryPolicy, is_retryable_status
@@ -48,6 +49,12 @@ from .transport import (
 __all__ = ["ClientPool", "PoolStats", "PreparedCall"]
 
 _MAX_MESSAGE_CHARS = 500
+_FINAL_STATUSES = frozenset({401, 403, 404})
+"""A key that is wrong or lacks access, a model or path that does not exist: the same on
+every try (``SampleError.final``)."""
+_MAX_RESENDS = 2
+"""Free resends per attempt: each needs a connection the server had closed, so a third in
+a row means something else is wrong, and it is charged as an attempt."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +85,10 @@ class PoolStats:
     """Attempts that got no complete response in time."""
     pauses: int = 0
     paused_s: float = 0.0
+    resends: int = 0
+    """Requests sent again at once, at no attempt's cost, because they failed on a
+    kept-alive connection the server had closed before any byte of an answer (never
+    counted in ``attempts`` nor ``Sample.attempts``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +100,8 @@ class _Failure:
     hints: ServerHints | None = None
     overloaded: bool = False
     """The provider's "overloaded" status: a retry-after then pauses the whole pool."""
+    final: bool = False
+    """Waiting cannot fix it (``SampleError.final``)."""
 
 
 class ClientPool:
@@ -140,7 +153,8 @@ class ClientPool:
         self._headers = endpoint.request_headers()
         self._transport = transport or Http1Transport(
             max_connections=concurrency, timeouts=timeouts, headers=self._headers,
-            max_response_bytes=max_response_bytes)
+            max_response_bytes=max_response_bytes, trust_env=endpoint.trust_env,
+            proxy=None if endpoint.proxy is None else endpoint.proxy.get_secret_value())
         self._clock = clock
         self._sleep = sleep
         self._wall_clock = wall_clock
@@ -202,36 +216,53 @@ class ClientPool:
             async with self._slots:
                 await self._limiter.acquire(call.tokens)
                 self._stats.attempts += 1
-                key = self._stats.attempts
-                self._sent_at[key] = start = self._clock()
-                try:
-                    response = await self._transport.send(call.http)
-                except RequestTimeout as exc:
-                    self._stats.timeouts += 1
-                    outcome: Sample | _Failure = _Failure("timeout", str(exc), None, True)
-                except ResponseTooLargeError as exc:  # retrying would read it all again
-                    outcome = _Failure("response_too_large", str(exc), exc.status, False)
-                except MalformedResponseError as exc:  # a stream cut short
-                    outcome = _Failure("malformed_response", str(exc), None, True)
-                except TransportError as exc:
-                    outcome = _Failure("connection", str(exc), None, True)
-                except Exception as exc:  # a transport's bug must not sink the whole run
-                    outcome = _Failure("client_error", f"{type(exc).__name__}: {exc}", None,
-                                       False)
-                else:
-                    outcome = self._read(call, index, response, self._clock() - start, attempt)
-                finally:
-                    del self._sent_at[key]
+                outcome, start = await self._attempt(call, index, attempt)
             if isinstance(outcome, Sample):
                 return outcome
             if not outcome.retryable or attempt >= policy.max_attempts:
                 message = self._redactor.text(outcome.message)[:_MAX_MESSAGE_CHARS]
-                error = SampleError(kind=outcome.kind, message=message, status=outcome.status)
+                error = SampleError(kind=outcome.kind, message=message, status=outcome.status,
+                                    final=outcome.final or outcome.status in _FINAL_STATUSES)
                 return Sample(index=index, endpoint=self._label, attempts=attempt,
                               condition=call.condition, request_id=call.request_id,
                               block=call.block, latency_s=self._clock() - start, error=error)
             self._stats.retries += 1
             await self._wait_before_retry(outcome, attempt, start)
+
+    async def _attempt(self, call: PreparedCall, index: int, attempt: int
+                       ) -> tuple[Sample | _Failure, float]:
+        """One attempt, and when it started: the send that was answered, after up to
+        ``_MAX_RESENDS`` free resends of a request a stale connection swallowed."""
+        key = self._stats.attempts
+        resends = 0
+        while True:
+            self._sent_at[key] = start = self._clock()
+            try:
+                response = await self._transport.send(call.http)
+            except RequestTimeout as exc:
+                self._stats.timeouts += 1
+                outcome: Sample | _Failure = _Failure("timeout", str(exc), None, True)
+            except ResponseTooLargeError as exc:  # retrying would read it all again
+                outcome = _Failure("response_too_large", str(exc), exc.status, False)
+            except MalformedResponseError as exc:  # a stream cut short
+                outcome = _Failure("malformed_response", str(exc), None, True)
+            except ConnectError as exc:
+                if exc.resendable and resends < _MAX_RESENDS:
+                    resends += 1
+                    self._stats.resends += 1
+                    continue
+                outcome = _Failure("connection", str(exc), None, not exc.final,
+                                   final=exc.final)
+            except TransportError as exc:
+                outcome = _Failure("connection", str(exc), None, True)
+            except Exception as exc:  # a transport's bug must not sink the whole run
+                outcome = _Failure("client_error", f"{type(exc).__name__}: {exc}", None,
+                                   False)
+            else:
+                outcome = self._read(call, index, response, self._clock() - start, attempt)
+            finally:
+                del self._sent_at[key]
+            return outcome, start
 
     def _read(self, call: PreparedCall, index: int, response: HTTPResponse, latency: float,
               attempt: int) -> Sample | _Failure:
@@ -256,7 +287,13 @@ class ClientPool:
         except StreamError as exc:
             return _Failure("stream_error", str(exc), status, True, hints)
         except MalformedResponseError as exc:
-            return _Failure("malformed_response", str(exc), status, True, hints)
+            message = str(exc)
+            kind = headers.get("Content-Type", "") if headers else ""
+            if response.chunks is not None and kind and "event-stream" not in kind.lower():
+                # a captive portal's or a proxy's login page: say what came instead
+                message = (f"a streamed request was answered with {kind}, not an event "
+                           f"stream: {preview(response.body)}")
+            return _Failure("malformed_response", message, status, True, hints)
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
             # a field of an unexpected type deep in the body: the body is malformed, and a
             # per-request problem must never escape the run

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ..._request import ChatRequest, CompletionRequest, MessagesRequest, Request
 from ..endpoint import Endpoint
-from ._base import Completion, ProviderAdapter
+from ._base import Completion, ProviderAdapter, preview
 from ._sse import SSEEvent, iter_sse, stream_timing
 from .anthropic import AnthropicMessagesAdapter
 from .openai import OpenAIChatAdapter, OpenAICompletionAdapter
@@ -24,6 +24,7 @@ __all__ = [
     "SSEEvent",
     "adapter_for",
     "iter_sse",
+    "preview",
     "stream_timing",
 ]
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar, TypedDict
 
 import orjson
@@ -14,6 +14,7 @@ from ..endpoint import Endpoint
 from ._sse import SSEEvent
 
 __all__ = ["Completion", "ProviderAdapter", "StreamResult", "body_fields", "error_message",
+           "event_json",
            "load_json", "preview"]
 
 PREVIEW_CHARS = 2000
@@ -42,6 +43,18 @@ def load_json(body: bytes | str, what: str = "body") -> dict[str, Any]:
     if not isinstance(data, dict):
         raise MalformedResponseError(f"{what} is JSON {type(data).__name__}, not an object")
     return data
+
+
+def event_json(event: SSEEvent, known: Callable[[str | None], bool]) -> dict[str, Any] | None:
+    """The event's JSON object, or None for an event of a type the API does not define
+    (``known(name)`` is false) whose data is not JSON: a server's or proxy's keep-alive,
+    skipped as Anthropic's ``ping`` is. Non-JSON data in an event the API defines raises."""
+    try:
+        return load_json(event.data, f"the {event.event or 'unnamed'} event")
+    except MalformedResponseError:
+        if known(event.event):
+            raise
+        return None
 
 
 def preview(body: bytes) -> str:

@@ -19,7 +19,14 @@ import orjson
 from ..._errors import MalformedResponseError, StreamError
 from ..._request import MessagesRequest, Request
 from ..endpoint import Endpoint
-from ._base import Completion, ProviderAdapter, StreamResult, body_fields, load_json
+from ._base import (
+    Completion,
+    ProviderAdapter,
+    StreamResult,
+    body_fields,
+    event_json,
+    load_json,
+)
 from ._sse import SSEEvent
 
 __all__ = ["API_VERSION", "AnthropicMessagesAdapter"]
@@ -51,6 +58,10 @@ def _text(value: Any, where: str) -> str:
     if not isinstance(value, str):
         raise MalformedResponseError(f"{where} is {type(value).__name__}, not a string")
     return value
+
+
+_KNOWN_EVENTS = frozenset({None, "message_start", "content_block_start", "content_block_delta",
+                           "content_block_stop", "message_delta", "message_stop", "error"})
 
 
 class AnthropicMessagesAdapter(ProviderAdapter):
@@ -88,7 +99,9 @@ class AnthropicMessagesAdapter(ProviderAdapter):
         for event in events:
             if event.event == "ping":
                 continue  # keep-alive; its data need not be JSON
-            data = load_json(event.data, f"the {event.event or 'unnamed'} event")
+            data = event_json(event, _KNOWN_EVENTS.__contains__)
+            if data is None:
+                continue
             kind = data.get("type", event.event)
             if kind == "message_start" and isinstance(data.get("message"), dict):
                 message = data["message"]

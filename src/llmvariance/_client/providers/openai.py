@@ -19,7 +19,14 @@ import orjson
 
 from ..._errors import MalformedResponseError, StreamError
 from ..._request import ChatRequest, CompletionRequest, Request
-from ._base import Completion, ProviderAdapter, StreamResult, body_fields, load_json
+from ._base import (
+    Completion,
+    ProviderAdapter,
+    StreamResult,
+    body_fields,
+    event_json,
+    load_json,
+)
 from ._sse import SSEEvent
 
 __all__ = ["OpenAIChatAdapter", "OpenAICompletionAdapter"]
@@ -93,12 +100,18 @@ def _with_chat_logprobs(completion: Completion, entries: Any) -> None:
     completion["top_logprobs"] = _none_if_all_empty(top)
 
 
+def _openai_event(name: str | None) -> bool:
+    return name in (None, "message", "error")
+
+
 def _events(events: Iterable[SSEEvent]) -> Iterable[tuple[dict[str, Any], float]]:
     """The JSON chunks of an OpenAI-style stream up to ``[DONE]``; error chunks raise."""
     for event in events:
         if event.data == "[DONE]":
             return
-        chunk = load_json(event.data, "a stream chunk")
+        chunk = event_json(event, _openai_event)
+        if chunk is None:
+            continue
         error = chunk.get("error")
         if error is not None:
             message = error.get("message", error) if isinstance(error, dict) else error

@@ -19,7 +19,14 @@ import orjson
 
 from ..._errors import MalformedResponseError, StreamError
 from ..._request import Request, ResponsesRequest
-from ._base import Completion, ProviderAdapter, StreamResult, body_fields, load_json
+from ._base import (
+    Completion,
+    ProviderAdapter,
+    StreamResult,
+    body_fields,
+    event_json,
+    load_json,
+)
 from ._sse import SSEEvent
 
 __all__ = ["ResponsesAdapter"]
@@ -107,6 +114,10 @@ def _completion(response: dict[str, Any], text: str, tokens: list[str],
     return completion
 
 
+def _responses_event(name: str | None) -> bool:
+    return name is None or name == "error" or name.startswith("response.")
+
+
 class ResponsesAdapter(ProviderAdapter):
     path: ClassVar[str] = "/responses"
 
@@ -128,7 +139,9 @@ class ResponsesAdapter(ProviderAdapter):
         values: list[float | None] = []
         top: list[dict[str, float]] = []
         for event in events:
-            data = load_json(event.data, f"the {event.event or 'unnamed'} event")
+            data = event_json(event, _responses_event)
+            if data is None:
+                continue
             kind = data.get("type", event.event)
             if kind == "response.output_text.delta":
                 piece = data.get("delta")
