@@ -212,6 +212,29 @@ def run_study(args: argparse.Namespace, names: list[str]) -> None:
     print(f"wrote {path}")
 
 
+def markdown(path: Path) -> str:
+    """The study's README table from its JSON: a row per model and configuration, a cell
+    per condition (distinct/n, D, Holm-adjusted p against cold), then the price."""
+    data = json.loads(path.read_text())
+    lines = []
+    for model in data["models"].values():
+        grid = lv.MatrixResult.model_validate(model["matrix"])
+        conditions = grid.conditions
+        lines += ["", f"**{model['file']}** ({model['api']}; control: cold)", "",
+                  "| flags | " + " | ".join(conditions) + " | tok/s @1 | tok/s @8 | "
+                  "latency @8 median / p90 s |",
+                  "|---" * (len(conditions) + 4) + "|"]
+        for row in grid.rows:
+            one, eight = row.speed_at(1), row.speed_at(8)
+            latency = "-" if eight is None or eight.latency_median_s is None else (
+                f"{eight.latency_median_s:.2f} / {eight.latency_p90_s:.2f}")
+            lines.append(f"| `{row.config}` | " + " | ".join(
+                study_cell(row, c) for c in conditions)
+                + f" | {'-' if one is None else f'{one.tokens_per_s:.0f}'}"
+                + f" | {'-' if eight is None else f'{eight.tokens_per_s:.0f}'} | {latency} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--study", choices=["batch", "conditions"], default="batch",
@@ -223,7 +246,12 @@ def main() -> None:
     parser.add_argument("--blocks", type=int, default=5)
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--json-out", type=Path)
+    parser.add_argument("--markdown", type=Path, metavar="STUDY.json",
+                        help="print the conditions study's README table from its JSON")
     args = parser.parse_args()
+    if args.markdown is not None:
+        print(markdown(args.markdown))
+        return
     names = [m.strip() for m in args.models.split(",") if m.strip()]
     if args.study == "conditions":
         run_study(args, names)
