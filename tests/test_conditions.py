@@ -254,11 +254,11 @@ async def test_send_choices_turns_one_failure_into_a_failed_sample_per_index() -
             samples = await pool.send_choices(call, [4, None, 5])
             assert [s.index for s in samples] == [4, 5]
             assert all(s.error is not None and s.error.kind == kind for s in samples)
-            with pytest.raises(lv.ConfigError, match="^indices: "):
+            with pytest.raises(lv.ConfigError, match=r"^indices: "):
                 await pool.send_choices(call, [1])
-            with pytest.raises(lv.ConfigError, match="^request: ChatRequest has no list"):
+            with pytest.raises(lv.ConfigError, match=r"^request: ChatRequest has no list"):
                 pool.prepare_choices(CHAT, ["a", "b"])
-            with pytest.raises(lv.ConfigError, match="^stream: "):
+            with pytest.raises(lv.ConfigError, match=r"^stream: "):
                 pool.prepare_choices(COMPLETION.model_copy(update={"stream": True}), ["a"])
 
 
@@ -366,17 +366,18 @@ def test_llamacpp_flags_of_the_matrix_reach_the_command_line(tmp_path: Path) -> 
     model.write_bytes(b"GGUF")
     argv = llamacpp_command(model, port=5, binary=binary, parallel=8, kv_unified=True,
                             ubatch_size=32, flash_attn=False, cont_batching=False,
-                            cache_prompt=False, cache_ram=0, slot_save_path="/tmp/s").argv
+                            cache_prompt=False, cache_ram=0,
+                            slot_save_path=tmp_path / "s").argv
     text = " ".join(argv)
     for flag in ("--parallel 8", "--kv-unified", "--ubatch-size 32", "--flash-attn off",
                  "--no-cont-batching", "--no-cache-prompt", "--cache-ram 0",
-                 "--slot-save-path /tmp/s"):
+                 f"--slot-save-path {tmp_path / 's'}"):
         assert flag in text
     assert "--flash-attn auto" in " ".join(llamacpp_command(
         model, port=5, binary=binary, flash_attn="auto").argv)
-    with pytest.raises(lv.ConfigError, match="^flash_attn: "):
+    with pytest.raises(lv.ConfigError, match=r"^flash_attn: "):
         llamacpp_command(model, port=5, binary=binary, flash_attn="fast")
-    with pytest.raises(lv.ConfigError, match="^cache_ram: "):
+    with pytest.raises(lv.ConfigError, match=r"^cache_ram: "):
         llamacpp_command(model, port=5, binary=binary, cache_ram=-2)
 
 
@@ -387,5 +388,5 @@ def test_cache_policies_name_what_each_engine_needs() -> None:
     assert cache_policy("sglang").flush == ("/flush_cache",) and not CACHE_POLICIES[
         "sglang"].verified
     assert "VLLM_SERVER_DEV_MODE" in cache_policy("vllm").note
-    with pytest.raises(lv.ConfigError, match="^cache_policy: unknown 'x'"):
+    with pytest.raises(lv.ConfigError, match=r"^cache_policy: unknown 'x'"):
         cache_policy("x")
