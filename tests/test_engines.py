@@ -7,6 +7,8 @@ has put them in the cache, and skip otherwise.
 
 from __future__ import annotations
 
+import functools
+import json
 import sys
 from pathlib import Path
 
@@ -249,7 +251,8 @@ async def test_the_matrix_runs_each_configuration_and_resumes(tmp_path: Path) ->
 # -- the real engine ---------------------------------------------------------------------
 
 SMOLLM2 = model_path("smollm2-135m-instruct-q4_1")
-have_engine = llama_server_path().is_file() and SMOLLM2.is_file()
+GEMMA3 = model_path("gemma3-270m-q4_k_m")
+have_engine = llama_server_path().is_file() and SMOLLM2.is_file() and GEMMA3.is_file()
 real = pytest.mark.skipif(
     not have_engine, reason="llama-server and SmolLM2 are not in the cache: run "
                             "`python3 dev.py engines` once to build and fetch them")
@@ -327,6 +330,69 @@ async def test_llama_server_with_one_slot_shows_no_variation_within_its_bound() 
     every = [s for arm in result.samples.values() for s in arm]
     assert logprobs.identical_within_outputs == bitwise_within_outputs(
         [*every, result.calibration])  # type: ignore[list-item]
+    print(result.to_text())
+
+
+RAINBOW = lv.ChatRequest(model="smollm2", messages=[{"role": "user", "content": (
+    "Name three colours of the rainbow.")}], max_tokens=64)
+WARM_AND_COLD = ["cold", "sequential", "history=completions"]
+
+
+@pytest.mark.real
+@real
+async def test_on_llamacpps_defaults_warm_requests_answer_otherwise_than_cold_ones() -> None:
+    # llama.cpp's defaults here: 4 slots, one unified KV cache, the prompt cache on
+    async with LlamaCppServer(SMOLLM2, ctx_size=8192) as url:
+        result = await lv.batch_effect(RAINBOW, 8, endpoint=lv.Endpoint(base_url=url),
+                                       conditions=WARM_AND_COLD, control="cold", blocks=2)
+    # Measured: with the prompt cache off every request gives the first request's output;
+    # a chat request sent right after a /completions request with another prompt gives
+    # another one, every time (the observation, now with its p-value).
+    assert result.reference_source == "the calibration output"
+    assert result.conditions["cold"].unique_count == 1
+    assert result.comparisons["history=completions"].b.deviation.count == 8
+    assert result.adjusted_pvalues["history=completions"] < 0.01
+    assert result.verdict_kind == "batch_dependent"
+    server = result.server
+    assert server is not None and server.engine == "llama.cpp"
+    assert server.total_slots == 4 and server.build is not None
+    print(result.to_text())
+
+
+@pytest.mark.real
+@real
+async def test_with_the_prompt_cache_off_or_one_slot_no_condition_varies(tmp_path: Path) -> None:
+    out = tmp_path / "matrix.json"
+    server = functools.partial(LlamaCppServer, SMOLLM2, ctx_size=8192)
+    result = await lv.server_matrix(RAINBOW, 6, ["cache_prompt=false", "parallel=1"],
+                                    server=server, conditions=WARM_AND_COLD, control="cold",
+                                    blocks=2, speed=(1,), speed_requests=2, output=out)
+    for row in result.rows:
+        assert row.verdict_kind == "no_variation_observed", row.verdict
+        assert all(r.unique_count == 1 for r in row.conditions.values())
+    # the server's configuration is in the result file, row by row
+    saved = json.loads(out.read_text())["rows"]
+    commands = [" ".join(row["server"]["command"]) for row in saved]
+    assert "--no-cache-prompt" in commands[0] and "--parallel 1" in commands[1]
+    assert [row["server"]["total_slots"] for row in saved] == [4, 1]
+    assert all(row["server"]["props"]["build_info"] and row["speed"][0]["tokens_per_s"] > 0
+               for row in saved)
+
+
+@pytest.mark.real
+@real
+async def test_an_exact_batch_varies_as_a_burst_does_on_shared_slots() -> None:
+    request = lv.CompletionRequest(model="gemma3", prompt=STORY.messages[0].content,
+                                   max_tokens=48)
+    async with LlamaCppServer(GEMMA3, parallel=8, kv_unified=True, ctx_size=8192) as url:
+        result = await lv.batch_effect(request, 16, endpoint=lv.Endpoint(base_url=url),
+                                       conditions=["sequential", "burst", "batch=8"],
+                                       blocks=2)
+    # one request of 8 prompts fills the 8 slots by itself, whatever the timing
+    for name in ("burst", "batch=8"):
+        assert result.adjusted_pvalues[name] < 0.05, result.to_text()
+        assert result.conditions[name].unique_count > 1
+    assert all(s.ok for s in result.samples["batch=8"])
     print(result.to_text())
 
 

@@ -75,7 +75,8 @@ def test_no_private_module_is_left_at_the_top_that_belongs_to_a_wing() -> None:
     assert top == {"__init__", "__main__", "_demo", "_errors", "_experiment", "_kept", "_loop",
                    "_matrix",
                    "_progress", "_request", "_sample", "_sampler", "_stream", "_suite",
-                   "_version"}
+                   "_version",
+                   "_conditions", "_speed"}  # experiments over the pool, like _experiment
 
 
 def _layout_table() -> list[str]:

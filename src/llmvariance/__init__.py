@@ -6,7 +6,10 @@
     print(result.report)
 """
 
-from . import engines
+from . import (
+    _conditions,  # noqa: F401  (registers the engine conditions)
+    engines,
+)
 from ._analysis.answers import JsonPointer
 from ._analysis.collect import VarianceCollector, analyze
 from ._analysis.compare import ArmSummary, Comparison, compare
@@ -74,6 +77,7 @@ from ._render.plot import (
     plot_conditions,
     plot_divergence,
     plot_entropy,
+    plot_price,
     plot_report,
     plot_tree,
 )
@@ -100,6 +104,7 @@ from ._sampler import SampleSet, sample_many, sample_many_sync
 from ._stream import SampleStream, stream_samples
 from ._suite import SuiteEntry, SuiteResult, sample_suite, sample_suite_sync
 from ._version import __version__
+from .engines.info import ServerInfo
 
 __all__ = [
     "AiohttpTransport",
@@ -158,6 +163,7 @@ __all__ = [
     "SampleError",
     "SampleSet",
     "SampleStream",
+    "ServerInfo",
     "StreamError",
     "SuiteComparison",
     "SuiteEntry",
@@ -188,6 +194,7 @@ __all__ = [
     "plot_conditions",
     "plot_divergence",
     "plot_entropy",
+    "plot_price",
     "plot_report",
     "plot_tree",
     "read_request",

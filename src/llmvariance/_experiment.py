@@ -56,6 +56,7 @@ from ._request import (
     ResponsesRequest,
 )
 from ._sample import Sample
+from .engines.info import ServerInfo
 
 __all__ = ["BatchEffectResult", "Condition", "Trial", "VerdictKind", "analyze_conditions",
            "background_load", "batch_effect", "condition_named", "judge",
@@ -68,6 +69,9 @@ _BACKGROUND_TOPICS = ("a harbour at dawn", "how bridges carry load", "a recipe f
                       "the history of clocks", "a chess opening", "migrating birds",
                       "a city under snow", "how tides work")
 _CONTROL = "sequential"
+_BATCHING = frozenset({"burst", "loaded", "concurrency", "batch", "batch_mixed",
+                       "shared_prefix", "mixed_lengths", "seeded_burst", "seeded_loaded"})
+"""Conditions whose only difference from the control is what a request is batched with."""
 
 
 # -- conditions -----------------------------------------------------------------------------
@@ -110,10 +114,18 @@ class Condition(ABC):
 
     name: str
     control: bool = False
+    family: str = ""
+    """Conditions of different families (temperature 0, ``seeded``) cannot be compared,
+    so one experiment takes conditions of one family."""
 
     @abstractmethod
     async def run(self, trial: Trial) -> list[Sample]:
         """Send ``trial``'s requests; return one sample per index."""
+
+    def adapt(self, request: Request) -> Request:
+        """The request as this condition sends it (the calibration request is the
+        control's)."""
+        return request
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"
@@ -192,6 +204,8 @@ class BatchEffectResult(BaseModel):
     endpoint: str
     conditions: dict[str, VarianceReport]
     """Each condition's report, in the order the conditions were named."""
+    server: ServerInfo | None = None
+    """What the server said it is and how it is configured (``engines.server_info``)."""
     samples: dict[str, KeptSamples]
     """Each condition's samples in index order (each reads as a list of ``Sample``;
     ``Sample.block`` says when each ran)."""
@@ -226,7 +240,8 @@ class BatchEffectResult(BaseModel):
     def to_text(self) -> str:
         """The verdict, the per-condition table with D and p-values, the findings."""
         lines = [f"verdict: {self.verdict_kind}: {self.verdict}", ""]
-        lines.append(f"{'condition':<16} {'distinct':>9}  {'D [95% CI]':<22} "
+        width = max([16, *(len(name) + 1 for name in self.conditions)])
+        lines.append(f"{'condition':<{width}} {'distinct':>9}  {'D [95% CI]':<22} "
                      f"{'deviating':>10}  p (Holm)")
         for name, report in self.conditions.items():
             d = "n/a" if report.disagreement_rate is None else (
@@ -239,7 +254,7 @@ class BatchEffectResult(BaseModel):
                 deviating = f"{first.a.deviation.count}/{first.a.n}"
             p = ("control" if name == self.control else
                  p_text(self.adjusted_pvalues[name]) if name in self.adjusted_pvalues else "-")
-            lines.append(f"{name:<16} {f'{report.unique_count}/{report.n_ok}':>9}  {d:<22} "
+            lines.append(f"{name:<{width}} {f'{report.unique_count}/{report.n_ok}':>9}  {d:<22} "
                          f"{deviating:>10}  {p}")
         if self.reference is not None:
             preview = self.reference[:60].replace("\n", " ")
@@ -396,7 +411,10 @@ def _decide(reports: Mapping[str, VarianceReport], comparisons: Mapping[str, Com
     control_varies = not base.all_agree
     control_d = next(iter(comparisons.values())).a.d_text()
     if significant:
-        text = ("outputs depend on how requests are batched: "
+        batching = all(name.partition("=")[0] in _BATCHING for name in significant)
+        text = (("outputs depend on how requests are batched: " if batching else
+                 "outputs depend on how requests are sent (the server's state, its caches, "
+                 "its batches): ")
                 + "; ".join(_evidence(name, comparisons[name], adjusted[name])
                             for name in significant))
         if control_varies:
@@ -460,9 +478,14 @@ def judge(conditions: Mapping[str, VarianceReport | Sequence[Sample]], *,
 
 # -- running it -----------------------------------------------------------------------------
 
-def _background_request(request: Request, i: int) -> Request:
-    topic = _BACKGROUND_TOPICS[i % len(_BACKGROUND_TOPICS)]
-    text = f"Background request {i}: write about {topic}."
+def background_text(i: int) -> str:
+    """The ``i``-th background prompt: another topic than the measured one."""
+    return f"Background request {i}: write about {_BACKGROUND_TOPICS[i % len(_BACKGROUND_TOPICS)]}."
+
+
+def background_request(request: Request, i: int) -> Request:
+    """``request`` (same model and settings) with the ``i``-th background prompt."""
+    text = background_text(i)
     if isinstance(request, ChatRequest):
         return request.model_copy(
             update={"messages": [ChatMessage(role="user", content=text)]})
@@ -478,7 +501,8 @@ def _cell_sizes(n: int, blocks: int) -> list[int]:
     return [n // blocks + (1 if b < n % blocks else 0) for b in range(blocks)]
 
 
-def _resolve(names: Sequence[str] | None, sweep: Sequence[int], n: int) -> list[Condition]:
+def _resolve(names: Sequence[str] | None, sweep: Sequence[int], n: int,
+             control: str | None = None) -> tuple[list[Condition], Condition]:
     default = ["sequential", "burst", "loaded", *(f"concurrency={k}" for k in sweep if 1 < k < n)]
     chosen = list(names) if names is not None else default
     resolved = [(name, condition_named(name)) for name in chosen]
@@ -490,7 +514,18 @@ def _resolve(names: Sequence[str] | None, sweep: Sequence[int], n: int) -> list[
     names_seen = [c.name for c in conditions]
     if len(set(names_seen)) != len(names_seen):
         raise ConfigError("conditions", f"a condition is repeated: {names_seen}")
-    return conditions
+    families = {c.family for c in conditions}
+    if len(families) > 1:
+        shown = ", ".join(sorted(f or "as requested" for f in families))
+        raise ConfigError("conditions", f"{names_seen} mix families ({shown}): seeded "
+                          "conditions form an experiment of their own")
+    if control is not None:
+        named = next((c for c in conditions if c.name == control), None)
+        if named is None:
+            raise ConfigError("control", f"{control!r} is not one of the conditions "
+                              f"{names_seen}")
+        return conditions, named
+    return conditions, next((c for c in conditions if c.control), conditions[0])
 
 
 async def batch_effect(
@@ -504,6 +539,8 @@ async def batch_effect(
     blocks: int | None = None,
     alpha: float = 0.05,
     calibration: bool = True,
+    control: str | None = None,
+    server_info: bool | None = None,
     seed: int = 0,
     resamples: int = 9999,
     on_block: Callable[[int, BatchEffectResult], Any] | None = None,
@@ -525,6 +562,13 @@ async def batch_effect(
     ``on_block(block, interim_result)`` is called after each block with the analysis so
     far. Against a paid API this sends about ``n * len(conditions) + 1`` requests plus the
     background traffic of ``loaded``.
+
+    ``control`` names the condition the others are tested against (default: the first
+    that is a control, ``sequential``; e.g. ``control="cold"`` tests warm conditions
+    against cold caches); the calibration request is sent as the control sends its
+    requests. ``server_info`` asks the server for its configuration first
+    (``engines.server_info``; default: for a server on this machine) and keeps it in
+    ``result.server``.
     """
     ConfigError.check_int("n", n, 2, " to compare outputs")
     if not isinstance(sweep, Sequence):
@@ -541,9 +585,10 @@ async def batch_effect(
     if not 0.0 < alpha < 1.0:
         raise ConfigError("alpha", f"must be between 0 and 1, got {alpha!r}")
     ConfigError.check_int("resamples", resamples)
-    chosen = _resolve(conditions, sweep, n)
-    control = next((c.name for c in chosen if c.control), chosen[0].name)
+    chosen, control_condition = _resolve(conditions, sweep, n, control)
+    control = control_condition.name
     endpoint = endpoint_or_default(endpoint)
+    local = endpoint.base_url.startswith(("http://127.", "http://localhost", "http://[::1]"))
     sizes = _cell_sizes(n, blocks)
     design = (f"{blocks} blocks, each running every condition for {min(sizes)}"
               + (f"-{max(sizes)}" if max(sizes) != min(sizes) else "")
@@ -553,18 +598,25 @@ async def batch_effect(
               "change of backend during the run would look like a condition effect")
     samples: dict[str, list[Sample]] = {c.name: [] for c in chosen}
     calibration_sample: Sample | None = None
+    server: ServerInfo | None = None
 
     def analysis(upto: int) -> BatchEffectResult:
-        return analyze_conditions(
+        result = analyze_conditions(
             request, endpoint.label, samples, calibration=calibration_sample, control=control,
             n=n, blocks=upto, alpha=alpha, seed=seed, resamples=resamples, design=design,
-            endpoint_is_local=endpoint.base_url.startswith(("http://127.", "http://localhost")))
+            endpoint_is_local=local)
+        return result if server is None else result.model_copy(update={"server": server})
 
     async with ClientPool(endpoint, concurrency=n + background_concurrency,
                           rate_limit=rate_limit, retry=retry, timeouts=timeouts,
                           transport=transport) as pool:
+        if server_info if server_info is not None else local:
+            from .engines.info import server_info as probe
+
+            server = await probe(pool)
         if calibration:
-            calibration_sample = await pool.send(pool.prepare(request, "calibration"), 0)
+            calibration_sample = await pool.send(
+                pool.prepare(control_condition.adapt(request), "calibration"), 0)
         start = 0
         for block, size in enumerate(sizes):
             indices = range(start, start + size)
@@ -582,18 +634,24 @@ async def batch_effect(
 
 
 @contextlib.asynccontextmanager
-async def background_load(pool: ClientPool, request: Request, width: int
+async def background_load(pool: ClientPool, request: Request | None, width: int, *,
+                          calls: Sequence[PreparedCall] | None = None
                           ) -> AsyncIterator[None]:
     """Keep ``width`` requests with other prompts (same model and settings as ``request``)
-    in flight through ``pool`` for as long as the block runs, as other users would.
+    in flight through ``pool`` for as long as the block runs, as other users would
+    (``calls``: these prepared requests instead, one worker each).
 
     The block starts once they are in flight (or after 2 s, should a rate limit hold them
     back); their samples are discarded.
     """
+    if calls is None:
+        assert request is not None
+        calls = [pool.prepare(background_request(request, i), "background")
+                 for i in range(width)]
+    width = len(calls)
     if width == 0:
         yield
         return
-    calls = [pool.prepare(_background_request(request, i), "background") for i in range(width)]
 
     async def keep_busy(call: PreparedCall) -> None:
         while True:

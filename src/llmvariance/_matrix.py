@@ -21,6 +21,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ._analysis.compare import Comparison, p_text
+from ._analysis.printable import printable
 from ._analysis.report import LogprobAgreement, VarianceReport
 from ._analysis.stats import holm
 from ._client.endpoint import Endpoint
@@ -29,6 +30,8 @@ from ._client.transport import Timeouts
 from ._errors import ConfigError
 from ._experiment import VerdictKind, batch_effect
 from ._request import Request
+from ._speed import Speed, measure_speed
+from .engines.info import ServerInfo
 
 __all__ = ["MatrixResult", "MatrixRow", "parse_config", "server_matrix"]
 
@@ -58,6 +61,22 @@ class MatrixRow(BaseModel):
     """``pvalue`` adjusted again by Holm across the matrix's configurations."""
     logprobs: LogprobAgreement | None = None
     """The numbers under the text over the row's samples, when logprobs were asked for."""
+    server: ServerInfo | None = None
+    """What the server said it is (``/props`` and ``/slots`` on llama.cpp) and the command
+    line that started it."""
+    speed: list[Speed] = []
+    """Throughput and latency of the request at each concurrency measured (the price of
+    this configuration's determinism, or of its lack)."""
+
+    @property
+    def max_disagreement(self) -> float | None:
+        """The largest D of the row's conditions (None when none could be computed)."""
+        values = [r.disagreement_rate for r in self.conditions.values()
+                  if r.disagreement_rate is not None]
+        return max(values, default=None)
+
+    def speed_at(self, concurrency: int) -> Speed | None:
+        return next((s for s in self.speed if s.concurrency == concurrency), None)
 
 
 class MatrixResult(BaseModel):
@@ -89,11 +108,45 @@ class MatrixResult(BaseModel):
                              f"{f'{report.unique_count}/{report.n_ok}':>9} {d:<22} {p:>10}  "
                              f"{first}{failed}")
         lines.append("")
+        if any(row.speed for row in self.rows):
+            lines.extend([self.price_table(), ""])
         for row in self.rows:
             lines.append(f"{row.config}: {row.verdict_kind}: {row.verdict}")
+            if row.server is not None:
+                lines.append(f"  server: {printable(row.server.summary())}")
             lines.extend(f"  finding: {f}" for f in row.findings)
             if row.logprobs is not None:
                 lines.append(f"  logprobs: {row.logprobs.describe()}")
+        return "\n".join(lines)
+
+
+    def price_table(self) -> str:
+        """Per configuration: its largest D, whether any condition varied significantly,
+        and its throughput and latency, with the throughput as a share of the fastest."""
+        levels = sorted({s.concurrency for row in self.rows for s in row.speed})
+        fastest = {c: max((row.speed_at(c).tokens_per_s for row in self.rows  # type: ignore[union-attr]
+                           if row.speed_at(c) is not None), default=0.0) for c in levels}
+        width = max([len("configuration"), *(len(r.config) for r in self.rows)])
+        head = f"{'configuration':<{width}}  {'max D':>6}  {'varies':<7}"
+        for c in levels:
+            head += f"  {f'tok/s @{c}':>10} {'vs best':>7}  {'median/p90 s @' + str(c):>18}"
+        lines = ["the price of determinism (throughput measured in this run):", head]
+        for row in self.rows:
+            d = row.max_disagreement
+            varies = ("yes" if row.verdict_kind in ("batch_dependent", "varies_alone")
+                      else "no" if row.verdict_kind == "no_variation_observed" else "?")
+            line = f"{row.config:<{width}}  {'-' if d is None else f'{d:.3f}':>6}  {varies:<7}"
+            for c in levels:
+                speed = row.speed_at(c)
+                if speed is None:
+                    line += f"  {'-':>10} {'-':>7}  {'-':>18}"
+                    continue
+                share = speed.tokens_per_s / fastest[c] - 1 if fastest[c] else 0.0
+                median = "-" if speed.latency_median_s is None else f"{speed.latency_median_s:.2f}"
+                p90 = "-" if speed.latency_p90_s is None else f"{speed.latency_p90_s:.2f}"
+                line += (f"  {speed.tokens_per_s:>10.1f} {share:>+7.0%}  "
+                         f"{median + ' / ' + p90:>18}")
+            lines.append(line)
         return "\n".join(lines)
 
 
@@ -139,6 +192,9 @@ async def server_matrix(
     background_concurrency: int = 8,
     blocks: int | None = None,
     alpha: float = 0.05,
+    control: str | None = None,
+    speed: Sequence[int] = (1, 8),
+    speed_requests: int | None = None,
     seed: int = 0,
     retry: RetryPolicy | None = None,
     timeouts: Timeouts | None = None,
@@ -154,8 +210,16 @@ async def server_matrix(
     after each configuration, so an interrupted matrix keeps what it finished, and a
     rerun with the same request, n and conditions skips the configurations it has.
     ``on_row`` is called with each row as soon as it is done.
+
+    Every row also records the server's configuration (``engines.server_info``, and the
+    command line when the server factory has a ``command`` attribute, as
+    ``LlamaCppServer`` has) and, for each concurrency of ``speed``, the throughput and
+    latency of ``speed_requests`` copies of the request (default twice the concurrency,
+    at least 4; ``speed=()`` skips it): the price of each configuration.
     """
     ConfigError.check_int("n", n, 2, " to compare outputs")
+    for level in speed:
+        ConfigError.check_int("speed", level)
     if not configs:
         raise ConfigError("configs", "name at least one server configuration")
     settings_list = [parse_config(c) if isinstance(c, str) else dict(c) for c in configs]
@@ -172,18 +236,27 @@ async def server_matrix(
     for label, settings in zip(labels, settings_list, strict=True):
         row = done.get(label)
         if row is None:
-            async with server(**settings) as base_url:
+            started = server(**settings)
+            async with started as base_url:
+                endpoint = Endpoint(base_url=base_url, api_key=None, name=label)
                 result = await batch_effect(
-                    request, n, endpoint=Endpoint(base_url=base_url, api_key=None,
-                                                  name=label),
-                    conditions=list(conditions), background_concurrency=background_concurrency,
-                    blocks=blocks, alpha=alpha, seed=seed, retry=retry, timeouts=timeouts)
+                    request, n, endpoint=endpoint, conditions=list(conditions),
+                    background_concurrency=background_concurrency, blocks=blocks,
+                    alpha=alpha, control=control, server_info=True, seed=seed, retry=retry,
+                    timeouts=timeouts)
+                speeds = [await measure_speed(request, endpoint=endpoint, concurrency=level,
+                                              requests=speed_requests, retry=retry,
+                                              timeouts=timeouts) for level in speed]
+            info = result.server
+            command = getattr(started, "command", None)
+            if info is not None and command:
+                info = info.model_copy(update={"command": [str(a) for a in command]})
             row = MatrixRow(config=label, settings=settings, conditions=result.conditions,
                             verdict=result.verdict, verdict_kind=result.verdict_kind,
                             comparisons=result.comparisons,
                             adjusted_pvalues=result.adjusted_pvalues,
                             findings=result.findings, pvalue=result.pvalue,
-                            logprobs=result.logprobs)
+                            logprobs=result.logprobs, server=info, speed=speeds)
         rows.append(row)
         result_so_far = MatrixResult(request=request, n=n, conditions=list(conditions),
                                      rows=rows)

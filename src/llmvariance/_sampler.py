@@ -31,6 +31,7 @@ from ._request import REQUEST_TYPES, Request
 from ._runs.runfile import RunContents, RunFile
 from ._sample import Sample, SampleError
 from ._version import __version__
+from .engines.info import ServerInfo
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -59,6 +60,8 @@ class SampleSet(BaseModel):
     failed with one error waiting cannot fix (``SampleError.final``: a bad key, a model that
     does not exist, an unknown host, an untrusted certificate). ``samples`` then holds only
     the indices sent; calling again with the same run file sends the rest."""
+    server: ServerInfo | None = None
+    """The server's configuration, asked before the run (``sample_many(server_info=True)``)."""
 
     @property
     def texts(self) -> list[str]:
@@ -102,6 +105,7 @@ async def sample_many(
     on_sample: Callable[[Sample], Any] | None = None,
     condition: str | None = None,
     keep_samples: bool = True,
+    server_info: bool = False,
 ) -> SampleSet:
     """Send ``request`` ``n`` times and return every sample with the variance report.
 
@@ -119,7 +123,10 @@ async def sample_many(
     ``on_sample`` with each sample, in completion order. ``condition`` labels every
     sample (``Sample.condition``) for grouped reports. ``keep_samples=False`` keeps no
     sample in memory — only the report, built as they arrive (and the run file): memory
-    then stays flat however large ``n`` is.
+    then stays flat however large ``n`` is. ``server_info=True`` first asks the server what
+    it is and how it is configured (``engines.server_info``: llama.cpp's ``/props`` and
+    ``/slots``; SGLang's and vLLM's equivalents): kept in ``SampleSet.server`` and in the
+    run file's header (key ``server``).
 
     Arguments are checked, and a run file is validated, before anything is sent
     (``ConfigError`` names the field). Failed requests are samples, never exceptions.
@@ -135,7 +142,13 @@ async def sample_many(
     async with pool_for(pool, concurrency, endpoint, rate_limit, retry, timeouts, transport,
                         max_response_bytes) as (used, workers):
         call = used.prepare(request, condition)
-        return await _run(used, call, request, n, workers, options)
+        server = None
+        if server_info:
+            from .engines.info import server_info as probe
+
+            server = await probe(used)
+        result = await _run(used, call, request, n, workers, options, server)
+        return result if server is None else result.model_copy(update={"server": server})
 
 
 def checked_options(output: str | os.PathLike[str] | None, allow_endpoint_change: bool,
@@ -235,6 +248,7 @@ async def _run(
     n: int,
     workers: int,
     options: _Options,
+    server: ServerInfo | None = None,
 ) -> SampleSet:
     # Memory grows with the samples kept (none without keep_samples), never with n:
     # pending work is a range, and only indices a run file already holds are skipped.
@@ -243,9 +257,10 @@ async def _run(
     collector = VarianceCollector()
     run_file: RunFile | None = None
     if options.output is not None:
-        run_file, existing = RunFile.open(options.output, request, n, pool.endpoint,
-                                          __version__,
-                                          allow_endpoint_change=options.allow_endpoint_change)
+        run_file, existing = RunFile.open(
+            options.output, request, n, pool.endpoint, __version__,
+            allow_endpoint_change=options.allow_endpoint_change,
+            server=None if server is None else server.model_dump(mode="json"))
         try:
             if existing is not None:
                 skip = _resume(existing, n, kept if options.keep_samples else None,

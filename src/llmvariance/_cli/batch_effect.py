@@ -22,8 +22,10 @@ def add_parser(commands: Any) -> None:
     _common.add_request_flags(parser)
     parser.add_argument("-n", type=int, default=30, help="requests per condition (default 30)")
     parser.add_argument("--conditions", default="sequential,burst,loaded",
-                        help="comma-separated, in order (also concurrency=K for K in --sweep; "
-                             "default sequential,burst,loaded)")
+                        help="comma-separated, in order (also concurrency=K for K in --sweep, "
+                             "and history, cold, shared_prefix, mixed_lengths, batch=K, "
+                             "batch_mixed=K, seeded, seeded_burst, seeded_loaded; default "
+                             "sequential,burst,loaded)")
     parser.add_argument("--sweep", default="2,8",
                         help="concurrencies for the concurrency=K conditions (default 2,8)")
     parser.add_argument("--background", type=int, default=8,
@@ -35,6 +37,10 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--alpha", type=float, default=0.05,
                         help="significance level, Holm-corrected across conditions "
                              "(default 0.05)")
+    parser.add_argument("--control", metavar="CONDITION",
+                        help="the condition the others are tested against (default "
+                             "sequential; e.g. cold, to test warm conditions against cold "
+                             "caches)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument("--html", metavar="FILE.html",
                         help="also write the result as a self-contained HTML page")
@@ -53,7 +59,8 @@ async def run(args: argparse.Namespace) -> int:
     result = await batch_effect(
         _common.request(args), args.n, endpoint=_common.endpoint(args), sweep=sweep,
         conditions=split(args.conditions), background_concurrency=args.background,
-        blocks=args.blocks, alpha=args.alpha, rate_limit=_common.rate_limit(args),
+        blocks=args.blocks, alpha=args.alpha, control=args.control,
+        rate_limit=_common.rate_limit(args),
         retry=_common.retry(args))
     if args.json:
         print(result.model_dump_json(indent=2, exclude={"samples"}))

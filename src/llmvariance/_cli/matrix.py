@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .._errors import ConfigError
 from .._matrix import MatrixRow, parse_config, server_matrix
 from ..engines import LlamaCppServer, resolve_model
 from . import _common
@@ -45,6 +46,12 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--alpha", type=float, default=0.05,
                         help="significance level, Holm-corrected across conditions and "
                              "configurations (default 0.05)")
+    parser.add_argument("--control", metavar="CONDITION",
+                        help="the condition the others are tested against (default "
+                             "sequential)")
+    parser.add_argument("--speed", default="1,8", metavar="CONCURRENCIES",
+                        help="concurrencies to measure throughput and latency at, per "
+                             "configuration (default 1,8; empty: none)")
     parser.add_argument("--out", metavar="FILE.json",
                         help="written after each configuration; a rerun skips those done")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -61,9 +68,15 @@ async def run(args: argparse.Namespace) -> int:
         counts = ", ".join(f"{c} {r.unique_count}/{r.n_ok}" for c, r in row.conditions.items())
         print(f"done: {row.config}: {counts}", file=sys.stderr, flush=True)
 
+    try:
+        speed = [int(k) for k in split(args.speed)]
+    except ValueError:
+        raise ConfigError("speed", f"must be comma-separated integers, got {args.speed!r}"
+                          ) from None
     result = await server_matrix(request, args.n, args.config, server=server,
                                  conditions=split(args.conditions), blocks=args.blocks,
-                                 alpha=args.alpha, output=args.out, on_row=announce)
+                                 alpha=args.alpha, control=args.control, speed=speed,
+                                 output=args.out, on_row=announce)
     if args.json:
         print(result.model_dump_json(indent=2))
     else:

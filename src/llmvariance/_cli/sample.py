@@ -34,6 +34,9 @@ def add_parser(commands: Any) -> None:
                              "running the same command again resumes")
     parser.add_argument("--allow-endpoint-change", action="store_true",
                         help="resume a run file written against another base URL")
+    parser.add_argument("--server-info", action="store_true",
+                        help="ask the server for its configuration first (llama.cpp's /props "
+                             "and /slots; SGLang, vLLM) and record it in the run file")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--bootstrap", type=int, default=0, metavar="N",
                         help="add bootstrap intervals from N resamples (seeded)")
@@ -57,7 +60,7 @@ async def run(args: argparse.Namespace) -> int:
             request, args.n, endpoint=endpoint,
             concurrency=args.concurrency, rate_limit=_common.rate_limit(args),
             retry=_common.retry(args), output=args.out, progress=bar,
-            allow_endpoint_change=args.allow_endpoint_change)
+            allow_endpoint_change=args.allow_endpoint_change, server_info=args.server_info)
     if result.stopped_early is not None:
         print(f"llmvariance: {result.stopped_early}", file=sys.stderr)
         return 1
@@ -69,5 +72,7 @@ async def run(args: argparse.Namespace) -> int:
     else:
         print(f"{printable(result.endpoint)}  model={printable(request.model)}  n={args.n}  "
               f"concurrency={args.concurrency}")
+        if result.server is not None:
+            print(f"server: {printable(result.server.summary())}")
         print(report.to_text())
     return 0

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
@@ -71,6 +71,8 @@ class PreparedCall:
     """Recorded on every sample (``Sample.request_id``): which request of a suite."""
     block: int | None = None
     """Recorded on every sample (``Sample.block``): the block of a designed experiment."""
+    choices: int = 1
+    """Completions one response holds (``prepare_choices``: one per prompt)."""
 
 
 @dataclass(slots=True)
@@ -207,8 +209,42 @@ class ClientPool:
                            stream=request.stream)
         return PreparedCall(adapter, http, tokens, condition, request_id, block)
 
+    def prepare_choices(self, request: Request, prompts: Sequence[str],
+                        condition: str | None = None, block: int | None = None
+                        ) -> PreparedCall:
+        """Encode ``request`` with the list ``prompts`` in place of its prompt: one HTTP
+        request whose answer holds a completion of each (an exact batch, where the API has
+        prompt lists; ``ConfigError`` where it has not). Send it with ``send_choices``."""
+        if not prompts:
+            raise ConfigError("prompts", "name at least one prompt")
+        adapter = adapter_for(request, self._endpoint)
+        body = adapter.encode_many(request, prompts)
+        tokens = estimate_tokens(request) * len(prompts)
+        try:
+            self._limiter.check_cost(tokens)
+        except ValueError as exc:
+            raise ConfigError("max_tokens", str(exc)) from None
+        headers = adapter.headers(self._endpoint)
+        http = HTTPRequest("POST", self._endpoint.base_url + adapter.path,
+                           self._headers if headers == self._headers else headers, body)
+        return PreparedCall(adapter, http, tokens, condition, None, block, len(prompts))
+
     async def send(self, call: PreparedCall, index: int) -> Sample:
         """Send ``call`` as request ``index``, retrying per policy; always returns a Sample."""
+        return (await self._send(call, (index,)))[0]
+
+    async def send_choices(self, call: PreparedCall, indices: Sequence[int | None]
+                           ) -> list[Sample]:
+        """Send a ``prepare_choices`` call once (retrying per policy): its i-th completion
+        becomes the sample of index ``indices[i]``, or is dropped where that is None. Every
+        index ends as a sample: should the request fail, each carries its error.
+        ``Sample.usage`` is None (a server may report one prompt's usage for the list)."""
+        if len(indices) != call.choices:
+            raise ConfigError("indices", f"name one index (or None) for each of the "
+                              f"{call.choices} prompts, got {len(indices)}")
+        return await self._send(call, indices)
+
+    async def _send(self, call: PreparedCall, indices: Sequence[int | None]) -> list[Sample]:
         policy = self._retry
         attempt = 0
         while True:
@@ -216,21 +252,23 @@ class ClientPool:
             async with self._slots:
                 await self._limiter.acquire(call.tokens)
                 self._stats.attempts += 1
-                outcome, start = await self._attempt(call, index, attempt)
-            if isinstance(outcome, Sample):
+                outcome, start = await self._attempt(call, indices, attempt)
+            if not isinstance(outcome, _Failure):
                 return outcome
             if not outcome.retryable or attempt >= policy.max_attempts:
                 message = self._redactor.text(outcome.message)[:_MAX_MESSAGE_CHARS]
                 error = SampleError(kind=outcome.kind, message=message, status=outcome.status,
                                     final=outcome.final or outcome.status in _FINAL_STATUSES)
-                return Sample(index=index, endpoint=self._label, attempts=attempt,
-                              condition=call.condition, request_id=call.request_id,
-                              block=call.block, latency_s=self._clock() - start, error=error)
+                latency = self._clock() - start
+                return [Sample(index=index, endpoint=self._label, attempts=attempt,
+                               condition=call.condition, request_id=call.request_id,
+                               block=call.block, latency_s=latency, error=error)
+                        for index in indices if index is not None]
             self._stats.retries += 1
             await self._wait_before_retry(outcome, attempt, start)
 
-    async def _attempt(self, call: PreparedCall, index: int, attempt: int
-                       ) -> tuple[Sample | _Failure, float]:
+    async def _attempt(self, call: PreparedCall, indices: Sequence[int | None], attempt: int
+                       ) -> tuple[list[Sample] | _Failure, float]:
         """One attempt, and when it started: the send that was answered, after up to
         ``_MAX_RESENDS`` free resends of a request a stale connection swallowed."""
         key = self._stats.attempts
@@ -241,7 +279,7 @@ class ClientPool:
                 response = await self._transport.send(call.http)
             except RequestTimeout as exc:
                 self._stats.timeouts += 1
-                outcome: Sample | _Failure = _Failure("timeout", str(exc), None, True)
+                outcome: list[Sample] | _Failure = _Failure("timeout", str(exc), None, True)
             except ResponseTooLargeError as exc:  # retrying would read it all again
                 outcome = _Failure("response_too_large", str(exc), exc.status, False)
             except MalformedResponseError as exc:  # a stream cut short
@@ -259,13 +297,13 @@ class ClientPool:
                 outcome = _Failure("client_error", f"{type(exc).__name__}: {exc}", None,
                                    False)
             else:
-                outcome = self._read(call, index, response, self._clock() - start, attempt)
+                outcome = self._read(call, indices, response, self._clock() - start, attempt)
             finally:
                 del self._sent_at[key]
             return outcome, start
 
-    def _read(self, call: PreparedCall, index: int, response: HTTPResponse, latency: float,
-              attempt: int) -> Sample | _Failure:
+    def _read(self, call: PreparedCall, indices: Sequence[int | None], response: HTTPResponse,
+              latency: float, attempt: int) -> list[Sample] | _Failure:
         status = response.status
         headers = response.headers
         hints = None
@@ -282,8 +320,15 @@ class ClientPool:
             if response.chunks is not None:
                 completion, content_at = call.adapter.decode_stream(iter_sse(response.chunks))
                 timing = stream_timing(content_at)
+                completions = [completion]
+            elif call.choices == 1:
+                completions = [call.adapter.decode(response.body)]
             else:
-                completion = call.adapter.decode(response.body)
+                completions = call.adapter.decode_choices(response.body)
+                if len(completions) != call.choices:
+                    return _Failure("malformed_response", f"{call.choices} prompts were "
+                                    f"answered with {len(completions)} choices", status, True,
+                                    hints)
         except StreamError as exc:
             return _Failure("stream_error", str(exc), status, True, hints)
         except MalformedResponseError as exc:
@@ -299,28 +344,36 @@ class ClientPool:
             # per-request problem must never escape the run
             return _Failure("malformed_response", f"unexpected body shape: "
                             f"{type(exc).__name__}: {exc}", status, True, hints)
-        fields: Mapping[str, Any] = completion
-        # the key echoed anywhere, or assembled from pieces (stream deltas, text blocks)
-        if self._redactor.may_leak(response.body) or self._redactor.in_text(completion):
-            fields = self._redactor.response(completion)
-        try:
-            sample = Sample(index=index, endpoint=self._label, latency_s=latency,
-                            attempts=attempt, condition=call.condition,
-                            request_id=call.request_id, block=call.block, **fields, **timing)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            return _Failure("malformed_response", f"{where}: {first['msg']}", status, True,
-                            hints)
+        may_leak = self._redactor.may_leak(response.body)
+        samples: list[Sample] = []
+        for index, completion in zip(indices, completions, strict=True):
+            if index is None:
+                continue
+            fields: Mapping[str, Any] = completion
+            # the key echoed anywhere, or assembled from pieces (stream deltas, text blocks)
+            if may_leak or self._redactor.in_text(completion):
+                fields = self._redactor.response(completion)
+            if call.choices > 1:
+                fields = {**fields, "usage": None}
+            try:
+                samples.append(Sample(index=index, endpoint=self._label, latency_s=latency,
+                                      attempts=attempt, condition=call.condition,
+                                      request_id=call.request_id, block=call.block, **fields,
+                                      **timing))
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                where = ".".join(str(p) for p in first["loc"])
+                return _Failure("malformed_response", f"{where}: {first['msg']}", status, True,
+                                hints)
         self._limiter.succeeded()
-        usage = sample.usage
+        usage = samples[0].usage if call.choices == 1 and samples else None
         if usage is not None and usage.total_tokens is not None:
             self._limiter.adjust_tokens(usage.total_tokens - call.tokens)
         if hints is not None:
             wait = hints.exhausted_for_s(call.tokens)
             if wait is not None:  # the server's budget is spent: hold off before a 429
                 self._limiter.pause(min(wait, self._retry.max_server_wait_s))
-        return sample
+        return samples
 
     async def _wait_before_retry(self, failure: _Failure, attempt: int, sent_at: float
                                  ) -> None:
@@ -344,6 +397,22 @@ class ClientPool:
         wait = server_wait if server_wait is not None else self._retry.backoff_s(
             attempt, self._rng)
         await self._sleep(wait)
+
+    @property
+    def server_root(self) -> str:
+        """The base URL without its API version (``…/v1``): where an engine's own
+        endpoints are (llama.cpp's ``/props``, SGLang's ``/flush_cache``)."""
+        return self._endpoint.base_url.removesuffix("/").removesuffix("/v1")
+
+    async def call_server(self, method: str, path: str, body: bytes | None = None
+                          ) -> HTTPResponse:
+        """One request to ``server_root + path`` with the endpoint's headers (its key
+        among them): inside the concurrency limit, outside the rate limit, never retried.
+        For an engine's own endpoints (cache flushes, configuration), not for samples;
+        transport errors propagate (``TransportError``)."""
+        async with self._slots:
+            return await self._transport.send(HTTPRequest(method, self.server_root + path,
+                                                          self._headers, body))
 
     async def aclose(self) -> None:
         if self._owns_transport:

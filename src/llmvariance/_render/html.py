@@ -327,6 +327,7 @@ def _run(contents: RunContents) -> str:
             ("endpoint", safe_url(base_url) if isinstance(base_url, str) else None),
             ("endpoint name", endpoint.get("name")),
             ("extra headers (names only)", ", ".join(map(str, names)) or None)]
+    rows += _server_rows(contents.server)
     table = "".join(f"<tr><th>{_e(k)}</th><td>{_s(v)}</td></tr>" for k, v in rows
                     if v is not None)
     entries = (list(contents.request_records()) if contents.suite_ids is not None
@@ -334,7 +335,31 @@ def _run(contents: RunContents) -> str:
     details = "".join(
         f"<details{' open' if len(entries) == 1 else ''}><summary>{_s(name)}</summary>"
         f"<pre>{_s(_request_json(fields))}</pre></details>" for name, fields in entries)
-    return f'<div class="run"><table class="kv">{table}</table>{details}</div>'
+    return (f'<div class="run"><table class="kv">{table}</table>{details}'
+            f"{_server_details(contents.server)}</div>")
+
+
+def _server_rows(server: Mapping[str, Any] | None) -> list[tuple[str, Any]]:
+    """The server's configuration as rows of the run's table (nothing when unknown)."""
+    if not server:
+        return []
+    command = server.get("command")
+    return [("server", " ".join(str(v) for v in (server.get("engine"), server.get("build"))
+                                if v)),
+            ("slots", server.get("total_slots")),
+            ("command line", " ".join(map(str, command)) if isinstance(command, list)
+             else None),
+            ("asked at", server.get("fetched_at"))]
+
+
+def _server_details(server: Mapping[str, Any] | None) -> str:
+    """What the server answered about itself, in full, folded."""
+    if not server or not (server.get("props") or server.get("slots")):
+        return ""
+    shown = {"props": server.get("props"), "slots": server.get("slots")}
+    return (f"<details><summary>server configuration ({_s(server.get('engine'))})</summary>"
+            f"<pre>{_s(json.dumps(_scrub(shown), indent=2, ensure_ascii=False))}</pre>"
+            "</details>")
 
 
 def _request_fields(contents: RunContents) -> list[dict[str, Any]]:
@@ -498,6 +523,11 @@ def _experiment_page(result: BatchEffectResult, title: str | None, plots: bool) 
     if result.design:
         facts.append(f"<p class=\"note\">Design: {_e(result.design)}; alpha = "
                      f"{result.alpha:g}.</p>")
+    if result.server is not None:
+        info = result.server.model_dump(mode="json")
+        cells = "".join(f"<tr><th>{_e(k)}</th><td>{_s(v)}</td></tr>"
+                        for k, v in _server_rows(info) if v not in (None, ""))
+        facts.append(f"<table class=\"kv\">{cells}</table>{_server_details(info)}")
     findings = "".join(f"<li>{_s(f)}</li>" for f in result.findings)
     if result.logprobs is not None:
         findings += f"<li>logprobs: {_e(result.logprobs.describe())}</li>"

@@ -36,7 +36,8 @@ if TYPE_CHECKING:
     from .._experiment import BatchEffectResult
     from .._matrix import MatrixResult
 
-__all__ = ["plot_conditions", "plot_divergence", "plot_entropy", "plot_report", "plot_tree"]
+__all__ = ["plot_conditions", "plot_divergence", "plot_entropy", "plot_price", "plot_report",
+           "plot_tree"]
 
 
 # -- per-position entropy ----------------------------------------------------------------
@@ -171,6 +172,53 @@ def plot_conditions(source: BatchEffectResult | MatrixResult | Mapping[str, Vari
     ax.set_yticks([0, 0.25, 0.5, 0.75, 1.0])
     if len(series) > 1:
         ax.legend(fontsize=8, frameon=False, loc="upper left")
+    return finish(figure_of(ax), path)
+
+
+# -- the price of determinism ------------------------------------------------------------
+
+def plot_price(matrix: MatrixResult, path: str | os.PathLike[str] | None = None, *,
+               concurrency: int | None = None, ax: Axes | None = None) -> Figure:
+    """Variance against throughput, one point per server configuration: the largest D of
+    its conditions (with that condition's 95 % interval) over its completion tokens per
+    second at ``concurrency`` (default: the highest measured). Red: some condition
+    varied; blue: no variation observed; grey: inconclusive. The configurations that never
+    vary, and what they cost against the fastest, read off the left of the figure."""
+    from .._matrix import MatrixResult
+
+    if not isinstance(matrix, MatrixResult):
+        raise ConfigError("matrix", f"must be a MatrixResult, got {type(matrix).__name__}")
+    levels = sorted({s.concurrency for row in matrix.rows for s in row.speed})
+    level = concurrency if concurrency is not None else (levels[-1] if levels else None)
+    ax = axes_for(ax, 8, 4.0)
+    style(ax, f"Variance against throughput (concurrency {level})" if level else
+          "Variance against throughput")
+    points = []
+    for row in matrix.rows:
+        speed = row.speed_at(level) if level is not None else None
+        d = row.max_disagreement
+        if speed is None or d is None:
+            continue
+        worst = max((r for r in row.conditions.values() if r.disagreement_rate is not None),
+                    key=lambda r: r.disagreement_rate or 0.0)
+        ci = worst.disagreement_rate_ci
+        points.append((row, speed.tokens_per_s, d, ci))
+    if not points:
+        note(ax, "no configuration has both a D and a throughput at this concurrency")
+        return finish(figure_of(ax), path)
+    colours = {"batch_dependent": RED, "varies_alone": RED, "no_variation_observed": BLUE}
+    for row, x, d, ci in points:
+        colour = colours.get(row.verdict_kind, GREY)
+        if ci is not None:
+            ax.errorbar([x], [d], yerr=[[d - ci.low], [ci.high - d]], color=colour,
+                        capsize=3, linewidth=1)
+        ax.scatter([x], [d], color=colour, zorder=3, s=28)
+        ax.annotate(row.config, (x, d), xytext=(4, 4), textcoords="offset points",
+                    fontsize=7, color=INK, parse_math=False)
+    ax.set_xlabel("completion tokens per second (this run)", fontsize=9)
+    ax.set_ylabel("largest D over the conditions", fontsize=9)
+    ax.set_ylim(-0.05, 1.1)
+    ax.set_xlim(0, max(x for _, x, _, _ in points) * 1.25)
     return finish(figure_of(ax), path)
 
 

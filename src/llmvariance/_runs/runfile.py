@@ -23,6 +23,10 @@ differs when it is not. The header stays the same size whatever K is.
     {"record": "request", "id": "q2", "request": {...}}
     {"record": "sample", "request_id": "q1", "index": 0, "text": "...", ...}
 
+A header may hold ``"server"``: the configuration the server reported before the run
+(``sample_many(server_info=True)``: engine, build, slots, settings, command line); readers
+tolerate its absence.
+
 Files of format ``llmvariance.run/1`` (a suite's requests were a list in the header) are
 still read and resumed. A header is a JSON object: a later version adds keys to it and
 raises the format's number only when an older reader would misread the file.
@@ -180,6 +184,13 @@ class RunContents:
         """The n the run was started with (resumes may have asked for more)."""
         value = self.header.get("n")
         return value if isinstance(value, int) else None
+
+    @property
+    def server(self) -> dict[str, Any] | None:
+        """The server's configuration the header recorded (key ``server``); None in files
+        written without it (before it existed, or without ``server_info=True``)."""
+        value = self.header.get("server")
+        return value if isinstance(value, dict) else None
 
     @property
     def endpoint_url(self) -> str | None:
@@ -426,6 +437,7 @@ class RunFile:
     def open(cls, path: str | os.PathLike[str], request: Request | Suite, n: int,
              endpoint: Endpoint,
              version: str, *, allow_endpoint_change: bool = False,
+             server: dict[str, Any] | None = None,
              ) -> tuple[RunFile, RunContents | None]:
         """Open ``path`` for ``request`` (or a suite's requests): create it, or resume it.
 
@@ -434,7 +446,8 @@ class RunFile:
         request sent to this endpoint's URL (unless ``allow_endpoint_change``), or it is
         refused with ``ConfigError`` and left untouched. A cut last line is truncated
         away first. The file is locked before it is read or changed, so two processes
-        never interleave (the second is refused).
+        never interleave (the second is refused). ``server`` (``ServerInfo.model_dump``)
+        goes in a new file's header as ``server``; a resumed file keeps its header.
         """
         path = Path(path)
         try:
@@ -460,6 +473,7 @@ class RunFile:
                     "library_version": version, "started_at": _now(), "n": n, **requests,
                     "endpoint": {"base_url": endpoint.base_url, "name": endpoint.label,
                                  "header_names": sorted(endpoint.headers)},
+                    **({"server": server} if server is not None else {}),
                 }, flush=suite is None)
                 if suite is not None:
                     run._handle.writelines(_suite_lines(suite))

@@ -13,22 +13,29 @@ fetches two small GGUF models into ``cache_dir()``.
 
 from ._process import EngineCommand, ServerProcess, free_port
 from ._setup import MODELS, cache_dir, llama_server_path, model_path
+from .cache import CACHE_POLICIES, CachePolicy, cache_policy
+from .info import ServerInfo, server_info
 from .llamacpp import LlamaCppServer, find_llama_server, llamacpp_command, resolve_model
 from .sglang import sglang_command
 from .vllm import vllm_command
 
 __all__ = [
+    "CACHE_POLICIES",
     "MODELS",
+    "CachePolicy",
     "EngineCommand",
     "LlamaCppServer",
+    "ServerInfo",
     "ServerProcess",
     "cache_dir",
+    "cache_policy",
     "find_llama_server",
     "free_port",
     "llama_server_path",
     "llamacpp_command",
     "model_path",
     "resolve_model",
+    "server_info",
     "sglang_command",
     "vllm_command",
 ]

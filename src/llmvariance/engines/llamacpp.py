@@ -76,12 +76,24 @@ def llamacpp_command(
     batch_size: int | None = None,
     seed: int | None = None,
     threads_http: int | None = DEFAULT_THREADS_HTTP,
+    ubatch_size: int | None = None,
+    flash_attn: bool | str | None = None,
+    cont_batching: bool | None = None,
+    cache_prompt: bool | None = None,
+    cache_ram: int | None = None,
+    slot_save_path: str | os.PathLike[str] | None = None,
     extra_args: Sequence[str] = (),
 ) -> EngineCommand:
     """The ``llama-server`` command line for these settings, listening on 127.0.0.1:port.
 
     ``None`` leaves a setting at llama.cpp's default, except ``threads``
     (``default_threads()``); ``kv_unified=False`` passes ``--no-kv-unified``.
+    ``flash_attn``: ``True``/``False`` or ``"on"``/``"off"``/``"auto"``;
+    ``cont_batching=False`` passes ``--no-cont-batching`` (requests then wait for the batch
+    in progress); ``cache_prompt=False`` passes ``--no-cache-prompt`` (the default of the
+    per-request ``cache_prompt``); ``cache_ram`` is the RAM prompt cache in MiB (0: off);
+    ``slot_save_path`` enables ``POST /slots/{id}?action=...`` (the ``llamacpp_erase``
+    cache policy).
     ``threads_http`` defaults to ``DEFAULT_THREADS_HTTP``, not llama.cpp's
     ``max(parallel + 2, cores - 1)``: each kept-alive connection holds an HTTP thread, so
     with few of them a client's idle connections starve its new requests (measured: a
@@ -89,9 +101,14 @@ def llamacpp_command(
     """
     for name, value in (("parallel", parallel), ("ctx_size", ctx_size),
                         ("threads", threads), ("batch_size", batch_size),
-                        ("threads_http", threads_http)):
+                        ("threads_http", threads_http), ("ubatch_size", ubatch_size)):
         if value is not None:
             ConfigError.check_int(name, value)
+    if cache_ram is not None:
+        ConfigError.check_int("cache_ram", cache_ram, -1)
+    flash = ("on" if flash_attn else "off") if isinstance(flash_attn, bool) else flash_attn
+    if flash not in (None, "on", "off", "auto"):
+        raise ConfigError("flash_attn", f"must be on, off, auto or a bool, got {flash_attn!r}")
     if isinstance(extra_args, str):
         raise ConfigError("extra_args", "must be a list of arguments, not one string")
     argv = [str(find_llama_server(binary)), "--model", str(resolve_model(model)),
@@ -99,9 +116,13 @@ def llamacpp_command(
             *argv_flags([("--parallel", parallel), ("--ctx-size", ctx_size),
                          ("--threads", threads or default_threads()),
                          ("--batch-size", batch_size), ("--seed", seed),
-                         ("--threads-http", threads_http)])]
-    if kv_unified is not None:
-        argv.append("--kv-unified" if kv_unified else "--no-kv-unified")
+                         ("--threads-http", threads_http), ("--ubatch-size", ubatch_size),
+                         ("--flash-attn", flash), ("--cache-ram", cache_ram),
+                         ("--slot-save-path", slot_save_path)])]
+    for flag, value in (("kv-unified", kv_unified), ("cont-batching", cont_batching),
+                        ("cache-prompt", cache_prompt)):
+        if value is not None:
+            argv.append(f"--{flag}" if value else f"--no-{flag}")
     return EngineCommand((*argv, *extra_args))
 
 
@@ -112,25 +133,36 @@ class LlamaCppServer:
     of its OpenAI-compatible API once ``/health`` answers, and leaves no process behind.
     """
 
-    __slots__ = ("_process", "settings")
+    __slots__ = ("_process", "command", "settings")
 
     def __init__(self, model: str | os.PathLike[str], *,
                  binary: str | os.PathLike[str] | None = None, parallel: int | None = None,
                  kv_unified: bool | None = None, ctx_size: int | None = None,
                  threads: int | None = None, batch_size: int | None = None,
                  seed: int | None = None, threads_http: int | None = DEFAULT_THREADS_HTTP,
+                 ubatch_size: int | None = None, flash_attn: bool | str | None = None,
+                 cont_batching: bool | None = None, cache_prompt: bool | None = None,
+                 cache_ram: int | None = None,
+                 slot_save_path: str | os.PathLike[str] | None = None,
                  extra_args: Sequence[str] = (),
                  log_path: str | os.PathLike[str] | None = None,
                  startup_timeout_s: float = 300.0) -> None:
         settings = {"parallel": parallel, "kv_unified": kv_unified, "ctx_size": ctx_size,
                     "threads": threads, "batch_size": batch_size, "seed": seed,
-                    "threads_http": threads_http, "extra_args": tuple(extra_args)}
+                    "threads_http": threads_http, "ubatch_size": ubatch_size,
+                    "flash_attn": flash_attn, "cont_batching": cont_batching,
+                    "cache_prompt": cache_prompt, "cache_ram": cache_ram,
+                    "slot_save_path": slot_save_path, "extra_args": tuple(extra_args)}
         llamacpp_command(model, port=1, binary=binary, **settings)  # type: ignore[arg-type]
         self.settings = settings
+        self.command: tuple[str, ...] | None = None
+        """The command line the server was started with (once it has been)."""
 
         def command(port: int) -> EngineCommand:
-            return llamacpp_command(model, port=port, binary=binary,
-                                    **settings)  # type: ignore[arg-type]
+            built = llamacpp_command(model, port=port, binary=binary,
+                                     **settings)  # type: ignore[arg-type]
+            self.command = built.argv
+            return built
 
         self._process = ServerProcess(command, name="llama-server", log_path=log_path,
                                       startup_timeout_s=startup_timeout_s)

@@ -240,7 +240,13 @@ class SimServer:
                 "text/event-stream" if call.stream else "application/json"))
         if call.stream:
             return await self._stream(request, engine, call, fault, headers)
-        body = call.body(await engine.generate(call.job))
+        siblings = getattr(call, "siblings", None)
+        if siblings:  # a prompt list: every prompt decodes at once, answered together
+            calls = [call, *siblings]
+            gens = await asyncio.gather(*(engine.generate(c.job) for c in calls))
+            body = call.body_many(list(gens))  # type: ignore[attr-defined]
+        else:
+            body = call.body(await engine.generate(call.job))
         if fault == "cut":
             response = web.StreamResponse(headers=headers)
             response.content_type = "application/json"

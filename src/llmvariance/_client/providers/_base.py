@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, ClassVar, TypedDict
 
 import orjson
 
-from ..._errors import MalformedResponseError
+from ..._errors import ConfigError, MalformedResponseError
 from ..._request import Request
 from ..endpoint import Endpoint
 from ._sse import SSEEvent
@@ -133,6 +133,16 @@ class ProviderAdapter(ABC):
         Raises ``StreamError`` for an error event, ``MalformedResponseError`` for a stream
         that ends before its final event (never a silently short text).
         """
+
+    def encode_many(self, request: Request, prompts: Sequence[str]) -> bytes:
+        """One body that asks for a completion of each of ``prompts`` (an exact batch);
+        APIs without prompt lists refuse with ``ConfigError``."""
+        raise ConfigError("request", f"{type(request).__name__} has no list of prompts: an "
+                          "exact batch needs a CompletionRequest (OpenAI-style /completions)")
+
+    def decode_choices(self, body: bytes) -> list[Completion]:
+        """Every choice of a 2xx body, in the order of the prompts (default: the one)."""
+        return [self.decode(body)]
 
     def error_message(self, status: int, body: bytes) -> str:
         """The provider's own explanation of a non-2xx response, for ``SampleError``."""

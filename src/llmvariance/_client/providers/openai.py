@@ -12,12 +12,12 @@ and ``data: [DONE]`` at the end; an ``{"error": ...}`` chunk is an error mid-str
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar
 
 import orjson
 
-from ..._errors import MalformedResponseError, StreamError
+from ..._errors import ConfigError, MalformedResponseError, StreamError
 from ..._request import ChatRequest, CompletionRequest, Request
 from ._base import (
     Completion,
@@ -230,7 +230,33 @@ class OpenAICompletionAdapter(ProviderAdapter):
 
     def decode(self, body: bytes) -> Completion:
         data = load_json(body)
-        choice = _first_choice(data)
+        return self._choice(data, _first_choice(data))
+
+    def encode_many(self, request: Request, prompts: Sequence[str]) -> bytes:
+        """One body whose ``prompt`` is the list ``prompts``: vLLM, SGLang and llama.cpp
+        answer it with one choice per prompt, ``index`` giving its position."""
+        assert isinstance(request, CompletionRequest)
+        if request.stream:
+            raise ConfigError("stream", "a request holding several prompts is sent "
+                              "unstreamed (their streams would interleave)")
+        body = _body_fields(request)
+        body["prompt"] = list(prompts)
+        return orjson.dumps(body)
+
+    def decode_choices(self, body: bytes) -> list[Completion]:
+        """Every choice, in the order of ``index`` (which must be 0..k-1, each once)."""
+        data = load_json(body)
+        choices = data.get("choices")
+        if not isinstance(choices, list) or not all(isinstance(c, dict) for c in choices):
+            raise MalformedResponseError("body has no list of choices")
+        positions = [c.get("index", i) for i, c in enumerate(choices)]
+        if sorted(positions) != list(range(len(choices))):
+            raise MalformedResponseError(f"the choices' indices are {positions}, not "
+                                         f"0..{len(choices) - 1} once each")
+        ordered = sorted(zip(positions, choices, strict=True), key=lambda pc: pc[0])
+        return [self._choice(data, choice) for _, choice in ordered]
+
+    def _choice(self, data: dict[str, Any], choice: dict[str, Any]) -> Completion:
         completion = _common(data, choice, choice.get("text"))
         logprobs = choice.get("logprobs")
         if isinstance(logprobs, dict) and logprobs.get("content"):  # llama.cpp: chat shape

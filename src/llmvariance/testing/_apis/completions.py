@@ -34,10 +34,18 @@ DEFAULT_MAX_TOKENS = 16  # OpenAI's default for /completions
 class CompletionCall(OpenAIChunkCall):
     def __init__(self, body: dict[str, Any], model: SimModel) -> None:
         prompt = body.get("prompt")
+        self.siblings: list[CompletionCall] = []
+        """The calls of the other prompts of a prompt list (decoded beside this one, as
+        vLLM and llama.cpp do: an exact batch); answered as one body by ``body_many``."""
+        if isinstance(prompt, list) and len(prompt) > 1:
+            if body.get("stream"):
+                raise BadRequest(400, "a list of prompts is answered unstreamed", "stream")
+            self.siblings = [CompletionCall({**body, "prompt": p}, model) for p in prompt[1:]]
+            prompt = prompt[0]
         if isinstance(prompt, list) and len(prompt) == 1:
             prompt = prompt[0]
         if not isinstance(prompt, str):
-            raise BadRequest(400, "prompt must be a string", "prompt")
+            raise BadRequest(400, "prompt must be a string or a list of strings", "prompt")
         top = body.get("logprobs")
         self.want_logprobs = top is not None
         job = make_job(prompt, max_tokens=body.get("max_tokens") or DEFAULT_MAX_TOKENS,
@@ -75,6 +83,20 @@ class CompletionCall(OpenAIChunkCall):
                   "finish_reason": gen.finish_reason}
         payload = self._envelope([choice])
         payload["usage"] = openai_usage(self.prompt_tokens, len(gen.choices))
+        return orjson.dumps(payload)
+
+    def body_many(self, gens: list[Generation]) -> bytes:
+        """One answer to a prompt list: a choice per prompt, ``index`` its position."""
+        calls = [self, *self.siblings]
+        choices = []
+        for i, (call, gen) in enumerate(zip(calls, gens, strict=True)):
+            logprobs = (call._logprobs(gen.choices, len(call.prompt)) if call.want_logprobs
+                        else None)
+            choices.append({"index": i, "text": gen.text, "logprobs": logprobs,
+                            "finish_reason": gen.finish_reason})
+        payload = self._envelope(choices)
+        payload["usage"] = openai_usage(sum(c.prompt_tokens for c in calls),
+                                        sum(len(g.choices) for g in gens))
         return orjson.dumps(payload)
 
     def broken(self) -> bytes:
