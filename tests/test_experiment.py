@@ -247,6 +247,16 @@ def test_verdicts_on_constructed_reports(conditions: dict[str, lv.VarianceReport
     assert message.startswith(start)
 
 
+def test_no_variation_observed_names_a_condition_that_could_not_be_measured() -> None:
+    # burst's and loaded's outputs agree with the control; batch=8 has one successful sample,
+    # so nothing bounds how it varies, and the verdict must not claim "every condition".
+    kind, message = lv.judge({"sequential": many({"a": 30}), "burst": many({"a": 30}),
+                              "batch=8": [lv.Sample(index=0, text="a")]}, resamples=999)
+    assert kind == "no_variation_observed"
+    assert ("all 61 outputs are identical, in every condition measured (not batch=8: too few "
+            "successful samples)") in message
+
+
 def test_an_inconclusive_verdict_says_what_would_decide_it() -> None:
     _, message = lv.judge({"sequential": many({"a": 30}), "burst": many({"a": 28, "b": 2})},
                           resamples=999)

@@ -381,6 +381,11 @@ def _evaluate(samples: Mapping[str, Sequence[Sample]], calibration: Sample | Non
     if len(fingerprints) > 1:
         findings.append(f"the backend fingerprint changed during the run ({len(fingerprints)} "
                         "values), so some variation may come from different backends")
+    unmeasured = [name for name in reports if name != control and name not in comparisons]
+    if comparisons and unmeasured:
+        findings.append("not in the verdict, too few successful samples to compare: " + ", ".join(
+            f"{name} ({reports[name].n_ok} of {reports[name].n_samples} succeeded)"
+            for name in unmeasured))
     kind, verdict = _decide(reports, comparisons, adjusted, control, alpha, local)
     return {"conditions": reports, "verdict": verdict, "verdict_kind": kind,
             "reference": reference, "reference_source": source, "comparisons": comparisons,
@@ -431,6 +436,10 @@ def _decide(reports: Mapping[str, VarianceReport], comparisons: Mapping[str, Com
                      "still be batched with other users' traffic, so batching is not ruled out")
         return "varies_alone", text
     everything = [r for r in reports.values() if r.n_ok]
+    missing = [name for name in reports if name != control and name not in comparisons]
+    # A condition whose samples failed was not observed at all: the bound says nothing about it.
+    measured = (f" measured (not {', '.join(missing)}: too few successful samples)"
+                if missing else "")
     modes = {r.top_outputs[0].text for r in everything if r.top_outputs}
     if all(r.all_agree for r in everything) and len(modes) == 1:
         total = sum(r.n_ok for r in everything)
@@ -438,7 +447,8 @@ def _decide(reports: Mapping[str, VarianceReport], comparisons: Mapping[str, Com
         per = min(r.n_ok for r in everything)
         _, per_bound, _ = rate_interval(0, per, 1 - alpha)
         return "no_variation_observed", (
-            f"no variation observed: all {total} outputs are identical, in every condition. "
+            f"no variation observed: all {total} outputs are identical, in every condition"
+            f"{measured}. "
             f"So at most {pooled_bound:.1%} of requests differ ({1 - alpha:.0%} one-sided, "
             f"0 of {total}), and at most {per_bound:.1%} in any one condition (0 of {per}): "
             "consistent with deterministic, batch-invariant inference up to that bound")
