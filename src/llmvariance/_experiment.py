@@ -507,6 +507,7 @@ async def batch_effect(
     seed: int = 0,
     resamples: int = 9999,
     on_block: Callable[[int, BatchEffectResult], Any] | None = None,
+    on_trial: Callable[[Trial, list[Sample]], Any] | None = None,
     rate_limit: RateLimit | None = None,
     retry: RetryPolicy | None = None,
     timeouts: Timeouts | None = None,
@@ -523,7 +524,8 @@ async def batch_effect(
     to block. The verdict tests each condition against the control at ``alpha`` with Holm's
     correction; permutations and bootstraps take ``resamples`` draws seeded by ``seed``.
     ``on_block(block, interim_result)`` is called after each block with the analysis so
-    far. Against a paid API this sends about ``n * len(conditions) + 1`` requests plus the
+    far; ``on_trial(trial, samples)`` after each cell (a condition in a block), for
+    progress. Against a paid API this sends about ``n * len(conditions) + 1`` requests plus the
     background traffic of ``loaded``.
     """
     ConfigError.check_int("n", n, 2, " to compare outputs")
@@ -573,7 +575,10 @@ async def batch_effect(
             for condition in order:
                 trial = Trial(pool, request, condition.name, block, indices,
                               background_concurrency)
-                samples[condition.name].extend(await condition.run(trial))
+                done = await condition.run(trial)
+                samples[condition.name].extend(done)
+                if on_trial is not None:
+                    on_trial(trial, done)
             if on_block is not None and block < blocks - 1:
                 on_block(block, analysis(block + 1))
     for arm in samples.values():
