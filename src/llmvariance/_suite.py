@@ -23,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-from ._analysis.answers import AnswerSpec, Comparison, OutputTally
+from ._analysis.answers import AnswerSpec, Comparison, OutputTally, comparison_record
 from ._analysis.collect import VarianceCollector
 from ._analysis.report import VarianceReport
 from ._analysis.suitereport import SuiteReport, suite_report
@@ -199,7 +199,8 @@ async def sample_suite(
                               keep_samples, None)
     async with pool_for(pool, concurrency, endpoint, rate_limit, retry, timeouts, transport,
                         max_response_bytes) as (used, workers):
-        return await _run_suite(used, suite, n, workers, options, comparison)
+        return await _run_suite(used, suite, n, workers, options, comparison,
+                                comparison_record(answer, normalize))
 
 
 class _Tracks:
@@ -220,7 +221,8 @@ class _Tracks:
 
 
 async def _run_suite(pool: ClientPool, suite: Sequence[tuple[str, Request]], n: int,
-                     workers: int, options: _Options, comparison: Comparison) -> SuiteResult:
+                     workers: int, options: _Options, comparison: Comparison,
+                     record: dict[str, Any] | None = None) -> SuiteResult:
     calls = [pool.prepare(request, request_id=rid) for rid, request in suite]
     keep = n if options.keep_samples else 0
     tracks = {rid: _Tracks(comparison, keep) for rid, _ in suite}
@@ -229,7 +231,8 @@ async def _run_suite(pool: ClientPool, suite: Sequence[tuple[str, Request]], n: 
     if options.output is not None:
         run_file, existing = RunFile.open(options.output, suite, n, pool.endpoint,
                                           __version__,
-                                          allow_endpoint_change=options.allow_endpoint_change)
+                                          allow_endpoint_change=options.allow_endpoint_change,
+                                          header={"comparison": record} if record else None)
         try:
             if existing is not None:
                 skip = _resume(existing, n, tracks, options.keep_samples)

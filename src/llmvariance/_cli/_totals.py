@@ -64,18 +64,28 @@ def _prompt_tokens(request: Request) -> int:
     return estimate_tokens(request) - _completion_limit(request)
 
 
+_LISTED = 10
+"""Requests named one by one in a dry run; a suite's others are counted."""
+
+
 def dry_run_text(parts: Iterable[tuple[str, Request, int]], *, rpm: float | None,
                  tpm: float | None, extra: str = "") -> str:
     """What a run would send: ``parts`` are (label, request, how many times)."""
     lines = ["dry run: nothing is sent"]
     requests = tokens = prompt = size = 0
+    listed = 0
     for label, request, count in parts:
         each = estimate_tokens(request)
         requests += count
         tokens += each * count
         prompt += _prompt_tokens(request) * count
         size += record_bytes(request) * count
-        lines.append(f"  {label}: {count:,} x {request.model} (about {each:,} tokens each)")
+        listed += 1
+        if listed <= _LISTED:
+            lines.append(f"  {label}: {count:,} x {request.model} (about {each:,} tokens "
+                         "each)")
+    if listed > _LISTED:
+        lines.append(f"  ... and {listed - _LISTED:,} more requests")
     lines.append(f"requests          {requests:,}{extra}")
     lines.append(f"tokens (at most)  about {tokens:,} ({prompt:,} prompt + "
                  f"{tokens - prompt:,} completion limit)")

@@ -26,6 +26,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from .._analysis.printable import INVISIBLE_BUT_LINES, printable
 from .._analysis.report import VarianceReport, split_points
+from .._analysis.suitereport import SuiteReport
 from .._analysis.tree import DivergenceTree, TreeNode
 from .._errors import ConfigError
 from .._runs.runfile import RunContents
@@ -187,8 +188,13 @@ def _failures(r: VarianceReport) -> str:
 
 
 def _tree_item(tree: DivergenceTree, node: TreeNode) -> str:
-    text = (f"<code>{_s(node.text)}</code>" if node.text
-            else '<span class="ends">(the output ends here)</span>')
+    if node.text:
+        text = f"<code>{_s(node.text)}</code>"
+    elif node.is_branch_point:  # the root of outputs that differ from their first token
+        text = '<span class="ends">(no text in common: they differ from the start)</span>'
+    else:
+        text = '<span class="ends">(the output ends here)</span>'
+
     if node.is_branch_point:
         margin = "" if node.margin is None else f", margin {node.margin:.3g}"
         where = f"splits at token {node.end_token} (char {node.end_char}){margin}"
@@ -395,7 +401,7 @@ def _figure(svg: str, name: str) -> str:
 
 # -- the page ----------------------------------------------------------------------------
 
-def html_report(report: VarianceReport | BatchEffectResult,
+def html_report(report: VarianceReport | BatchEffectResult | SuiteReport,
                 path: str | os.PathLike[str] | None = None, *,
                 tree: DivergenceTree | None = None, runs: Iterable[RunContents] = (),
                 title: str | None = None, plots: bool = True) -> str:
@@ -413,6 +419,10 @@ def html_report(report: VarianceReport | BatchEffectResult,
     if isinstance(report, BatchEffectResult):
         return _write(_experiment_page(report, title, plots), path)
     runs = list(runs)
+    if isinstance(report, SuiteReport):
+        from .suite_html import suite_page
+
+        return _write(suite_page(report, _prompt_reports(report, runs), runs, title), path)
     tree = tree if tree is not None else report.tree
     figures = _figures(report, tree) if plots and report.n_ok else None
     tree_svg, other_svgs = figures if figures is not None else ("", "")
@@ -435,6 +445,22 @@ def html_report(report: VarianceReport | BatchEffectResult,
         "the network.</footer>",
     ])
     return _write(_page(tab, body), path)
+
+
+def _prompt_reports(suite: SuiteReport, runs: Sequence[RunContents]
+                    ) -> dict[str, VarianceReport]:
+    """The reports of the suite's most varying prompts, from its run files (one pass)."""
+    from .._analysis.collect import VarianceCollector
+    from .suite_html import DETAILED_PROMPTS
+
+    wanted = [p.id for p in suite.prompts if p.distinct > 1][:DETAILED_PROMPTS]
+    collectors = {rid: VarianceCollector(grouped=False) for rid in wanted}
+    for contents in runs:
+        for sample in contents.iter_samples():
+            collector = collectors.get(sample.request_id or "")
+            if collector is not None:
+                collector.add(sample)
+    return {rid: c.report() for rid, c in collectors.items()}
 
 
 def _page(tab: str, body: str) -> str:

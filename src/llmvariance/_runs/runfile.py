@@ -35,7 +35,7 @@ import itertools
 import os
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -426,6 +426,7 @@ class RunFile:
     def open(cls, path: str | os.PathLike[str], request: Request | Suite, n: int,
              endpoint: Endpoint,
              version: str, *, allow_endpoint_change: bool = False,
+             header: Mapping[str, Any] | None = None,
              ) -> tuple[RunFile, RunContents | None]:
         """Open ``path`` for ``request`` (or a suite's requests): create it, or resume it.
 
@@ -434,7 +435,8 @@ class RunFile:
         request sent to this endpoint's URL (unless ``allow_endpoint_change``), or it is
         refused with ``ConfigError`` and left untouched. A cut last line is truncated
         away first. The file is locked before it is read or changed, so two processes
-        never interleave (the second is refused).
+        never interleave (the second is refused). ``header`` adds keys to a new file's
+        header (a suite's ``comparison``).
         """
         path = Path(path)
         try:
@@ -460,6 +462,7 @@ class RunFile:
                     "library_version": version, "started_at": _now(), "n": n, **requests,
                     "endpoint": {"base_url": endpoint.base_url, "name": endpoint.label,
                                  "header_names": sorted(endpoint.headers)},
+                    **(header or {}),
                 }, flush=suite is None)
                 if suite is not None:
                     run._handle.writelines(_suite_lines(suite))
