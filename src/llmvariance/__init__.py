@@ -79,13 +79,17 @@ from ._render.plot import (
 )
 from ._request import (
     ChatMessage,
+    ChatMessageParam,
     ChatRequest,
     CompletionRequest,
     InputMessage,
+    InputMessageParam,
     Message,
+    MessageParam,
     MessagesRequest,
     ResponsesRequest,
     TextBlock,
+    TextBlockParam,
 )
 from ._runs.runfile import RunContents, read_run
 from ._runs.suitefile import (
@@ -107,6 +111,7 @@ __all__ = [
     "ArmSummary",
     "BatchEffectResult",
     "ChatMessage",
+    "ChatMessageParam",
     "ChatRequest",
     "ClientPool",
     "Comparison",
@@ -128,6 +133,7 @@ __all__ = [
     "Http1Transport",
     "HypothesisTestResult",
     "InputMessage",
+    "InputMessageParam",
     "JsonPointer",
     "KeptSamples",
     "LLMVarianceError",
@@ -137,6 +143,7 @@ __all__ = [
     "MatrixResult",
     "MatrixRow",
     "Message",
+    "MessageParam",
     "MessagesRequest",
     "MockTransport",
     "OutputCount",
@@ -166,6 +173,7 @@ __all__ = [
     "SuiteRequest",
     "SuiteResult",
     "TextBlock",
+    "TextBlockParam",
     "Timeouts",
     "Transport",
     "TransportError",

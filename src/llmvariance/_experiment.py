@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict
 
 from ._analysis.collect import VarianceCollector
 from ._analysis.compare import Comparison, compare_cells, counts_of, p_text
+from ._analysis.display import Displayed, fmt
 from ._analysis.estimates import rate_interval
 from ._analysis.report import LogprobAgreement, VarianceReport
 from ._analysis.stats import holm
@@ -183,7 +184,7 @@ def condition_named(text: str) -> Condition | None:
 
 # -- the result -----------------------------------------------------------------------------
 
-class BatchEffectResult(BaseModel):
+class BatchEffectResult(Displayed, BaseModel):
     """Per-condition reports of one batch-effect experiment, the tests, and what they mean."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -254,6 +255,11 @@ class BatchEffectResult(BaseModel):
 
     def __str__(self) -> str:
         return self.to_text()
+
+    def _summary(self) -> str:
+        return (f"{self.request.model}@{self.endpoint} n={self.n} "
+                f"conditions={','.join(self.conditions)} {self.verdict_kind} "
+                f"p={fmt(self.pvalue)}")
 
 
 # -- the analysis (pure) --------------------------------------------------------------------

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from .display import Displayed, fmt
 from .metrics import pair_prefix_length
 from .printable import printable
 from .tree.model import DivergenceTree
@@ -200,7 +201,7 @@ class LogprobAgreement(BaseModel):
                 f"{self.max_abs_diff_within_outputs:.1e})")
 
 
-class VarianceReport(Row):
+class VarianceReport(Displayed, Row):
     """How N answers to one identical request differ.
 
     Metrics are over the ``n_ok`` successful samples (n below); failures are counted by
@@ -321,6 +322,14 @@ class VarianceReport(Row):
                 lines.append(f"by {title}:")
                 lines.extend(_group_row(name, r) for name, r in sorted(groups.items()))
         return "\n".join(lines)
+
+    def _summary(self) -> str:
+        if not self.n_ok:
+            return f"n={self.n_samples} ok=0 (every sample failed)"
+        first = ("all agree" if self.common_prefix_tokens is None
+                 else f"first divergence at token {self.common_prefix_tokens}")
+        return (f"n={self.n_samples} ok={self.n_ok} distinct={self.unique_count} "
+                f"D={fmt(self.disagreement_rate)} {first}")
 
     def __str__(self) -> str:
         return self.to_text()

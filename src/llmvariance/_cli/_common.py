@@ -132,15 +132,16 @@ def request(args: argparse.Namespace, model: str | None = None) -> Request:
     """The request the flags describe, for the API of ``--api``."""
     model = model or args.model
     common = {"model": model, "temperature": args.temperature, "stream": args.stream}
-    user = [{"role": "user", "content": args.prompt}]
     kind = api(args)
     if kind == "completions":
         return CompletionRequest(prompt=args.prompt, max_tokens=args.max_tokens, **common)
     if kind == "messages":
-        return MessagesRequest(messages=user, max_tokens=args.max_tokens, **common)
+        return MessagesRequest(messages=[{"role": "user", "content": args.prompt}],
+                               max_tokens=args.max_tokens, **common)
     if kind == "responses":
         return ResponsesRequest(input=args.prompt, max_output_tokens=args.max_tokens, **common)
-    return ChatRequest(messages=user, max_tokens=args.max_tokens, **common)
+    return ChatRequest(messages=[{"role": "user", "content": args.prompt}],
+                       max_tokens=args.max_tokens, **common)
 
 
 def describe(exc: ValidationError) -> str:

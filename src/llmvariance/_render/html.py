@@ -493,7 +493,9 @@ _EXPERIMENT_HOW_TO_READ = (
     "every condition alike.</p>")
 
 
-def _experiment_page(result: BatchEffectResult, title: str | None, plots: bool) -> str:
+def experiment_facts(result: BatchEffectResult) -> list[str]:
+    """The verdict, the table of conditions, the reference and the design (the notebook
+    view shows these too)."""
     rows = []
     for name, r in result.conditions.items():
         comparison = result.comparisons.get(name)
@@ -524,6 +526,11 @@ def _experiment_page(result: BatchEffectResult, title: str | None, plots: bool) 
     if result.design:
         facts.append(f"<p class=\"note\">Design: {_e(result.design)}; alpha = "
                      f"{result.alpha:g}.</p>")
+    return facts
+
+
+def _experiment_page(result: BatchEffectResult, title: str | None, plots: bool) -> str:
+    facts = experiment_facts(result)
     findings = "".join(f"<li>{_s(f)}</li>" for f in result.findings)
     if result.logprobs is not None:
         findings += f"<li>logprobs: {_e(result.logprobs.describe())}</li>"

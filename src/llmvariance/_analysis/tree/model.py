@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from ..display import Displayed
+
 if TYPE_CHECKING:
     import os
 
@@ -64,7 +66,7 @@ class TreeNode(BaseModel):
         return bool(self.children) or self.pruned_branches > 0
 
 
-class DivergenceTree(BaseModel):
+class DivergenceTree(Displayed, BaseModel):
     """The distinct outputs of a run as a tree of branch points; see ``TreeNode``.
 
     ``nodes`` is in depth-first order (the most common alternative first), ``nodes[0]``
@@ -119,6 +121,13 @@ class DivergenceTree(BaseModel):
 
     def __str__(self) -> str:
         return self.to_text()
+
+    def _summary(self) -> str:
+        root = self.root
+        where = ("" if root is None else f" root ends at token {root.end_token}"
+                 + (" (a branch point)" if root.is_branch_point else ""))
+        return (f"n={self.n} distinct={self.unique_count} nodes={len(self.nodes)} "
+                f"leaves={len(self.leaves())}{where}")
 
     def plot(self, path: str | os.PathLike[str] | None = None, **kwargs: Any) -> Any:
         """``lv.plot_tree(self, path, ...)``: the tree as a matplotlib figure.
