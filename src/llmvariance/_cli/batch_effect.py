@@ -12,6 +12,7 @@ from .._analysis.printable import printable
 from .._demo import render
 from .._errors import ConfigError
 from .._experiment import BatchEffectResult, Trial, batch_effect
+from .._experiment import _resolve as resolve_conditions
 from .._runs.runfile import RunFile
 from .._sample import Sample
 from .._version import __version__
@@ -70,6 +71,8 @@ async def run(args: argparse.Namespace) -> int:
     request = _common.with_sampling_flags(args, _common.request(args))
     conditions = split(args.conditions)
     ConfigError.check_int("n", args.n, 2, " to compare outputs")
+    resolve_conditions(conditions, sweep, args.n)  # an unknown one is named before anything
+    limits, policy = _common.rate_limit(args), _common.retry(args)
     endpoint = _common.endpoint(args)
     folder = args.out or args.out_dir
     if folder is not None:
@@ -99,8 +102,8 @@ async def run(args: argparse.Namespace) -> int:
     result = await batch_effect(
         request, args.n, endpoint=endpoint, sweep=sweep,
         conditions=conditions, background_concurrency=args.background,
-        blocks=args.blocks, alpha=args.alpha, rate_limit=_common.rate_limit(args),
-        retry=_common.retry(args), on_trial=cell)
+        blocks=args.blocks, alpha=args.alpha, rate_limit=limits,
+        retry=policy, on_trial=cell)
     for arm in result.samples.values():
         tally.add(arm)
     if result.calibration is not None:

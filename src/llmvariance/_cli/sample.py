@@ -72,6 +72,8 @@ async def run(args: argparse.Namespace) -> int:
     console = Console("sample", quiet=args.quiet)
     request = _request(args)
     ConfigError.check_int("n", args.n)
+    ConfigError.check_int("concurrency", args.concurrency)
+    limits, policy = _common.rate_limit(args), _common.retry(args)
     endpoint = _common.endpoint(args, anthropic=isinstance(request, MessagesRequest))
     args.run_file = out_dir_run_file(args)
     if args.dry_run:
@@ -83,8 +85,8 @@ async def run(args: argparse.Namespace) -> int:
     with ProgressBar(enabled=console.interactive) as bar:
         result = await sample_many(
             request, args.n, endpoint=endpoint,
-            concurrency=args.concurrency, rate_limit=_common.rate_limit(args),
-            retry=_common.retry(args), output=args.run_file, progress=bar, on_sample=tally,
+            concurrency=args.concurrency, rate_limit=limits,
+            retry=policy, output=args.run_file, progress=bar, on_sample=tally,
             allow_endpoint_change=args.allow_endpoint_change)
     totals(console, args, tally)
     raise_if_failed(result.report, result.stopped_early)

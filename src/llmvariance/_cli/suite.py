@@ -69,6 +69,8 @@ async def run(args: argparse.Namespace) -> int:
     suite = [(rid, _common.with_sampling_flags(args, r)) for rid, r in read_suite(
         args.file, api=args.api, model=args.model, stream=True if args.stream else None)]
     ConfigError.check_int("n", args.n)
+    ConfigError.check_int("concurrency", args.concurrency)
+    limits, policy = _common.rate_limit(args), _common.retry(args)
     answer: AnswerSpec | None = args.answer
     if args.answer_pointer is not None:
         answer = JsonPointer(args.answer_pointer)
@@ -85,8 +87,8 @@ async def run(args: argparse.Namespace) -> int:
     with ProgressBar(enabled=console.interactive) as bar:
         result = await sample_suite(
             suite, args.n, endpoint=endpoint,
-            concurrency=args.concurrency, rate_limit=_common.rate_limit(args),
-            retry=_common.retry(args), output=args.run_file, progress=bar, on_sample=tally,
+            concurrency=args.concurrency, rate_limit=limits,
+            retry=policy, output=args.run_file, progress=bar, on_sample=tally,
             allow_endpoint_change=args.allow_endpoint_change, answer=answer,
             normalize=args.normalize, keep_samples=args.keep_samples)
     totals(console, args, tally)
