@@ -439,7 +439,7 @@ def sample_many_sync(
     """``sample_many`` without ``await``, the same arguments (spelled out, so a type
     checker catches ``concurency=8`` or ``n="30"``): for scripts, and for notebooks and
     other code inside a running event loop, where it runs in a thread of its own (on
-    uvloop when installed: ``pip install llmvariance[fast]``; ``LLMVARIANCE_UVLOOP=0``
+    uvloop when installed: ``pip install uvloop``; ``LLMVARIANCE_UVLOOP=0``
     opts out). In async code, ``await lv.sample_many(...)`` is the better call."""
     result: SampleSet = run_sync(
         sample_many, request, n, endpoint=endpoint, pool=pool, concurrency=concurrency,

@@ -65,7 +65,7 @@ def _figures_or_hint() -> None:
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        raise ConfigError("plot", "needs matplotlib: pip install 'llmvariance[plot]'"
+        raise ConfigError("plot", "needs matplotlib: pip install matplotlib"
                           ) from None
 
 
@@ -108,7 +108,7 @@ async def run(args: argparse.Namespace) -> int:
         page = html_report(suite if suite is not None else report, html_path, tree=tree,
                            runs=runs)
         without = ("" if "<svg" in page or not report.n_ok
-                   else " (without figures: pip install 'llmvariance[plot]')")
+                   else " (without figures: pip install matplotlib)")
         wrote.append(f"wrote {html_path}{without}")
     parts: dict[str, Any] = {"provenance": _provenance(runs),
                              "report": report.model_dump(mode="json")}

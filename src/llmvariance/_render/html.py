@@ -429,7 +429,7 @@ def html_report(report: VarianceReport | BatchEffectResult | SuiteReport,
     plots_body = other_svgs or (
         "<p class=\"note\">No successful samples to draw.</p>" if not report.n_ok else
         "<p class=\"note\">Figures need matplotlib: "
-        "<code>pip install 'llmvariance[plot]'</code>.</p>")
+        "<code>pip install matplotlib</code>.</p>")
     models = sorted({str(r.get("model")) for c in runs for r in _request_fields(c)})
     shown = f": {', '.join(_s(m) for m in models)}" if models else ""
     heading = _e(title) if title else f"llmvariance report{shown}"
@@ -546,7 +546,7 @@ def _experiment_page(result: BatchEffectResult, title: str | None, plots: bool) 
             figure = _figure(svg(plot.plot_conditions(result), "conditions"), "conditions")
         except ImportError:
             figure = ("<p class=\"note\">Figures need matplotlib: "
-                      "<code>pip install 'llmvariance[plot]'</code>.</p>")
+                      "<code>pip install matplotlib</code>.</p>")
     if figure:
         sections.append(_section("plots", "D by condition", figure))
     details = "".join(f"<details><summary>{_s(name)} against {_s(result.control)}</summary>"
