@@ -44,6 +44,7 @@ RUNNABLE = {"python": "python", "bash": "bash", "sh": "bash", "shell": "bash"}
 MARKER = re.compile(r"<!--\s*readme-test:\s*(server|real|skip)\s*(\(.*\))?\s*-->")
 README_PORT = "127.0.0.1:8000"
 TIMEOUT_S = 300
+BASH = shutil.which("bash") or "/bin/bash"
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,7 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dic
            "MPLBACKEND": "Agg", "NO_COLOR": "1"}
     server = next(b for b in BLOCKS if b.marker == "server")
     command = server.code.strip().replace("--port 8000", "--port 0")
-    with subprocess.Popen(["bash", "-c", f"exec {command}"], cwd=where, env=env,
+    with subprocess.Popen([BASH, "-c", f"exec {command}"], cwd=where, env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                           text=True) as proc:
         try:
@@ -152,7 +153,7 @@ def test_the_readme_block_runs_as_written(block: Block,
     where, env = folder
     code = block.code.replace(README_PORT, env["README_SERVER"])
     command = ([sys.executable, "-c", code] if block.language == "python"
-               else ["bash", "-e", "-o", "pipefail", "-c", code])
+               else [BASH, "-e", "-o", "pipefail", "-c", code])
     out = subprocess.run(command, cwd=where, env=env, capture_output=True, text=True,
                          timeout=TIMEOUT_S, check=False)
     assert out.returncode == 0, f"README line {block.line}:\n{out.stdout}\n{out.stderr}"
