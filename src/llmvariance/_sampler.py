@@ -464,6 +464,10 @@ def run_sync(function: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any)
     try:
         asyncio.get_running_loop()
     except RuntimeError:
+        inside = False
+    else:
+        inside = True
+    if not inside:  # outside the except clause: the run must not inherit its exception
         return run_loop(call)
     name = function.__name__
     if kwargs.get("pool") is not None:

@@ -12,6 +12,7 @@ import orjson
 from .._analysis.printable import printable
 from .._analysis.report import VarianceReport
 from .._client.endpoint import Endpoint
+from .._errors import ConfigError
 from .._request import Request
 from .._runs.runfile import read_run
 from .._version import __version__
@@ -31,8 +32,11 @@ def add_out_dir_flag(parser: argparse.ArgumentParser, what: str = "the run file"
 
 
 def out_dir_run_file(args: argparse.Namespace, name: str = "run.jsonl") -> str | None:
-    """The run file: ``--out``, else ``DIR/run.jsonl`` with ``--out-dir``, else None."""
+    """The run file: ``--out``, else ``DIR/run.jsonl`` with ``--out-dir``, else None. A
+    directory given as ``--out`` is refused here, before the preflight sends anything."""
     out: str | None = getattr(args, "out", None)
+    if out is not None and Path(out).is_dir():
+        raise ConfigError("output", f"{out} is a directory: give a file (or --out-dir {out})")
     if out is None and getattr(args, "out_dir", None):
         out = str(Path(args.out_dir) / name)
     return out

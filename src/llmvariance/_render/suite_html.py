@@ -108,7 +108,10 @@ def suite_page(suite: SuiteReport, prompts: Mapping[str, VarianceReport],
     detailed = set(prompts)
     sections = [_prompt_section(i, p, prompts[p.id])
                 for i, p in enumerate(suite.prompts) if p.id in detailed]
-    heading = h._e(title) if title else "llmvariance suite report"
+    models = sorted({str(r.get("model")) for c in runs for r in h._request_fields(c)})
+    shown = f": {', '.join(h._s(m) for m in models)}" if models else ""
+    heading = h._e(title) if title else f"llmvariance suite report{shown}"
+    title = title or ("llmvariance suite report" + (f": {', '.join(models)}" if models else ""))
     body = "".join([
         f"<header><h1>{heading}</h1><p class=\"sub\">{suite.n_prompts} prompts, {suite.n} "
         "samples each: how many prompts give the same output every time.</p></header>",
@@ -116,4 +119,4 @@ def suite_page(suite: SuiteReport, prompts: Mapping[str, VarianceReport],
         h._runs(list(runs)),
         f"<footer>Written by llmvariance {h._e(__version__)}. This file loads nothing from "
         "the network.</footer>"])
-    return h._page(title or "llmvariance suite report", body)
+    return h._page(title, body)
