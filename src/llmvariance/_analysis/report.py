@@ -427,8 +427,8 @@ def _branch_lines(r: VarianceReport) -> list[str]:
         rest = len(children) - 3 + node.pruned_branches
         more = f", {rest} more" if rest > 0 else ""
         margin = "" if node.margin is None else f", margin {node.margin:.3g}"
-        lines.append(f"  token {node.end_token} (char {node.end_char}), {node.count} samples"
-                     f"{margin}: {shown}{more}")
+        lines.append(f"  token {node.end_token} (char {tree.split_char(node)}), "
+                     f"{node.count} samples{margin}: {shown}{more}")
     return lines
 
 

@@ -197,7 +197,7 @@ def _tree_item(tree: DivergenceTree, node: TreeNode) -> str:
 
     if node.is_branch_point:
         margin = "" if node.margin is None else f", margin {node.margin:.3g}"
-        where = f"splits at token {node.end_token} (char {node.end_char}){margin}"
+        where = f"splits at token {node.end_token} (char {tree.split_char(node)}){margin}"
     else:
         where = f"ends at token {node.end_token}"
     share = node.count / tree.n if tree.n else 0.0

@@ -109,6 +109,22 @@ class DivergenceTree(Displayed, BaseModel):
             chain.append(self.nodes[chain[-1].parent])
         return chain[::-1]
 
+    def split_char(self, node: TreeNode) -> int:
+        """The 0-based character at which ``node``'s alternatives first differ: its
+        ``end_char``, plus the characters its drawn alternatives still share at the start
+        of the token where they split (``' curious'`` and ``' restless'`` share the
+        space). The report's "leaves the most common output at char N" counts the same
+        way, so both name one position."""
+        texts = [child.text for child in self.children(node)]
+        if len(texts) < 2:
+            return node.end_char
+        shared = 0
+        for chars in zip(*texts, strict=False):
+            if any(c != chars[0] for c in chars):
+                break
+            shared += 1
+        return node.end_char + shared
+
     def prefix(self, node: TreeNode) -> str:
         """The whole text from the start of the output up to ``node.end_char``."""
         return "".join(n.text for n in self.path(node))
