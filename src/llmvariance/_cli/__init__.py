@@ -28,14 +28,19 @@ COMMANDS = {"sample": sample, "suite": suite, "batch-effect": batch_effect, "mat
             "report": report, "demo": demo, "serve": serve}
 
 
+def _no_default(value: object) -> bool:
+    """None, False or suppressed: nothing worth showing (0 and 0.0 are shown)."""
+    return value is None or value is False or value == argparse.SUPPRESS
+
+
 class _Formatter(argparse.RawDescriptionHelpFormatter):
     """Every flag's default in its help (unless the help already says it)."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         default = action.default
-        if ("default" in text.lower() or default in (None, False, argparse.SUPPRESS)
-                or action.nargs == 0 or not action.option_strings):
+        if ("default" in text.lower() or _no_default(default) or action.nargs == 0
+                or not action.option_strings):
             return text
         return f"{text} (default: %(default)s)" if text else "default: %(default)s"
 
@@ -68,6 +73,11 @@ def _parser() -> tuple[_Parser, dict[str, _Parser]]:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for module in COMMANDS.values():
         module.add_parser(commands)
+    for sub in commands.choices.values():
+        for action in sub._actions:  # a flag without help still shows its default
+            if (action.help is None and action.option_strings and action.nargs != 0
+                    and not _no_default(action.default)):
+                action.help = "(default: %(default)s)"
     return parser, dict(commands.choices)
 
 

@@ -89,14 +89,15 @@ def dry_run_text(parts: Iterable[tuple[str, Request, int]], *, rpm: float | None
     lines.append(f"requests          {requests:,}{extra}")
     lines.append(f"tokens (at most)  about {tokens:,} ({prompt:,} prompt + "
                  f"{tokens - prompt:,} completion limit)")
-    waits = []
+    waits, limits = [], []
     if rpm:
         waits.append(requests / rpm)
+        limits.append(f"--rpm {rpm:g}")
     if tpm:
         waits.append(tokens / tpm)
+        limits.append(f"--tpm {tpm:g}")
     lines.append("time the limits imply  " + (
-        f"at least {_duration(60 * max(waits))} (--rpm {rpm:g}, --tpm {tpm:g})".replace(
-            "--rpm None, ", "").replace(", --tpm None", "") if waits
+        f"at least {_duration(60 * max(waits))} ({', '.join(limits)})" if waits
         else "no client-side limit set (--rpm/--tpm)"))
     lines.append(f"run file          about {_size(size)}")
     return "\n".join(lines)

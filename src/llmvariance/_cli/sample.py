@@ -39,8 +39,9 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--request", metavar="BODY.json",
                         help="the request as one API body (OpenAI chat/completions/"
                              "responses or Anthropic messages, e.g. with system prompts, "
-                             "logit_bias, seed, logprobs); --model, --api and --stream "
-                             "override it, the other request flags are ignored")
+                             "logit_bias, seed, logprobs); --model, --api, --stream and "
+                             "the request options below override it; --prompt, "
+                             "--max-tokens and --temperature are ignored")
     parser.add_argument("-n", type=int, default=30, help="number of requests (default 30)")
     parser.add_argument("--concurrency", type=int, default=8, help="requests in flight")
     parser.add_argument("--out", metavar="FILE",
