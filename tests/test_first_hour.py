@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import orjson
@@ -505,3 +506,41 @@ def test_the_tree_figure_has_a_legend_and_a_margin_key_only_with_logprobs() -> N
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert labels == ["the most common output (7 of 10)", "other outputs", "branch point"]
     assert "Δ" not in ax.get_xlabel()
+
+
+# -- notebooks: every result is one line of text and a short view ------------------------------
+
+@pytest.mark.anyio
+async def test_every_result_has_a_one_line_repr_and_a_bounded_html_view() -> None:
+    req = lv.ChatRequest(model="m", messages=[{"role": "user", "content": "hi"}])
+    reports = {"sequential": lv.analyze(["a"] * 4), "burst": lv.analyze(["a", "b", "c", "a"])}
+    effect = lv.BatchEffectResult(request=req, endpoint="e", conditions=reports, samples={},
+                                  n=4, verdict="v", verdict_kind="batch_dependent",
+                                  adjusted_pvalues={"burst": 0.2})
+    rows = [lv.MatrixRow(config=name, settings={}, conditions=reports, verdict="v",
+                         verdict_kind="inconclusive") for name in ("parallel=1", "parallel=8")]
+    matrix = lv.MatrixResult(request=req, n=4, conditions=list(reports), rows=rows)
+    body = orjson.dumps({"choices": [{"message": {"content": "x" * 2000}}]})
+    transport = lv.MockTransport(lambda request: lv.HTTPResponse(200, body))
+    endpoint = lv.Endpoint(base_url="http://127.0.0.1:9/v1")
+    many = await lv.sample_many(req, 10_000, endpoint=endpoint, transport=transport,
+                                concurrency=64)
+    suite = await lv.sample_suite({"a": req}, 3, endpoint=endpoint, transport=transport)
+    expected: list[tuple[Any, str]] = [
+        (many, "<SampleSet m@127.0.0.1:9 n=10000 ok=10000 distinct=1 D=0>"),
+        (many.report, "<VarianceReport n=10000 ok=10000 distinct=1 D=0 all agree>"),
+        (effect, "<BatchEffectResult m@e n=4 conditions=sequential,burst batch_dependent "
+                 "p=0.2>"),
+        (matrix, "<MatrixResult m n=4 configurations=2 (parallel=1: inconclusive, "
+                 "parallel=8: inconclusive)>"),
+        (suite, "<SuiteResult 127.0.0.1:9 n=3 requests=1 tar_raw=1.0 tar_answer=None>"),
+        (suite.report, "<SuiteReport prompts=1 n=3 TARr@3=1 varying=0>"),
+    ]
+    for result, line in expected:
+        assert repr(result) == line
+        view = result._repr_html_()
+        assert view.startswith('<div class="lv-nb">') and len(view) < 60_000
+    tree = many.report.tree
+    assert tree is not None and repr(tree).startswith("<DivergenceTree n=10000 distinct=1")
+    # a 10,000-sample result was a 400,000-character repr; its view is a few kilobytes
+    assert len(many._repr_html_()) < 20_000
