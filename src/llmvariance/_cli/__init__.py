@@ -111,9 +111,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _interrupted(args: argparse.Namespace) -> str:
     """What Ctrl-C left: the samples the run file holds, and how to go on."""
-    path = getattr(args, "run_file", None) or getattr(args, "out", None)
+    path = getattr(args, "run_file", None)
+    if args.command == "matrix" and getattr(args, "out", None):
+        return (f"interrupted: the configurations done are in {args.out}; rerun the same "
+                "command to skip them")
     if not path or not os.path.isfile(path):
-        return "interrupted: nothing was saved (give --out FILE to keep samples and resume)"
+        hint = (" (--out FILE keeps samples, and a rerun resumes)"
+                if args.command in ("sample", "suite") else "")
+        return f"interrupted: nothing was saved{hint}"
     from .._runs.runfile import read_run
 
     try:
