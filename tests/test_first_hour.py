@@ -269,34 +269,43 @@ def test_batch_effect_and_demo_show_progress_and_quiet_silences_it(url: str) -> 
     assert demo.returncode == 0 and "dense: block 1 sequential: " in demo.stderr
 
 
-@pytest.mark.anyio
-async def test_ctrl_c_says_how_many_samples_are_saved_and_how_to_resume(
-        tmp_path: Path) -> None:
+def _sigint_as_usual() -> None:
+    # a shell without job control starts background commands with SIGINT ignored (and
+    # Python then never sees Ctrl-C): the command under test gets the usual disposition
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def test_ctrl_c_says_how_many_samples_are_saved_and_how_to_resume(tmp_path: Path) -> None:
     path = tmp_path / "run.jsonl"
-    server = SimServer(step_time_s=0.05)
-    async with server as base:
-        command = [*CLI, "sample", "--base-url", base, "--model", "dense", "--prompt", "hi",
-                   "-n", "400", "--max-tokens", "8", "--concurrency", "4", "--out",
-                   str(path)]
-        proc = await anyio.open_process(command)
-        async with proc:
-            with anyio.fail_after(30):
-                while not path.exists() or len(  # noqa: ASYNC110 - bounded
-                        path.read_bytes().splitlines()) < 6:
-                    await anyio.sleep(0.05)  # until the header and 5 samples are saved
-            proc.send_signal(signal.SIGINT)  # a real Ctrl-C
-            with anyio.fail_after(15):
-                code = await proc.wait()
-            assert proc.stderr is not None
-            stderr = b"".join([chunk async for chunk in proc.stderr]).decode()
-        held = len(lv.read_run(path))
-        assert code == 130 and "Traceback" not in stderr
-        assert (f"llmvariance sample: error: interrupted: {held:,} samples saved in {path}; "
-                "rerun the same command to resume") in stderr
-        again = await anyio.run_process([*command, "-n", "10"], check=False)
+    with subprocess.Popen([*CLI, "serve", "--port", "0", "--step-time", "0.05"],
+                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                          text=True) as server:
+        try:
+            assert server.stdout is not None
+            base = server.stdout.readline().strip()
+            command = [*CLI, "sample", "--base-url", base, "--model", "dense", "--prompt",
+                       "hi", "-n", "400", "--max-tokens", "8", "--concurrency", "4", "--out",
+                       str(path)]
+            with subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                  text=True, preexec_fn=_sigint_as_usual) as proc:
+                deadline = time.monotonic() + 30
+                while not path.exists() or len(path.read_bytes().splitlines()) < 6:
+                    assert time.monotonic() < deadline and proc.poll() is None
+                    time.sleep(0.05)  # until the header and 5 samples are saved
+                proc.send_signal(signal.SIGINT)  # a real Ctrl-C
+                _, stderr = proc.communicate(timeout=15)
+            held = len(lv.read_run(path))
+            assert proc.returncode == 130 and "Traceback" not in stderr
+            assert (f"llmvariance sample: error: interrupted: {held:,} samples saved in "
+                    f"{path}; rerun the same command to resume") in stderr
+            again = subprocess.run([*command, "-n", "10"], capture_output=True, text=True,
+                                   timeout=60, check=False)
+        finally:
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=10)
     assert again.returncode == 0
     assert f"resuming: {min(held, 10)} of 10 done, sending {10 - min(held, 10)}" in (
-        again.stderr.decode())
+        again.stderr)
 
 
 def test_colour_only_on_a_terminal_and_never_with_no_color(monkeypatch: pytest.MonkeyPatch,
