@@ -101,6 +101,26 @@ def test_every_sample_failing_is_status_3_with_the_commonest_reason(url: str) ->
         "every one of the 4 samples failed: x4 HTTP 404: The model `nope` does not exist.")
 
 
+@pytest.mark.anyio
+async def test_batch_effect_stops_when_its_first_samples_all_fail_the_same_way() -> None:
+    # without the preflight, an unknown model got all 21 requests before the run said
+    # what sample says after 5
+    server = SimServer()
+    async with server as base:
+        out = await anyio.run_process(
+            [*CLI, "batch-effect", "--base-url", base, "--model", "nope", "--prompt", "hi",
+             "-n", "10", "--conditions", "sequential,burst", "--no-preflight"],
+            check=False)
+    assert out.returncode == 3
+    errors = [ln for ln in out.stderr.decode().splitlines() if ": error: " in ln]
+    assert errors == ["llmvariance batch-effect: error: stopped early: the first 5 requests "
+                      "all failed with an error waiting cannot fix: HTTP 404: The model "
+                      "`nope` does not exist."]
+    # the calibration, block 1's two cells of 2 and block 2's first cell: nothing after
+    assert server.stats.requests == 1 + 2 + 2 + 2
+    assert "block 2/5 sequential" not in out.stderr.decode()
+
+
 def test_sample_measures_and_exits_0_and_bad_flags_exit_2(url: str) -> None:
     out = run("sample", "--base-url", url, "--model", "dense", "--prompt", "hi", "-n", "3",
               "--max-tokens", "4", "--json")
@@ -544,6 +564,11 @@ async def test_every_result_has_a_one_line_repr_and_a_bounded_html_view() -> Non
                  "parallel=8: inconclusive)>"),
         (suite, "<SuiteResult 127.0.0.1:9 n=3 requests=1 tar_raw=1.0 tar_answer=None>"),
         (suite.report, "<SuiteReport prompts=1 n=3 TARr@3=1 varying=0>"),
+        (lv.compare(["a"] * 10, ["a", "b"] * 5),
+         "<Comparison a n=10 vs b n=10 delta_D=+0.556 p=0.00639 significant>"),
+        (lv.compare_suites({"p": ["a"] * 5, "q": ["x"] * 5},
+                           {"p": ["a", "b", "c", "a", "d"], "q": ["x"] * 5}),
+         "<SuiteComparison prompts=2 TARr a=1 b=0.5 sign_p=0.5 significant_prompts=0>"),
     ]
     for result, line in expected:
         assert repr(result) == line

@@ -15,6 +15,7 @@ from .._experiment import BatchEffectResult, Trial, batch_effect
 from .._experiment import _resolve as resolve_conditions
 from .._runs.runfile import RunFile
 from .._sample import Sample
+from .._sampler import _EarlyStop
 from .._version import __version__
 from . import _common
 from ._common import CouldNotMeasure, ExitCode
@@ -89,12 +90,19 @@ async def run(args: argparse.Namespace) -> int:
         return ExitCode.MEASURED
     await check_reachable(args, console, endpoint, [request])
     blocks = args.blocks or min(5, args.n)
+    # sample's early stop, over the cells in the order they ran: when the first samples all
+    # failed with one error waiting cannot fix, the other cells would only record it again
+    early = _EarlyStop(args.n * len(conditions))
 
     def cell(trial: Trial, samples: list[Sample]) -> None:
         ok = [s for s in samples if s.error is None]
         distinct = len({s.text for s in ok})
         console.note(f"block {trial.block + 1 if trial.block is not None else 1}/{blocks} "
                      f"{trial.condition}: {len(ok)}/{len(samples)} ok, {distinct} distinct")
+        for sample in samples:
+            early.saw(sample)
+        if early.reason is not None:
+            raise CouldNotMeasure(printable(early.reason))
 
     console.note(f"batch-effect: 1 calibration request, then {blocks} blocks x "
                  f"{len(conditions)} conditions ({args.n} samples per condition)")
