@@ -62,6 +62,7 @@ def html_view(result: Any) -> str:
     """The view of any ``Displayed`` result (by its class)."""
     from .._analysis.compare import Comparison
     from .._analysis.report import VarianceReport
+    from .._analysis.suitecompare import SuiteComparison
     from .._analysis.suitereport import SuiteReport
     from .._analysis.tree.model import DivergenceTree
     from .._experiment import BatchEffectResult
@@ -83,7 +84,7 @@ def html_view(result: Any) -> str:
     if isinstance(result, SuiteResult | SuiteReport):
         return _wrap(title, _suite(result.report if isinstance(result, SuiteResult)
                                    else result))
-    if isinstance(result, Comparison):
+    if isinstance(result, Comparison | SuiteComparison):
         return _wrap(title, f"<p class=\"headline\">{h._e(result.verdict)}</p>"
                             f"<pre>{h._s(result.to_text())}</pre>")
     return _wrap(title, f"<pre>{h._s(repr(result))}</pre>")
