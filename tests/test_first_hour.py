@@ -415,6 +415,26 @@ def test_the_request_options_reach_the_request(url: str, tmp_path: Path) -> None
         out.stderr)
 
 
+def test_batch_effect_and_suite_take_the_same_request_options(url: str, tmp_path: Path
+                                                               ) -> None:
+    flags = ["--system", "Be brief.", "--seed", "7", "--logprobs", "2", "--top-p", "0.5",
+             "--stop", "END", "--logit-bias", "5=1", "-q"]
+    out = run("batch-effect", "--base-url", url, "--model", "moe", "--prompt", "hi", "-n", "4",
+              "--max-tokens", "8", "--conditions", "sequential,burst", "--out",
+              str(tmp_path / "be"), *flags)
+    assert out.returncode == 0, out.stderr
+    out = run("suite", str(EXAMPLES), "--base-url", url, "--model", "moe", "-n", "2",
+              "--out", str(tmp_path / "suite.jsonl"), *flags)
+    assert out.returncode == 0, out.stderr
+    [(_, in_suite), *_] = lv.read_run(tmp_path / "suite.jsonl").requests
+    for request in (lv.read_run(tmp_path / "be" / "burst.jsonl").request, in_suite):
+        assert isinstance(request, lv.ChatRequest)
+        assert (request.messages[0].role, request.messages[0].content) == ("system",
+                                                                           "Be brief.")
+        assert (request.seed, request.logprobs, request.top_logprobs, request.top_p,
+                request.stop, request.logit_bias) == (7, True, 2, 0.5, ["END"], {"5": 1.0})
+
+
 def test_out_dir_and_batch_effect_out_keep_every_file(url: str, tmp_path: Path) -> None:
     folder = tmp_path / "results"
     out = run("sample", "--base-url", url, "--model", "moe", "--prompt", "hi", "-n", "6",
