@@ -72,9 +72,15 @@ def test_the_key_from_the_environment_is_never_printed(served_url: str) -> None:
     key = "sk-cli-NEVERPRINT-42424242"
     env = {**os.environ, "OPENAI_API_KEY": key}
     out = run("sample", "--base-url", served_url, "--model", "missing", "--prompt", "p",
+              "-n", "2", "--no-preflight", env=env)
+    assert out.returncode == 3  # every sample failed: could not measure
+    assert "x2 HTTP 404" in out.stderr
+    assert key not in out.stdout + out.stderr
+    # the preflight asks about the unknown model once and says so in one line
+    out = run("sample", "--base-url", served_url, "--model", "missing", "--prompt", "p",
               "-n", "2", env=env)
-    assert out.returncode == 0
-    assert "failures          http_status 2" in out.stdout
+    assert out.returncode == 3
+    assert "preflight: model 'missing'" in out.stderr and len(out.stderr.splitlines()) == 1
     assert key not in out.stdout + out.stderr
 
 
@@ -104,7 +110,7 @@ async def test_ctrl_c_stops_a_run_promptly_without_a_traceback() -> None:
     async with server as url:
         proc = await anyio.open_process(
             [*CLI, "sample", "--base-url", url, "--model", "dense", "--prompt", "hi",
-             "-n", "50", "--max-tokens", "100", "--concurrency", "4"])
+             "-n", "50", "--max-tokens", "100", "--concurrency", "4", "--no-preflight"])
         async with proc:
             with anyio.fail_after(20):
                 await server.wait_for_in_flight(4)
@@ -124,7 +130,9 @@ def test_sample_out_resumes_and_report_merges_files(served_url: str, tmp_path: P
             "--max-tokens", "6"]
     out = run(*base, "-n", "4", "--out", str(first))
     assert out.returncode == 0, out.stderr
-    assert out.stderr == ""  # not a terminal: no progress bar
+    # not a terminal: no progress bar, only the totals
+    assert out.stderr.startswith("totals: 4 requests (0 failed) in ")
+    assert len(out.stderr.splitlines()) == 1
     again = run(*base, "-n", "6", "--out", str(first), "--json")
     assert json.loads(again.stdout)["n_samples"] == 6
     assert run(*base, "-n", "3", "--out", str(second)).returncode == 0
@@ -180,12 +188,12 @@ def test_batch_effect_says_it_could_not_measure_when_every_sample_fails(
         served_url: str) -> None:
     out = run("batch-effect", "--base-url", served_url, "--model", "no-such-model",
               "--prompt", "p", "-n", "4", "--conditions", "sequential,burst",
-              "--max-attempts", "1")
-    assert out.returncode == 0, out.stderr
-    assert "Traceback" not in out.stderr
-    assert "no-such-model: could_not_measure: could not measure: every sample failed" in (
-        " ".join(out.stdout.split()))
-    assert "8 of 8 samples failed (http_status 8)" in " ".join(out.stdout.split())
+              "--max-attempts", "1", "--no-preflight", "--quiet")
+    assert out.returncode == 3, out.stderr  # could not measure
+    assert out.stdout == ""
+    # one line, in the server's words, counting the calibration request too
+    assert out.stderr == ("llmvariance batch-effect: error: every one of the 9 samples "
+                          "failed: x9 HTTP 404: The model `no-such-model` does not exist.\n")
 
 
 def test_batch_effect_names_an_unknown_condition(served_url: str) -> None:

@@ -215,7 +215,7 @@ def test_chromium_renders_the_moe_report_with_tree_and_figures_and_no_request(
     text = " ".join(dom.text)
     root = tree.root
     assert root is not None
-    assert f"splits at token {root.end_token} (char {root.end_char})" in text
+    assert f"splits at token {root.end_token} (char {tree.split_char(root)})" in text
     assert f"{tree.n} samples, {tree.unique_count} distinct outputs" in text
 
     shot = tmp_path / "shot.png"

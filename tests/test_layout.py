@@ -60,7 +60,8 @@ def test_analysis_imports_figures_only_lazily_from_the_two_plot_methods() -> Non
     uses = [(p.relative_to(PACKAGE).as_posix(), function)
             for wing in ("_analysis", "_runs") for p in _wing(wing)
             for module, function in _imports(p) if _under(module, ("llmvariance._render",))]
-    assert sorted(uses) == [("_analysis/report.py", "plot"), ("_analysis/tree/model.py", "plot")]
+    assert sorted(uses) == [("_analysis/display.py", "_repr_html_"),
+                            ("_analysis/report.py", "plot"), ("_analysis/tree/model.py", "plot")]
 
 
 def test_analysis_never_opens_a_socket_or_reads_the_pool() -> None:

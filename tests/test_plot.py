@@ -130,5 +130,5 @@ def test_without_matplotlib_the_error_names_the_extra(monkeypatch: pytest.Monkey
         if name == "matplotlib" or name.startswith("matplotlib."):
             monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "matplotlib", None)
-    with pytest.raises(ImportError, match=r"pip install 'llmvariance\[plot\]'"):
+    with pytest.raises(ImportError, match=r"plots need matplotlib: pip install matplotlib"):
         lv.plot_entropy(lv.analyze(["a", "b"]))

@@ -92,8 +92,9 @@ def test_print_shows_the_first_branch_points() -> None:
     texts = ["The cat sat"] * 5 + ["The cat ran"] * 3 + ["The dog sat"] * 2
     text = str(lv.analyze(texts))
     assert "branch points     2 in the tree; the first 2 (print(report.tree) for all):" in text
-    assert "  token 1 (char 3), 10 samples: 8 ' cat', 2 ' dog sat'" in text
-    assert "  token 2 (char 7), 8 samples: 5 ' sat', 3 ' ran'" in text
+    # char: the first character that differs (' cat' and ' dog' share the space)
+    assert "  token 1 (char 4), 10 samples: 8 ' cat', 2 ' dog sat'" in text
+    assert "  token 2 (char 8), 8 samples: 5 ' sat', 3 ' ran'" in text
     assert "branch points" not in str(lv.analyze(["same"] * 3))
 
 

@@ -198,9 +198,20 @@ def test_sample_many_sync_runs_without_a_loop() -> None:
     assert result.samples[0].system_fingerprint == "fp_1"
 
 
-async def test_sample_many_sync_refuses_inside_a_running_loop() -> None:
-    with pytest.raises(RuntimeError, match=r"use `await sample_many\(\.\.\.\)`"):
-        lv.sample_many_sync(REQ, 1, endpoint=EP)
+async def test_sample_many_sync_runs_inside_a_running_loop_in_a_thread() -> None:
+    # a notebook cell: the caller's loop is running (and blocked while the cell runs), so
+    # the run gets a loop in a thread of its own
+    body = orjson.dumps({"choices": [{"message": {"content": "same"}}]})
+    result = lv.sample_many_sync(REQ, 3, endpoint=EP, transport=lv.MockTransport(
+        lambda request: lv.HTTPResponse(200, body)))
+    assert [s.text for s in result.samples] == ["same"] * 3
+    # a pool belongs to the caller's loop and cannot cross into the thread: say what to do
+    async with lv.ClientPool(EP) as pool:
+        with pytest.raises(RuntimeError, match=r"use `await lv.sample_many\(\.\.\.\)`"):
+            lv.sample_many_sync(REQ, 1, pool=pool)
+    # the caller's exception, raised in the thread, comes out as itself
+    with pytest.raises(lv.ConfigError, match=r"^n: "):
+        lv.sample_many_sync(REQ, 0, endpoint=EP)
 
 
 async def test_pool_repr_shows_state_and_no_secret() -> None:
@@ -312,8 +323,8 @@ async def test_a_slow_reader_slows_the_run_and_leaving_early_cancels_it() -> Non
 
 async def test_stream_samples_refuses_keep_samples_and_hands_over_config_errors() -> None:
     request = lv.ChatRequest(model="m", messages=[{"role": "user", "content": "hi"}])
-    with pytest.raises(lv.ConfigError, match="keep_samples"):
-        lv.stream_samples(request, 5, keep_samples=True)
+    with pytest.raises(TypeError, match="keep_samples"):  # no such parameter: typed away
+        lv.stream_samples(request, 5, keep_samples=True)  # type: ignore[call-arg]
 
     async def read_all() -> None:
         async with lv.stream_samples(request, 0, endpoint=lv.Endpoint(

@@ -230,9 +230,11 @@ async def test_the_suite_command_reports_tar_and_resumes_its_run_file(tmp_path: 
         assert "TARr@4            1.000" in out and "TARa@4" in out and "6 requests" in out
         sent = server.stats.requests
         code, out, err = await run_cli("suite", str(suite_file), "-n", "5", "--base-url", url,
-                                       "--model", "dense", "--out", str(path), "--json")
+                                       "--model", "dense", "--out", str(path), "--json",
+                                       "--no-preflight")
         assert code == 0, err
         assert server.stats.requests - sent == 6  # index 4 of each request, nothing else
+        assert "resuming: 24 of 30 done, sending 6" in err
     report = orjson.loads(out)
     assert report["tar_raw"] == 1.0 and report["n_evaluable"] == 6
     assert [p["id"] for p in report["prompts"]] == sorted(ids)
@@ -291,10 +293,13 @@ async def test_the_html_report_of_a_suite_shows_each_request_and_its_group(
                           transport=lv.MockTransport(echo), output=path)
     code, out, err = await run_cli("report", str(path), "--html", str(page))
     assert code == 0, err
-    assert "by request:" in out and f"wrote {page}" in err
+    assert out.index("TARr@3") < out.index("pooled over every request of the suite")
+    assert f"wrote {page}" in err
     html = page.read_text()
-    assert "By request" in html and "alpha prompt" in html and "beta prompt" in html
-    assert html.index("<summary><bdi>first</bdi></summary>") < html.index(
-        "<summary><bdi>second</bdi></summary>")
-    assert "llmvariance report: <bdi>m1</bdi>, <bdi>m2</bdi>" in html
-    assert "<title>llmvariance report: m1, m2</title>" in html and "sk-secret" not in html
+    # a suite's page: TARr first, a row per prompt, each request's text in the run's section
+    assert html.index("TARr@3") < html.index("Prompts, most varying first")
+    assert "<td><bdi>first</bdi></td>" in html and "<td><bdi>second</bdi></td>" in html
+    assert "alpha prompt" in html and "beta prompt" in html
+    assert "llmvariance suite report: <bdi>m1</bdi>, <bdi>m2</bdi>" in html
+    assert "<title>llmvariance suite report: m1, m2</title>" in html
+    assert "sk-secret" not in html

@@ -85,5 +85,5 @@ async def test_a_run_file_reads_into_the_same_frame(tmp_path: Path) -> None:
 
 def test_without_pandas_the_error_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "pandas", None)
-    with pytest.raises(ImportError, match=r"pip install 'llmvariance\[pandas\]'"):
+    with pytest.raises(ImportError, match=r"DataFrames need pandas: pip install pandas"):
         sample_set().to_pandas()

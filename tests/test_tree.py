@@ -91,8 +91,8 @@ def test_text_shows_counts_positions_and_margins() -> None:
     text = lv.divergence_tree(ten()).to_text()
     assert text.splitlines() == [
         "divergence tree: 10 samples, 3 distinct outputs; positions are 0-based provider tokens",
-        "10  'The cat'  splits at token 2 (char 7), margin 0.6",
-        "├─  8  ' sat on'  splits at token 4 (char 14), margin 0.2",
+        "10  'The cat'  splits at token 2 (char 8), margin 0.6",
+        "├─  8  ' sat on'  splits at token 4 (char 15), margin 0.2",
         "│  ├─  5  ' the mat'  ends at token 6",
         "│  └─  3  ' a hat'  ends at token 6",
         "└─  2  ' ran'  ends at token 3",

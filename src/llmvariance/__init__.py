@@ -83,13 +83,18 @@ from ._render.plot import (
 )
 from ._request import (
     ChatMessage,
+    ChatMessageParam,
     ChatRequest,
     CompletionRequest,
     InputMessage,
+    InputMessageParam,
     Message,
+    MessageParam,
     MessagesRequest,
+    Request,
     ResponsesRequest,
     TextBlock,
+    TextBlockParam,
 )
 from ._runs.runfile import RunContents, read_run
 from ._runs.suitefile import (
@@ -112,6 +117,7 @@ __all__ = [
     "ArmSummary",
     "BatchEffectResult",
     "ChatMessage",
+    "ChatMessageParam",
     "ChatRequest",
     "ClientPool",
     "Comparison",
@@ -133,6 +139,7 @@ __all__ = [
     "Http1Transport",
     "HypothesisTestResult",
     "InputMessage",
+    "InputMessageParam",
     "JsonPointer",
     "KeptSamples",
     "LLMVarianceError",
@@ -142,6 +149,7 @@ __all__ = [
     "MatrixResult",
     "MatrixRow",
     "Message",
+    "MessageParam",
     "MessagesRequest",
     "MockTransport",
     "OutputCount",
@@ -153,6 +161,7 @@ __all__ = [
     "Proportion",
     "RateLimit",
     "RateLimiter",
+    "Request",
     "RequestTimeout",
     "ResponseError",
     "ResponseTooLargeError",
@@ -172,6 +181,7 @@ __all__ = [
     "SuiteRequest",
     "SuiteResult",
     "TextBlock",
+    "TextBlockParam",
     "Timeouts",
     "Transport",
     "TransportError",

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from ._analysis.compare import p_text
 from ._analysis.report import around, split_points
 from ._client.endpoint import Endpoint
-from ._experiment import BatchEffectResult, batch_effect
+from ._experiment import BatchEffectResult, Trial, batch_effect
 from ._request import ChatRequest
+from ._sample import Sample
 
 __all__ = ["run_demo"]
 
@@ -70,8 +71,10 @@ def render(results: dict[str, BatchEffectResult]) -> str:
 
 
 async def run_demo(models: Sequence[str] = ("moe", "dense"), *, n: int = 30,
-                   max_tokens: int = 48, step_time_s: float = 0.002) -> str:
-    """Start the simulator, run ``batch_effect`` on each model, return the printout."""
+                   max_tokens: int = 48, step_time_s: float = 0.002,
+                   progress: Callable[[str], object] | None = None) -> str:
+    """Start the simulator, run ``batch_effect`` on each model, return the printout;
+    ``progress`` hears a line per model and per cell (a condition in a block)."""
     from .testing import SimServer
 
     results: dict[str, BatchEffectResult] = {}
@@ -81,7 +84,17 @@ async def run_demo(models: Sequence[str] = ("moe", "dense"), *, n: int = 30,
             request = ChatRequest(model=model, messages=[{"role": "user", "content": PROMPT}],
                                   max_tokens=max_tokens, temperature=0.0,
                                   logit_bias={"100257": -100})
-            results[model] = await batch_effect(request, n, endpoint=endpoint, sweep=(2, 8))
+            if progress is not None:
+                progress(f"{model}: the batch effect, {n} requests per condition")
+
+            def cell(trial: Trial, samples: list[Sample], model: str = model) -> None:
+                if progress is not None:
+                    distinct = len({s.text for s in samples if s.error is None})
+                    progress(f"  {model}: block {(trial.block or 0) + 1} {trial.condition}: "
+                             f"{len(samples)} samples, {distinct} distinct")
+
+            results[model] = await batch_effect(request, n, endpoint=endpoint, sweep=(2, 8),
+                                                on_trial=cell)
     header = (f"{n} identical chat requests per condition, temperature 0, {max_tokens} tokens, "
               f"against the built-in simulator\n(continuous batching, "
               f"{step_time_s * 1000:g} ms per decode step; `moe` has per-step expert "

@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict
 
 from ._analysis.collect import VarianceCollector
 from ._analysis.compare import Comparison, compare_cells, counts_of, p_text
+from ._analysis.display import Displayed, fmt
 from ._analysis.estimates import rate_interval
 from ._analysis.report import LogprobAgreement, VarianceReport
 from ._analysis.stats import holm
@@ -195,7 +196,7 @@ def condition_named(text: str) -> Condition | None:
 
 # -- the result -----------------------------------------------------------------------------
 
-class BatchEffectResult(BaseModel):
+class BatchEffectResult(Displayed, BaseModel):
     """Per-condition reports of one batch-effect experiment, the tests, and what they mean."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -269,6 +270,11 @@ class BatchEffectResult(BaseModel):
 
     def __str__(self) -> str:
         return self.to_text()
+
+    def _summary(self) -> str:
+        return (f"{self.request.model}@{self.endpoint} n={self.n} "
+                f"conditions={','.join(self.conditions)} {self.verdict_kind} "
+                f"p={fmt(self.pvalue)}")
 
 
 # -- the analysis (pure) --------------------------------------------------------------------
@@ -554,6 +560,7 @@ async def batch_effect(
     seed: int = 0,
     resamples: int = 9999,
     on_block: Callable[[int, BatchEffectResult], Any] | None = None,
+    on_trial: Callable[[Trial, list[Sample]], Any] | None = None,
     rate_limit: RateLimit | None = None,
     retry: RetryPolicy | None = None,
     timeouts: Timeouts | None = None,
@@ -570,7 +577,8 @@ async def batch_effect(
     to block. The verdict tests each condition against the control at ``alpha`` with Holm's
     correction; permutations and bootstraps take ``resamples`` draws seeded by ``seed``.
     ``on_block(block, interim_result)`` is called after each block with the analysis so
-    far. Against a paid API this sends about ``n * len(conditions) + 1`` requests plus the
+    far; ``on_trial(trial, samples)`` after each cell (a condition in a block), for
+    progress. Against a paid API this sends about ``n * len(conditions) + 1`` requests plus the
     background traffic of ``loaded``.
 
     ``control`` names the condition the others are tested against (default: the first
@@ -635,7 +643,10 @@ async def batch_effect(
             for condition in order:
                 trial = Trial(pool, request, condition.name, block, indices,
                               background_concurrency)
-                samples[condition.name].extend(await condition.run(trial))
+                done = await condition.run(trial)
+                samples[condition.name].extend(done)
+                if on_trial is not None:
+                    on_trial(trial, done)
             if on_block is not None and block < blocks - 1:
                 on_block(block, analysis(block + 1))
     for arm in samples.values():

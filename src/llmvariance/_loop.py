@@ -1,8 +1,9 @@
 """The event loop for code that starts one: uvloop when installed, asyncio otherwise.
 
-``pip install llmvariance[fast]`` adds uvloop, which ``sample_many_sync``, the command line
-and the benchmarks then use; ``LLMVARIANCE_UVLOOP=0`` opts out. aiohttp needs an asyncio
-loop, and uvloop is one.
+With uvloop installed (``pip install uvloop``, or the ``fast`` extra; it does not exist on
+Windows, where asyncio's loop is used) ``sample_many_sync``, the command line and the
+benchmarks run on it; ``LLMVARIANCE_UVLOOP=0`` opts out. aiohttp needs an asyncio loop, and
+uvloop is one.
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ._analysis.compare import Comparison, p_text
+from ._analysis.display import Displayed
 from ._analysis.printable import printable
 from ._analysis.report import LogprobAgreement, VarianceReport
 from ._analysis.stats import holm
@@ -79,7 +80,7 @@ class MatrixRow(BaseModel):
         return next((s for s in self.speed if s.concurrency == concurrency), None)
 
 
-class MatrixResult(BaseModel):
+class MatrixResult(Displayed, BaseModel):
     """Every configuration's row, in the order they ran."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -88,6 +89,12 @@ class MatrixResult(BaseModel):
     n: int
     conditions: list[str]
     rows: list[MatrixRow]
+
+    def _summary(self) -> str:
+        verdicts = ", ".join(f"{r.config}: {r.verdict_kind}" for r in self.rows[:4])
+        more = f", +{len(self.rows) - 4} more" if len(self.rows) > 4 else ""
+        return (f"{self.request.model} n={self.n} configurations={len(self.rows)} "
+                f"({verdicts}{more})")
 
     def to_text(self) -> str:
         """The table (configuration by condition) and each configuration's verdict."""

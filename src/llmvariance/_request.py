@@ -8,13 +8,47 @@ for the answer as server-sent events (and gives each sample its time to first to
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NotRequired, TypedDict
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["ChatMessage", "ChatRequest", "CompletionRequest", "InputMessage", "Message",
-           "MessagesRequest", "Request", "ResponsesRequest", "TextBlock"]
+__all__ = ["ChatMessage", "ChatMessageParam", "ChatRequest", "CompletionRequest",
+           "InputMessage", "InputMessageParam", "Message", "MessageParam", "MessagesRequest",
+           "Request", "ResponsesRequest", "TextBlock", "TextBlockParam"]
+
+
+# What a type checker accepts where messages go: plain dicts of these shapes, as OpenAI's
+# and Anthropic's SDKs accept them, or the models below. Either way the request holds the
+# validated models.
+
+class ChatMessageParam(TypedDict):
+    """``{"role": "user", "content": "hi"}``: a chat message as a plain dict."""
+
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str
+
+
+class TextBlockParam(TypedDict):
+    """``{"type": "text", "text": "..."}``: an Anthropic text block as a plain dict."""
+
+    type: NotRequired[Literal["text"]]
+    text: str
+
+
+class MessageParam(TypedDict):
+    """An Anthropic message as a plain dict."""
+
+    role: Literal["user", "assistant"]
+    content: str | Sequence[TextBlockParam]
+
+
+class InputMessageParam(TypedDict):
+    """One message of a Responses ``input`` list as a plain dict."""
+
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
 
@@ -78,6 +112,16 @@ class ChatRequest(_Common):
     logprobs: bool = False
     top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
 
+    if TYPE_CHECKING:  # what a type checker sees: messages as models or plain dicts
+        def __init__(self, *, model: str,
+                     messages: Sequence[ChatMessage | ChatMessageParam],
+                     temperature: float = 0.0, top_p: float | None = None,
+                     max_tokens: int | None = None, seed: int | None = None,
+                     stop: str | list[str] | None = None,
+                     logit_bias: Mapping[str, float] | None = None, stream: bool = False,
+                     extra: Mapping[str, Any] = ..., logprobs: bool = False,
+                     top_logprobs: int | None = None) -> None: ...
+
     @model_validator(mode="after")
     def _top_logprobs_needs_logprobs(self) -> ChatRequest:
         if self.top_logprobs is not None and not self.logprobs:
@@ -127,6 +171,14 @@ class MessagesRequest(BaseModel):
     extra: dict[str, Any] = Field(default_factory=dict)
     """Provider options with no field here, merged into the request body as given."""
 
+    if TYPE_CHECKING:  # what a type checker sees: messages as models or plain dicts
+        def __init__(self, *, model: str, messages: Sequence[Message | MessageParam],
+                     max_tokens: int,
+                     system: str | Sequence[TextBlock | TextBlockParam] | None = None,
+                     temperature: float = 0.0, top_p: float | None = None,
+                     top_k: int | None = None, stop_sequences: list[str] | None = None,
+                     stream: bool = False, extra: Mapping[str, Any] = ...) -> None: ...
+
     @model_validator(mode="after")
     def _extra_is_json(self) -> MessagesRequest:
         _check_extra(self, self.extra)
@@ -161,6 +213,14 @@ class ResponsesRequest(BaseModel):
     stream: bool = False
     extra: dict[str, Any] = Field(default_factory=dict)
     """Provider options with no field here, merged into the request body as given."""
+
+    if TYPE_CHECKING:  # what a type checker sees: input messages as models or plain dicts
+        def __init__(self, *, model: str,
+                     input: str | Sequence[InputMessage | InputMessageParam],
+                     instructions: str | None = None, max_output_tokens: int | None = None,
+                     temperature: float = 0.0, top_p: float | None = None,
+                     top_logprobs: int | None = None, stream: bool = False,
+                     extra: Mapping[str, Any] = ...) -> None: ...
 
     @model_validator(mode="after")
     def _extra_is_json(self) -> ResponsesRequest:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import gc
 import os
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -17,6 +19,7 @@ import anyio
 from pydantic import BaseModel, ConfigDict
 
 from ._analysis.collect import VarianceCollector
+from ._analysis.display import Displayed, fmt
 from ._analysis.report import VarianceReport
 from ._client.endpoint import Endpoint, endpoint_or_default
 from ._client.pool import ClientPool, PreparedCall
@@ -39,7 +42,7 @@ if TYPE_CHECKING:
 __all__ = ["SampleSet", "sample_many", "sample_many_sync"]
 
 
-class SampleSet(BaseModel):
+class SampleSet(Displayed, BaseModel):
     """The result of a run: exactly ``n`` samples ordered by index, and their report.
 
     ``samples`` reads as a list of ``Sample`` but is held in columns (``KeptSamples``:
@@ -62,6 +65,12 @@ class SampleSet(BaseModel):
     the indices sent; calling again with the same run file sends the rest."""
     server: ServerInfo | None = None
     """The server's configuration, asked before the run (``sample_many(server_info=True)``)."""
+
+    def _summary(self) -> str:
+        r = self.report
+        early = " stopped early" if self.stopped_early else ""
+        return (f"{self.request.model}@{self.endpoint} n={r.n_samples} ok={r.n_ok} "
+                f"distinct={r.unique_count} D={fmt(r.disagreement_rate)}{early}")
 
     @property
     def texts(self) -> list[str]:
@@ -423,23 +432,95 @@ def _resume(existing: RunContents, n: int, kept: KeptSamples | None,
     return keep
 
 
-@functools.wraps(sample_many)
-def sample_many_sync(*args: Any, **kwargs: Any) -> SampleSet:
-    """``sample_many`` for code without a running event loop (scripts, plain notebooks);
-    on uvloop when it is installed (``pip install llmvariance[fast]``; opt out with
-    ``LLMVARIANCE_UVLOOP=0``)."""
-    result: SampleSet = run_sync(sample_many, *args, **kwargs)
+def sample_many_sync(
+    request: Request,
+    n: int,
+    *,
+    endpoint: Endpoint | None = None,
+    pool: ClientPool | None = None,
+    concurrency: int | None = None,
+    rate_limit: RateLimit | None = None,
+    retry: RetryPolicy | None = None,
+    timeouts: Timeouts | None = None,
+    transport: Transport | None = None,
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+    output: str | os.PathLike[str] | None = None,
+    allow_endpoint_change: bool = False,
+    progress: Callable[[Progress], Any] | None = None,
+    on_sample: Callable[[Sample], Any] | None = None,
+    condition: str | None = None,
+    keep_samples: bool = True,
+) -> SampleSet:
+    """``sample_many`` without ``await``, the same arguments (spelled out, so a type
+    checker catches ``concurency=8`` or ``n="30"``): for scripts, and for notebooks and
+    other code inside a running event loop, where it runs in a thread of its own (on
+    uvloop when installed: ``pip install uvloop``; ``LLMVARIANCE_UVLOOP=0``
+    opts out). In async code, ``await lv.sample_many(...)`` is the better call."""
+    result: SampleSet = run_sync(
+        sample_many, request, n, endpoint=endpoint, pool=pool, concurrency=concurrency,
+        rate_limit=rate_limit, retry=retry, timeouts=timeouts, transport=transport,
+        max_response_bytes=max_response_bytes, output=output,
+        allow_endpoint_change=allow_endpoint_change, progress=progress,
+        on_sample=on_sample, condition=condition, keep_samples=keep_samples)
     return result
 
 
 def run_sync(function: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> Any:
-    """``await function(...)`` from code without a running event loop."""
+    """``await function(...)`` from synchronous code.
+
+    Without a running event loop, on a new one. Inside one (a notebook cell, a web
+    framework's handler) the caller's loop cannot be re-entered, so the call runs on a
+    new loop in a worker thread while the caller waits; a ``pool=`` belongs to its own
+    loop and cannot cross, so that case is refused with the ``await`` line to use.
+    Ctrl-C (a notebook's interrupt) cancels the run in the thread, which closes its
+    connections and run file, and is raised here.
+    """
+    call = functools.partial(function, *args, **kwargs)
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        pass
+        inside = False
     else:
-        name = function.__name__
-        raise RuntimeError(f"{name}_sync cannot run inside an event loop; "
-                           f"use `await {name}(...)` instead")
-    return run_loop(functools.partial(function, *args, **kwargs))
+        inside = True
+    if not inside:  # outside the except clause: the run must not inherit its exception
+        return run_loop(call)
+    name = function.__name__
+    if kwargs.get("pool") is not None:
+        raise RuntimeError(f"{name}_sync(pool=...) cannot run inside a running event loop "
+                           f"(the pool belongs to it); use `await lv.{name}(...)` instead")
+    return _in_thread(call, name)
+
+
+def _in_thread(call: Callable[[], Awaitable[Any]], name: str) -> Any:
+    done: dict[str, Any] = {}
+    started = threading.Event()
+
+    async def main() -> Any:
+        done["loop"] = asyncio.get_running_loop()
+        done["task"] = asyncio.current_task()
+        started.set()
+        return await call()
+
+    def target() -> None:
+        try:
+            done["value"] = run_loop(main)
+        except BaseException as exc:  # handed to the caller as itself
+            done["error"] = exc
+        finally:
+            started.set()
+
+    thread = threading.Thread(target=target, name=f"llmvariance {name}_sync", daemon=True)
+    thread.start()
+    try:
+        thread.join()
+    except BaseException:  # KeyboardInterrupt: stop the run, then let it out
+        started.wait()
+        task, loop = done.get("task"), done.get("loop")
+        if task is not None and loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(task.cancel)
+        thread.join()
+        raise
+    if "error" in done:
+        raise done["error"]
+    return done["value"]

@@ -13,6 +13,8 @@ samples up. Leaving the block early cancels the run (the run file keeps what fin
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Self
 
@@ -20,7 +22,13 @@ import anyio
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream
 
+from ._client.endpoint import Endpoint
+from ._client.pool import ClientPool
+from ._client.ratelimit import RateLimit
+from ._client.retry import RetryPolicy
+from ._client.transport import DEFAULT_MAX_RESPONSE_BYTES, Timeouts, Transport
 from ._errors import ConfigError
+from ._progress import Progress
 from ._request import Request
 from ._sample import Sample
 from ._sampler import _SINK, SampleSet, sample_many
@@ -98,8 +106,29 @@ class SampleStream:
             raise
 
 
-def stream_samples(request: Request, n: int, **kwargs: Any) -> SampleStream:
-    """The samples of ``sample_many(request, n, **kwargs)`` as they complete; see the module
+def stream_samples(
+    request: Request,
+    n: int,
+    *,
+    endpoint: Endpoint | None = None,
+    pool: ClientPool | None = None,
+    concurrency: int | None = None,
+    rate_limit: RateLimit | None = None,
+    retry: RetryPolicy | None = None,
+    timeouts: Timeouts | None = None,
+    transport: Transport | None = None,
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+    output: str | os.PathLike[str] | None = None,
+    allow_endpoint_change: bool = False,
+    progress: Callable[[Progress], Any] | None = None,
+    condition: str | None = None,
+) -> SampleStream:
+    """The samples of ``sample_many(request, n, ...)`` as they complete; see the module
     docstring. Takes every argument of ``sample_many`` but ``keep_samples`` and
-    ``on_sample``."""
-    return SampleStream(request, n, kwargs)
+    ``on_sample`` (it keeps none, and hands each to its reader)."""
+    return SampleStream(request, n, {
+        "endpoint": endpoint, "pool": pool, "concurrency": concurrency,
+        "rate_limit": rate_limit, "retry": retry, "timeouts": timeouts,
+        "transport": transport, "max_response_bytes": max_response_bytes, "output": output,
+        "allow_endpoint_change": allow_endpoint_change, "progress": progress,
+        "condition": condition})

@@ -8,7 +8,6 @@ failed. The result has one entry per request and a ``SuiteReport`` (TARr@N, TARa
 
 from __future__ import annotations
 
-import functools
 import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -23,8 +22,9 @@ from pydantic import (
     model_validator,
 )
 
-from ._analysis.answers import AnswerSpec, Comparison, OutputTally
+from ._analysis.answers import AnswerSpec, Comparison, OutputTally, comparison_record
 from ._analysis.collect import VarianceCollector
+from ._analysis.display import Displayed
 from ._analysis.report import VarianceReport
 from ._analysis.suitereport import SuiteReport, suite_report
 from ._client.endpoint import Endpoint
@@ -97,7 +97,7 @@ class SuiteEntry(BaseModel):
         return entry
 
 
-class SuiteResult(BaseModel):
+class SuiteResult(Displayed, BaseModel):
     """What ``sample_suite`` returns: an entry per request, in suite order, and the
     suite's report."""
 
@@ -124,11 +124,12 @@ class SuiteResult(BaseModel):
     def to_text(self) -> str:
         return self.report.to_text()
 
-    def __repr__(self) -> str:
+    def _summary(self) -> str:
         # one line: asyncio and debuggers repr a result, and 100,000 entries would make
         # every one of their reports
-        return (f"<SuiteResult {self.endpoint} n={self.n} requests={len(self.entries)} "
-                f"tar_raw={self.report.tar_raw} tar_answer={self.report.tar_answer}>")
+        return (f"{self.endpoint} n={self.n} requests={len(self.entries)} "
+                f"tar_raw={self.report.tar_raw} tar_answer={self.report.tar_answer}"
+                + (" stopped early" if self.stopped_early else ""))
 
 
 def _suite(requests: Requests) -> list[tuple[str, Request]]:
@@ -199,7 +200,8 @@ async def sample_suite(
                               keep_samples, None)
     async with pool_for(pool, concurrency, endpoint, rate_limit, retry, timeouts, transport,
                         max_response_bytes) as (used, workers):
-        return await _run_suite(used, suite, n, workers, options, comparison)
+        return await _run_suite(used, suite, n, workers, options, comparison,
+                                comparison_record(answer, normalize))
 
 
 class _Tracks:
@@ -220,7 +222,8 @@ class _Tracks:
 
 
 async def _run_suite(pool: ClientPool, suite: Sequence[tuple[str, Request]], n: int,
-                     workers: int, options: _Options, comparison: Comparison) -> SuiteResult:
+                     workers: int, options: _Options, comparison: Comparison,
+                     record: dict[str, Any] | None = None) -> SuiteResult:
     calls = [pool.prepare(request, request_id=rid) for rid, request in suite]
     keep = n if options.keep_samples else 0
     tracks = {rid: _Tracks(comparison, keep) for rid, _ in suite}
@@ -229,7 +232,8 @@ async def _run_suite(pool: ClientPool, suite: Sequence[tuple[str, Request]], n: 
     if options.output is not None:
         run_file, existing = RunFile.open(options.output, suite, n, pool.endpoint,
                                           __version__,
-                                          allow_endpoint_change=options.allow_endpoint_change)
+                                          allow_endpoint_change=options.allow_endpoint_change,
+                                          header={"comparison": record} if record else None)
         try:
             if existing is not None:
                 skip = _resume(existing, n, tracks, options.keep_samples)
@@ -296,8 +300,32 @@ def _resume(existing: RunContents, n: int, tracks: dict[str, _Tracks], keep: boo
     return done
 
 
-@functools.wraps(sample_suite)
-def sample_suite_sync(*args: Any, **kwargs: Any) -> SuiteResult:
-    """``sample_suite`` for code without a running event loop (on uvloop when installed)."""
-    result: SuiteResult = run_sync(sample_suite, *args, **kwargs)
+def sample_suite_sync(
+    requests: Requests,
+    n: int,
+    *,
+    endpoint: Endpoint | None = None,
+    pool: ClientPool | None = None,
+    concurrency: int | None = None,
+    rate_limit: RateLimit | None = None,
+    retry: RetryPolicy | None = None,
+    timeouts: Timeouts | None = None,
+    transport: Transport | None = None,
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+    output: str | os.PathLike[str] | None = None,
+    allow_endpoint_change: bool = False,
+    progress: Callable[[Progress], Any] | None = None,
+    on_sample: Callable[[Sample], Any] | None = None,
+    keep_samples: bool = True,
+    answer: AnswerSpec | None = None,
+    normalize: bool = False,
+) -> SuiteResult:
+    """``sample_suite`` without ``await``, the same arguments: in scripts, and inside a
+    running event loop (a notebook) in a thread of its own (see ``sample_many_sync``)."""
+    result: SuiteResult = run_sync(
+        sample_suite, requests, n, endpoint=endpoint, pool=pool, concurrency=concurrency,
+        rate_limit=rate_limit, retry=retry, timeouts=timeouts, transport=transport,
+        max_response_bytes=max_response_bytes, output=output,
+        allow_endpoint_change=allow_endpoint_change, progress=progress,
+        on_sample=on_sample, keep_samples=keep_samples, answer=answer, normalize=normalize)
     return result

@@ -235,6 +235,46 @@ def _describe(spec: AnswerSpec | None) -> str | None:
     return f"function {getattr(spec, '__qualname__', type(spec).__name__)}"
 
 
+def comparison_record(answer: AnswerSpec | None, normalize: bool) -> dict[str, Any]:
+    """How a suite compared its outputs, as a suite run file's header stores it
+    (``comparison``), so ``llmvariance report`` reproduces TARa@N without the flags. A
+    regex and a JSON pointer are stored whole; a function cannot be (only its name is,
+    with ``"stored": false``)."""
+    stored: dict[str, Any] | None
+    if answer is None:
+        stored = None
+    elif isinstance(answer, JsonPointer):
+        stored = {"json_pointer": answer.pointer}
+    elif isinstance(answer, str | re.Pattern):
+        pattern = answer if isinstance(answer, str) else answer.pattern
+        flags = 0 if isinstance(answer, str) else answer.flags & ~re.UNICODE
+        stored = {"regex": pattern, "flags": flags}
+    else:
+        stored = {"function": _describe(answer), "stored": False}
+    return {"answer": stored, "normalize": normalize}
+
+
+def comparison_from_record(record: object) -> tuple[AnswerSpec | None, bool, str | None]:
+    """``(answer, normalize, note)`` from a header's ``comparison``; ``note`` says why the
+    answer could not be restored (a function), else None."""
+    if not isinstance(record, dict):
+        return None, False, None
+    normalize = record.get("normalize") is True
+    stored = record.get("answer")
+    if not isinstance(stored, dict):
+        return None, normalize, None
+    if isinstance(stored.get("json_pointer"), str):
+        return JsonPointer(stored["json_pointer"]), normalize, None
+    if isinstance(stored.get("regex"), str):
+        flags = stored.get("flags")
+        pattern = stored["regex"]
+        return (re.compile(pattern, flags) if isinstance(flags, int) and flags else pattern,
+                normalize, None)
+    return None, normalize, (f"the run extracted answers with a {stored.get('function')}, "
+                             "which a file cannot hold: pass --answer or --answer-pointer "
+                             "for TARa@N")
+
+
 class Comparison:
     """How a suite compares outputs: ``key(text)`` is the text as compared, ``answer(key)``
     its answer. ``description`` names the extractor for reports (None without one)."""

@@ -29,6 +29,7 @@ from .._sample import Sample
 from . import estimates as est
 from . import stats
 from .collect import VarianceCollector
+from .display import Displayed, fmt
 from .report import ConfidenceInterval, LogprobAgreement, Proportion, VarianceReport
 from .stats import HypothesisTestResult
 
@@ -66,7 +67,7 @@ class ArmSummary(BaseModel):
         return f"D = {self.disagreement_rate:.3g}" + ("" if ci is None else f" {ci}")
 
 
-class Comparison(BaseModel):
+class Comparison(Displayed, BaseModel):
     """Is arm b more variable than arm a? In the style of ``scipy.stats`` results:
     ``statistic`` is ΔD = D_b - D_a, ``pvalue`` the exact test's, and
     ``confidence_interval()`` ΔD's bootstrap interval. ``verdict`` says it in words."""
@@ -132,6 +133,11 @@ class Comparison(BaseModel):
 
     def __str__(self) -> str:
         return self.to_text()
+
+    def _summary(self) -> str:
+        return (f"{self.a.name} n={self.a.n} vs {self.b.name} n={self.b.n} "
+                f"delta_D={self.statistic:+.3f} p={fmt(self.pvalue)} "
+                f"{'significant' if self.significant else 'not significant'}")
 
 
 def _num(value: float | None, spec: str = ".3f") -> str:

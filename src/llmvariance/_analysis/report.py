@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from .display import Displayed, fmt
 from .metrics import pair_prefix_length
 from .printable import printable
 from .tree.model import DivergenceTree
@@ -200,7 +201,7 @@ class LogprobAgreement(BaseModel):
                 f"{self.max_abs_diff_within_outputs:.1e})")
 
 
-class VarianceReport(Row):
+class VarianceReport(Displayed, Row):
     """How N answers to one identical request differ.
 
     Metrics are over the ``n_ok`` successful samples (n below); failures are counted by
@@ -322,6 +323,14 @@ class VarianceReport(Row):
                 lines.extend(_group_row(name, r) for name, r in sorted(groups.items()))
         return "\n".join(lines)
 
+    def _summary(self) -> str:
+        if not self.n_ok:
+            return f"n={self.n_samples} ok=0 (every sample failed)"
+        first = ("all agree" if self.common_prefix_tokens is None
+                 else f"first divergence at token {self.common_prefix_tokens}")
+        return (f"n={self.n_samples} ok={self.n_ok} distinct={self.unique_count} "
+                f"D={fmt(self.disagreement_rate)} {first}")
+
     def __str__(self) -> str:
         return self.to_text()
 
@@ -418,8 +427,8 @@ def _branch_lines(r: VarianceReport) -> list[str]:
         rest = len(children) - 3 + node.pruned_branches
         more = f", {rest} more" if rest > 0 else ""
         margin = "" if node.margin is None else f", margin {node.margin:.3g}"
-        lines.append(f"  token {node.end_token} (char {node.end_char}), {node.count} samples"
-                     f"{margin}: {shown}{more}")
+        lines.append(f"  token {node.end_token} (char {tree.split_char(node)}), "
+                     f"{node.count} samples{margin}: {shown}{more}")
     return lines
 
 

@@ -26,6 +26,7 @@ from .._sample import Sample
 from . import estimates as est
 from . import stats
 from .compare import arm_cells, counts_of, p_text
+from .display import Displayed, fmt
 from .report import ConfidenceInterval
 from .stats import HypothesisTestResult
 from .suitereport import tar_interval
@@ -57,7 +58,7 @@ class PromptComparison(BaseModel):
     significant: bool
 
 
-class SuiteComparison(BaseModel):
+class SuiteComparison(Displayed, BaseModel):
     """Per prompt and over the suite: is run b more variable than run a?"""
 
     model_config = _FROZEN
@@ -101,6 +102,11 @@ class SuiteComparison(BaseModel):
 
     def __str__(self) -> str:
         return self.to_text()
+
+    def _summary(self) -> str:
+        return (f"prompts={self.n_prompts} TARr a={fmt(self.tar_raw_a)} "
+                f"b={fmt(self.tar_raw_b)} sign_p={fmt(self.sign_test.pvalue)} "
+                f"significant_prompts={len(self.significant_prompts)}")
 
 
 def _d(value: float | None) -> str:

@@ -41,6 +41,7 @@ from . import estimates as est
 from . import metrics as m
 from .answers import AnswerSpec, Comparison, OutputTally
 from .collect import VarianceCollector
+from .display import Displayed, fmt
 from .printable import printable
 from .report import ConfidenceInterval, Row, VarianceReport
 
@@ -112,7 +113,7 @@ class DistinctCount(Row):
     prompts: int
 
 
-class SuiteReport(BaseModel):
+class SuiteReport(Displayed, BaseModel):
     """How N answers to each of many prompts differ; definitions in the module docstring."""
 
     model_config = _FROZEN
@@ -161,6 +162,11 @@ class SuiteReport(BaseModel):
 
     def __str__(self) -> str:
         return self.to_text()
+
+    def _summary(self) -> str:
+        answers = "" if self.answer is None else f" TARa@{self.n}={fmt(self.tar_answer)}"
+        return (f"prompts={self.n_prompts} n={self.n} TARr@{self.n}={fmt(self.tar_raw)}"
+                f"{answers} varying={len(self.varying)}")
 
 
 def _prompt(request_id: str, report: VarianceReport, tally: OutputTally, n: int) -> PromptStats:

@@ -6,6 +6,8 @@ import argparse
 from typing import Any
 
 from .._errors import ConfigError
+from ._common import ExitCode
+from ._console import Console
 
 
 def add_parser(commands: Any) -> None:
@@ -15,6 +17,7 @@ def add_parser(commands: Any) -> None:
     demo.add_argument("--max-tokens", type=int, default=48)
     demo.add_argument("--models", default="moe,dense",
                       help="simulated models, comma-separated (moe, dense, dense-nbi)")
+    demo.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -24,5 +27,7 @@ async def run(args: argparse.Namespace) -> int:
     unknown = sorted(set(models) - {"moe", "dense", "dense-nbi"})
     if unknown:
         raise ConfigError("models", f"unknown simulated models {unknown}")
-    print(await run_demo(models, n=args.n, max_tokens=args.max_tokens))
-    return 0
+    console = Console("demo", quiet=args.quiet)
+    print(await run_demo(models, n=args.n, max_tokens=args.max_tokens,
+                         progress=console.note))
+    return ExitCode.MEASURED

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import functools
 import shlex
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,8 @@ from .._errors import ConfigError
 from .._matrix import MatrixRow, parse_config, server_matrix
 from ..engines import LlamaCppServer, resolve_model
 from . import _common
+from ._common import CouldNotMeasure, ExitCode
+from ._console import Console
 from .batch_effect import split
 
 PROMPT = ("Write a unique, surprising, extremely randomized story with highly unpredictable "
@@ -55,35 +56,50 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--out", metavar="FILE.json",
                         help="written after each configuration; a rerun skips those done")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="no progress on stderr (errors still print)")
 
 
 async def run(args: argparse.Namespace) -> int:
+    console = Console("matrix", quiet=args.quiet)
     model = resolve_model(args.gguf)
     server = functools.partial(_server, model, args)
     for config in args.config:  # every path and setting is checked before anything starts
         server(**parse_config(config))
     request = _common.request(args, model=Path(model).stem)
-
-    def announce(row: MatrixRow) -> None:
-        counts = ", ".join(f"{c} {r.unique_count}/{r.n_ok}" for c, r in row.conditions.items())
-        print(f"done: {row.config}: {counts}", file=sys.stderr, flush=True)
-
     try:
         speed = [int(k) for k in split(args.speed)]
     except ValueError:
         raise ConfigError("speed", f"must be comma-separated integers, got {args.speed!r}"
                           ) from None
-    result = await server_matrix(request, args.n, args.config, server=server,
+    started = 0
+
+    def starting(**settings: Any) -> LlamaCppServer:
+        nonlocal started
+        started += 1
+        shown = ",".join(f"{k}={v}" for k, v in settings.items()) or "defaults"
+        console.note(f"configuration {started}/{len(args.config)}: starting llama-server "
+                     f"({shown}), then the batch effect ({args.n} per condition)")
+        return server(**settings)
+
+    def announce(row: MatrixRow) -> None:
+        counts = ", ".join(f"{c} {r.unique_count}/{r.n_ok}" for c, r in row.conditions.items())
+        console.note(f"done: {row.config}: {counts}: {row.verdict_kind}")
+
+    result = await server_matrix(request, args.n, args.config, server=starting,
                                  conditions=split(args.conditions), blocks=args.blocks,
                                  alpha=args.alpha, control=args.control, speed=speed,
                                  output=args.out, on_row=announce)
+    if result.rows and all(r.verdict_kind == "could_not_measure" for r in result.rows):
+        raise CouldNotMeasure("no configuration could be measured: "
+                              + "; ".join(f"{r.config}: {r.verdict}" for r in result.rows))
     if args.json:
         print(result.model_dump_json(indent=2))
     else:
         print(f"{args.engine}  model={model.name}  n={args.n} per condition, "
               f"temperature {args.temperature}, {args.max_tokens} tokens")
         print(result.to_text())
-    return 0
+    return ExitCode.MEASURED
 
 
 def _server(model: Path, args: argparse.Namespace, **settings: Any) -> LlamaCppServer:

@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import sys
+from pathlib import Path
 from typing import Any
 
 import orjson
 
-from .._analysis.answers import AnswerSpec, JsonPointer
+from .._analysis.answers import AnswerSpec, JsonPointer, comparison_from_record
 from .._analysis.collect import VarianceCollector
 from .._analysis.suitereport import SuiteReport
 from .._analysis.tree import DEFAULT_MAX_LEAVES
 from .._errors import ConfigError
 from .._runs.runfile import RunContents, read_run
 from .._suite import suite_report_from_runs
+from .._version import __version__
+from ._common import CouldNotMeasure, ExitCode
+from ._console import Console
+from ._flow import failed_line
 
 
 def add_parser(commands: Any) -> None:
@@ -51,13 +57,15 @@ def add_parser(commands: Any) -> None:
                          help="the answer as a JSON pointer (e.g. /answer) into JSON outputs")
     suite.add_argument("--normalize", action="store_true",
                        help="compare outputs with whitespace stripped and collapsed")
+    parser.add_argument("--out-dir", metavar="DIR",
+                        help="write report.json (with provenance) and report.html into DIR")
 
 
 def _figures_or_hint() -> None:
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        raise ConfigError("plot", "needs matplotlib: pip install 'llmvariance[plot]'"
+        raise ConfigError("plot", "needs matplotlib: pip install matplotlib"
                           ) from None
 
 
@@ -66,54 +74,135 @@ async def run(args: argparse.Namespace) -> int:
         ConfigError.check_int("min_count", args.min_count)
     if args.plot:
         _figures_or_hint()  # before reading files that may be large
+    console = Console("report")
+    runs = [read_run(path) for path in args.files]
+    labels = _request_labels(runs)
+    group_by = [args.group_by] if args.group_by else []
+    if labels is not None:
+        console.note("llmvariance report: these files were written for different requests ("
+                     + "; ".join(f"{path}: {label}" for path, label in
+                                 zip(args.files, labels, strict=True))
+                     + "): they are reported by request, and the pooled figures mix them")
+        group_by = sorted({*group_by, "request"})
     collector = VarianceCollector()
-    runs: list[RunContents] = []
-    for path in args.files:
-        contents = read_run(path)
-        runs.append(contents)
+    per_file: list[str | None] = list(labels) if labels is not None else [None] * len(runs)
+    for contents, label in zip(runs, per_file, strict=True):
         for sample in contents.iter_samples():
+            if label is not None and sample.request_id is None:
+                sample = sample.model_copy(update={"request_id": label})
             collector.add(sample)
-    report = collector.report(bootstrap=args.bootstrap,
-                              group_by=[args.group_by] if args.group_by else [])
+    report = collector.report(bootstrap=args.bootstrap, group_by=group_by)
     suite = _suite_report(args, runs)
     # the report carries its tree; another pruning is a new cut of the same outputs
     tree = report.tree if args.min_count is None else collector.tree(min_count=args.min_count)
     wrote = []
+    html_path = args.html or (_folder(args.out_dir) + "/report.html" if args.out_dir else None)
     if args.plot:
         from .._render.plot import plot_report
 
         plot_report(report, args.plot, tree=tree)
         wrote.append(f"wrote {args.plot}")
-    if args.html:
+    if html_path:
         from .._render.html import html_report
 
-        page = html_report(report, args.html, tree=tree, runs=runs)
+        page = html_report(suite if suite is not None else report, html_path, tree=tree,
+                           runs=runs)
         without = ("" if "<svg" in page or not report.n_ok
-                   else " (without figures: pip install 'llmvariance[plot]')")
-        wrote.append(f"wrote {args.html}{without}")
+                   else " (without figures: pip install matplotlib)")
+        wrote.append(f"wrote {html_path}{without}")
+    parts: dict[str, Any] = {"provenance": _provenance(runs),
+                             "report": report.model_dump(mode="json")}
+    if args.tree and tree is not None:
+        parts["tree"] = tree.model_dump(mode="json")
+    if suite is not None:
+        parts["suite"] = suite.model_dump(mode="json")
+    if args.out_dir:
+        wrote.append(_write_json(args.out_dir, parts))
     if args.json:
         if (args.tree and tree is not None) or suite is not None:
-            parts = {"report": report.model_dump(mode="json")}
-            if args.tree and tree is not None:
-                parts["tree"] = tree.model_dump(mode="json")
-            if suite is not None:
-                parts["suite"] = suite.model_dump(mode="json")
             print(orjson.dumps(parts, option=orjson.OPT_INDENT_2).decode())
-        else:
-            print(report.model_dump_json(indent=2))
+        else:  # the report's fields at the top, as before, with where it came from
+            print(orjson.dumps({**parts["report"], "provenance": parts["provenance"]},
+                               option=orjson.OPT_INDENT_2).decode())
+    elif suite is not None:
+        print(f"{len(args.files)} suite run file(s)")
+        print(suite.to_text())
+        print()
+        print(f"pooled over every request of the suite ({report.n_samples:,} samples of "
+              f"{suite.n_prompts:,} different prompts; not a measure of one request's "
+              "variance):")
+        print(report.to_text())
+        if args.tree and tree is not None:
+            print()
+            print(tree.to_text())
     else:
         print(f"{len(args.files)} run file(s)")
         print(report.to_text())
-        if suite is not None:
-            print()
-            print(suite.to_text())
         if args.tree and tree is not None:
             print()
             print(tree.to_text())
     sys.stdout.flush()  # the report first, then what was written
-    for line in wrote:
-        print(line, file=sys.stderr)
-    return 0
+    for note in wrote:
+        print(note, file=sys.stderr)
+    failed = failed_line(report)
+    if failed is not None:
+        raise CouldNotMeasure(failed)
+    return ExitCode.MEASURED
+
+
+def _folder(folder: str) -> str:
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _write_json(folder: str, parts: dict[str, Any]) -> str:
+    path = Path(folder) / "report.json"
+    path.write_bytes(orjson.dumps(parts, option=orjson.OPT_INDENT_2))
+    return f"wrote {path}"
+
+
+def _request_labels(runs: list[RunContents]) -> list[str] | None:
+    """A label per file when one-request files were written for different requests (then
+    they are grouped by it), else None."""
+    if len(runs) < 2 or any(r.suite_ids is not None for r in runs):
+        return None
+    bodies = [orjson.dumps(r.header.get("request"), option=orjson.OPT_SORT_KEYS)
+              for r in runs]
+    if len(set(bodies)) == 1:
+        return None
+    labels = []
+    for contents, body in zip(runs, bodies, strict=True):
+        fields = contents.header.get("request") or {}
+        digest = hashlib.sha256(body).hexdigest()[:8]
+        labels.append(f"{fields.get('model', '?')}#{digest}")
+    return labels
+
+
+def _provenance(runs: list[RunContents]) -> dict[str, Any]:
+    """Where the report came from: each file's request, model, endpoint (never a key: run
+    files hold none), the library that wrote it, its times; and this library's version."""
+    from datetime import UTC, datetime
+
+    files = []
+    for contents in runs:
+        header = contents.header
+        request = header.get("request")
+        files.append({
+            "path": str(contents.path),
+            "format": header.get("format"),
+            "model": request.get("model") if isinstance(request, dict) else None,
+            "request": request,
+            "suite": header.get("suite"),
+            "endpoint": header.get("endpoint"),
+            "written_by": header.get("library_version"),
+            "started_at": header.get("started_at"),
+            "modified_at": datetime.fromtimestamp(contents.path.stat().st_mtime, UTC)
+            .isoformat(timespec="seconds"),
+            "n": contents.max_n,
+            "samples": len(contents),
+        })
+    return {"library_version": __version__,
+            "reported_at": datetime.now(UTC).isoformat(timespec="seconds"), "files": files}
 
 
 def _suite_report(args: argparse.Namespace, runs: list[RunContents]) -> SuiteReport | None:
@@ -127,6 +216,12 @@ def _suite_report(args: argparse.Namespace, runs: list[RunContents]) -> SuiteRep
     if not all(suites):
         raise ConfigError("files", "a suite's run files cannot be merged with other runs")
     answer: AnswerSpec | None = args.answer
+    normalize: bool = args.normalize
     if args.answer_pointer is not None:
         answer = JsonPointer(args.answer_pointer)
-    return suite_report_from_runs(runs, answer=answer, normalize=args.normalize)
+    if answer is None and not normalize:  # as the run compared them (its header says how)
+        stored = next((r.header["comparison"] for r in runs if "comparison" in r.header), None)
+        answer, normalize, note = comparison_from_record(stored)
+        if note is not None:
+            print(f"llmvariance report: {note}", file=sys.stderr)
+    return suite_report_from_runs(runs, answer=answer, normalize=normalize)

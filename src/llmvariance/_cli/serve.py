@@ -72,7 +72,13 @@ async def run(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    async with server as base_url:
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            base_url = await stack.enter_async_context(server)
+        except OSError as exc:
+            raise ConfigError("--port", f"cannot listen on {args.host}:{args.port}: "
+                              f"{exc.strerror or exc} (another server there? --port 0 picks "
+                              "a free port)") from None
         print(base_url, flush=True)
         print(f"models: {', '.join(server.engines)}; Ctrl-C stops", file=sys.stderr, flush=True)
         await stop.wait()

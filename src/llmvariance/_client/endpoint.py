@@ -11,14 +11,20 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 from .._errors import ConfigError
 
-__all__ = ["Endpoint", "endpoint_or_default"]
+__all__ = ["Endpoint", "endpoint_or_default", "env_base_url"]
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 ANTHROPIC_BASE_URL = "https://api.anthropic.com"
 
 
+def env_base_url() -> str | None:
+    """``$OPENAI_BASE_URL``, or ``$OPENAI_API_BASE`` (the name old SDKs and llmperf read),
+    or None."""
+    return os.environ.get("OPENAI_BASE_URL") or os.environ.get("OPENAI_API_BASE") or None
+
+
 def _env_base_url() -> str:
-    return os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
+    return env_base_url() or DEFAULT_BASE_URL
 
 
 def _env_api_key() -> SecretStr | None:
@@ -68,7 +74,8 @@ def _ascii_url(value: str) -> str:
 class Endpoint(BaseModel):
     """An OpenAI-compatible API.
 
-    ``base_url`` and ``api_key`` default to ``$OPENAI_BASE_URL`` and ``$OPENAI_API_KEY``.
+    ``base_url`` and ``api_key`` default to ``$OPENAI_BASE_URL`` (or its older name
+    ``$OPENAI_API_BASE``) and ``$OPENAI_API_KEY``.
     The key and every header value are ``SecretStr``: they never appear in a repr, in
     JSON, in a log line or in an error message, only in the headers the transport sends.
     """
@@ -164,7 +171,8 @@ class Endpoint(BaseModel):
 
     @classmethod
     def openai(cls, **overrides: object) -> Endpoint:
-        """OpenAI's API: ``$OPENAI_BASE_URL`` or OpenAI's URL, key from ``$OPENAI_API_KEY``."""
+        """OpenAI's API: ``$OPENAI_BASE_URL`` (``$OPENAI_API_BASE``) or OpenAI's URL, key
+        from ``$OPENAI_API_KEY``."""
         return cls.model_validate({"name": "openai", **overrides})
 
     @classmethod

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 __all__ = ["BLUE", "GREEN", "GREY", "INK", "INSTALL_HINT", "RED", "axes_for", "figure_of",
            "finish", "new_figure", "note", "save", "style", "svg", "unit"]
 
-INSTALL_HINT = "plots need matplotlib: pip install 'llmvariance[plot]'"
+INSTALL_HINT = "plots need matplotlib: pip install matplotlib"
 
 BLUE, RED, GREEN, GREY, INK = "#2a6f97", "#c8553d", "#6a994e", "#9aa5b1", "#1f2933"
 _FORMATS = {".png": "png", ".svg": "svg"}

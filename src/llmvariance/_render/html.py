@@ -26,6 +26,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from .._analysis.printable import INVISIBLE_BUT_LINES, printable
 from .._analysis.report import VarianceReport, split_points
+from .._analysis.suitereport import SuiteReport
 from .._analysis.tree import DivergenceTree, TreeNode
 from .._errors import ConfigError
 from .._runs.runfile import RunContents
@@ -187,11 +188,16 @@ def _failures(r: VarianceReport) -> str:
 
 
 def _tree_item(tree: DivergenceTree, node: TreeNode) -> str:
-    text = (f"<code>{_s(node.text)}</code>" if node.text
-            else '<span class="ends">(the output ends here)</span>')
+    if node.text:
+        text = f"<code>{_s(node.text)}</code>"
+    elif node.is_branch_point:  # the root of outputs that differ from their first token
+        text = '<span class="ends">(no text in common: they differ from the start)</span>'
+    else:
+        text = '<span class="ends">(the output ends here)</span>'
+
     if node.is_branch_point:
         margin = "" if node.margin is None else f", margin {node.margin:.3g}"
-        where = f"splits at token {node.end_token} (char {node.end_char}){margin}"
+        where = f"splits at token {node.end_token} (char {tree.split_char(node)}){margin}"
     else:
         where = f"ends at token {node.end_token}"
     share = node.count / tree.n if tree.n else 0.0
@@ -420,7 +426,7 @@ def _figure(svg: str, name: str) -> str:
 
 # -- the page ----------------------------------------------------------------------------
 
-def html_report(report: VarianceReport | BatchEffectResult,
+def html_report(report: VarianceReport | BatchEffectResult | SuiteReport,
                 path: str | os.PathLike[str] | None = None, *,
                 tree: DivergenceTree | None = None, runs: Iterable[RunContents] = (),
                 title: str | None = None, plots: bool = True) -> str:
@@ -438,13 +444,17 @@ def html_report(report: VarianceReport | BatchEffectResult,
     if isinstance(report, BatchEffectResult):
         return _write(_experiment_page(report, title, plots), path)
     runs = list(runs)
+    if isinstance(report, SuiteReport):
+        from .suite_html import suite_page
+
+        return _write(suite_page(report, _prompt_reports(report, runs), runs, title), path)
     tree = tree if tree is not None else report.tree
     figures = _figures(report, tree) if plots and report.n_ok else None
     tree_svg, other_svgs = figures if figures is not None else ("", "")
     plots_body = other_svgs or (
         "<p class=\"note\">No successful samples to draw.</p>" if not report.n_ok else
         "<p class=\"note\">Figures need matplotlib: "
-        "<code>pip install 'llmvariance[plot]'</code>.</p>")
+        "<code>pip install matplotlib</code>.</p>")
     models = sorted({str(r.get("model")) for c in runs for r in _request_fields(c)})
     shown = f": {', '.join(_s(m) for m in models)}" if models else ""
     heading = _e(title) if title else f"llmvariance report{shown}"
@@ -460,6 +470,22 @@ def html_report(report: VarianceReport | BatchEffectResult,
         "the network.</footer>",
     ])
     return _write(_page(tab, body), path)
+
+
+def _prompt_reports(suite: SuiteReport, runs: Sequence[RunContents]
+                    ) -> dict[str, VarianceReport]:
+    """The reports of the suite's most varying prompts, from its run files (one pass)."""
+    from .._analysis.collect import VarianceCollector
+    from .suite_html import DETAILED_PROMPTS
+
+    wanted = [p.id for p in suite.prompts if p.distinct > 1][:DETAILED_PROMPTS]
+    collectors = {rid: VarianceCollector(grouped=False) for rid in wanted}
+    for contents in runs:
+        for sample in contents.iter_samples():
+            collector = collectors.get(sample.request_id or "")
+            if collector is not None:
+                collector.add(sample)
+    return {rid: c.report() for rid, c in collectors.items()}
 
 
 def _page(tab: str, body: str) -> str:
@@ -492,7 +518,9 @@ _EXPERIMENT_HOW_TO_READ = (
     "every condition alike.</p>")
 
 
-def _experiment_page(result: BatchEffectResult, title: str | None, plots: bool) -> str:
+def experiment_facts(result: BatchEffectResult) -> list[str]:
+    """The verdict, the table of conditions, the reference and the design (the notebook
+    view shows these too)."""
     rows = []
     for name, r in result.conditions.items():
         comparison = result.comparisons.get(name)
@@ -528,6 +556,11 @@ def _experiment_page(result: BatchEffectResult, title: str | None, plots: bool) 
         cells = "".join(f"<tr><th>{_e(k)}</th><td>{_s(v)}</td></tr>"
                         for k, v in _server_rows(info) if v not in (None, ""))
         facts.append(f"<table class=\"kv\">{cells}</table>{_server_details(info)}")
+    return facts
+
+
+def _experiment_page(result: BatchEffectResult, title: str | None, plots: bool) -> str:
+    facts = experiment_facts(result)
     findings = "".join(f"<li>{_s(f)}</li>" for f in result.findings)
     if result.logprobs is not None:
         findings += f"<li>logprobs: {_e(result.logprobs.describe())}</li>"
@@ -543,7 +576,7 @@ def _experiment_page(result: BatchEffectResult, title: str | None, plots: bool) 
             figure = _figure(svg(plot.plot_conditions(result), "conditions"), "conditions")
         except ImportError:
             figure = ("<p class=\"note\">Figures need matplotlib: "
-                      "<code>pip install 'llmvariance[plot]'</code>.</p>")
+                      "<code>pip install matplotlib</code>.</p>")
     if figure:
         sections.append(_section("plots", "D by condition", figure))
     details = "".join(f"<details><summary>{_s(name)} against {_s(result.control)}</summary>"

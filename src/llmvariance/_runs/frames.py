@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 __all__ = ["COLUMNS", "samples_frame"]
 
-INSTALL_HINT = "DataFrames need pandas: pip install 'llmvariance[pandas]'"
+INSTALL_HINT = "DataFrames need pandas: pip install pandas"
 
 COLUMNS: dict[str, str] = {
     "index": "int64", "ok": "bool", "text": "string", "n_tokens": "Int64",

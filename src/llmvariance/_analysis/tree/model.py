@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from ..display import Displayed
+
 if TYPE_CHECKING:
     import os
 
@@ -64,7 +66,7 @@ class TreeNode(BaseModel):
         return bool(self.children) or self.pruned_branches > 0
 
 
-class DivergenceTree(BaseModel):
+class DivergenceTree(Displayed, BaseModel):
     """The distinct outputs of a run as a tree of branch points; see ``TreeNode``.
 
     ``nodes`` is in depth-first order (the most common alternative first), ``nodes[0]``
@@ -107,6 +109,22 @@ class DivergenceTree(BaseModel):
             chain.append(self.nodes[chain[-1].parent])
         return chain[::-1]
 
+    def split_char(self, node: TreeNode) -> int:
+        """The 0-based character at which ``node``'s alternatives first differ: its
+        ``end_char``, plus the characters its drawn alternatives still share at the start
+        of the token where they split (``' curious'`` and ``' restless'`` share the
+        space). The report's "leaves the most common output at char N" counts the same
+        way, so both name one position."""
+        texts = [child.text for child in self.children(node)]
+        if len(texts) < 2:
+            return node.end_char
+        shared = 0
+        for chars in zip(*texts, strict=False):
+            if any(c != chars[0] for c in chars):
+                break
+            shared += 1
+        return node.end_char + shared
+
     def prefix(self, node: TreeNode) -> str:
         """The whole text from the start of the output up to ``node.end_char``."""
         return "".join(n.text for n in self.path(node))
@@ -119,6 +137,13 @@ class DivergenceTree(BaseModel):
 
     def __str__(self) -> str:
         return self.to_text()
+
+    def _summary(self) -> str:
+        root = self.root
+        where = ("" if root is None else f" root ends at token {root.end_token}"
+                 + (" (a branch point)" if root.is_branch_point else ""))
+        return (f"n={self.n} distinct={self.unique_count} nodes={len(self.nodes)} "
+                f"leaves={len(self.leaves())}{where}")
 
     def plot(self, path: str | os.PathLike[str] | None = None, **kwargs: Any) -> Any:
         """``lv.plot_tree(self, path, ...)``: the tree as a matplotlib figure.

@@ -27,18 +27,21 @@ def _quoted(text: str, room: int, *, tail: bool = False) -> str:
     return "…"
 
 
-def _where(node: TreeNode) -> str:
+def _where(tree: DivergenceTree, node: TreeNode) -> str:
     if node.is_branch_point:
         margin = "" if node.margin is None else f", margin {node.margin:.3g}"
-        return f"splits at token {node.end_token} (char {node.end_char}){margin}"
+        return f"splits at token {node.end_token} (char {tree.split_char(node)}){margin}"
     return f"ends at token {node.end_token}"
 
 
-def _line(node: TreeNode, indent: str, width: int, count_width: int) -> str:
+def _line(tree: DivergenceTree, node: TreeNode, indent: str, width: int,
+          count_width: int) -> str:
     head = f"{indent}{node.count:>{count_width}}  "
     if not node.text and node.parent is not None:
         return head + "(the output ends here)"
-    where = _where(node)
+    where = _where(tree, node)
+    if not node.text:  # the root of outputs that differ from their first token
+        return f"{head}(no text in common)  {where}"
     room = width - len(head) - len(where) - 2
     return f"{head}{_quoted(node.text, room, tail=node.parent is None)}  {where}"
 
@@ -53,7 +56,7 @@ def render(tree: DivergenceTree, width: int = 100) -> str:
     lines = [f"divergence tree: {tree.n} samples, {tree.unique_count} distinct outputs; "
              f"positions are 0-based {_UNIT[tree.tokenization]}"]
     count_width = len(str(tree.n))
-    lines.append(_line(root, "", width, count_width))
+    lines.append(_line(tree, root, "", width, count_width))
     lines.extend(_subtree(tree, root, "", width, count_width))
     if tree.pruned_branches:
         lines.append(f"pruned: {tree.pruned_branches} alternatives with fewer than "
@@ -84,7 +87,7 @@ def _subtree(tree: DivergenceTree, node: TreeNode, indent: str, width: int,
                          f"({parent.pruned_branches} rarer alternative{plural}, each under "
                          f"{tree.min_count} samples, not shown)")
             continue
-        lines.append(_line(child, prefix + branch, width, count_width))
+        lines.append(_line(tree, child, prefix + branch, width, count_width))
         frames.append((_alternatives(tree, child), child, prefix + below))
     return lines
 
