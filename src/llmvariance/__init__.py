@@ -7,6 +7,7 @@
 """
 
 from . import engines
+from ._analysis.accuracy import AccuracyComparison, McNemarRow, RerunAccuracy
 from ._analysis.answers import JsonPointer
 from ._analysis.collect import VarianceCollector, analyze
 from ._analysis.compare import ArmSummary, Comparison, compare
@@ -87,10 +88,12 @@ from ._request import (
     ResponsesRequest,
     TextBlock,
 )
+from ._runs.expected import read_expected
 from ._runs.runfile import RunContents, read_run
 from ._runs.suitefile import (
     SuiteFileError,
     SuiteRequest,
+    SuiteRequests,
     read_request,
     read_suite,
     request_from_body,
@@ -102,6 +105,7 @@ from ._suite import SuiteEntry, SuiteResult, sample_suite, sample_suite_sync
 from ._version import __version__
 
 __all__ = [
+    "AccuracyComparison",
     "AiohttpTransport",
     "AnswerCount",
     "ArmSummary",
@@ -136,6 +140,7 @@ __all__ = [
     "MalformedResponseError",
     "MatrixResult",
     "MatrixRow",
+    "McNemarRow",
     "Message",
     "MessagesRequest",
     "MockTransport",
@@ -149,6 +154,7 @@ __all__ = [
     "RateLimit",
     "RateLimiter",
     "RequestTimeout",
+    "RerunAccuracy",
     "ResponseError",
     "ResponseTooLargeError",
     "ResponsesRequest",
@@ -164,6 +170,7 @@ __all__ = [
     "SuiteFileError",
     "SuiteReport",
     "SuiteRequest",
+    "SuiteRequests",
     "SuiteResult",
     "TextBlock",
     "Timeouts",
@@ -190,6 +197,7 @@ __all__ = [
     "plot_entropy",
     "plot_report",
     "plot_tree",
+    "read_expected",
     "read_request",
     "read_run",
     "read_suite",

@@ -51,6 +51,10 @@ def add_parser(commands: Any) -> None:
                          help="the answer as a JSON pointer (e.g. /answer) into JSON outputs")
     suite.add_argument("--normalize", action="store_true",
                        help="compare outputs with whitespace stripped and collapsed")
+    suite.add_argument("--expected", metavar="FILE",
+                       help="expected answers (a JSON object of id to answer, or JSON lines "
+                            "with an \"expected\" field): with --answer, adds the accuracy "
+                            "under reruns")
 
 
 def _figures_or_hint() -> None:
@@ -120,13 +124,18 @@ def _suite_report(args: argparse.Namespace, runs: list[RunContents]) -> SuiteRep
     """The suite report when the files are a suite's (TARr@N, TARa@N), else None."""
     suites = [r.suite_ids is not None for r in runs]
     if not any(suites):
-        if args.answer or args.answer_pointer or args.normalize:
-            raise ConfigError("answer", "--answer, --answer-pointer and --normalize are for "
-                              "a suite's run files (llmvariance suite --out)")
+        if args.answer or args.answer_pointer or args.normalize or args.expected:
+            raise ConfigError("answer", "--answer, --answer-pointer, --normalize and "
+                              "--expected are for a suite's run files (llmvariance suite "
+                              "--out)")
         return None
     if not all(suites):
         raise ConfigError("files", "a suite's run files cannot be merged with other runs")
     answer: AnswerSpec | None = args.answer
     if args.answer_pointer is not None:
         answer = JsonPointer(args.answer_pointer)
-    return suite_report_from_runs(runs, answer=answer, normalize=args.normalize)
+    if args.expected is not None and answer is None:
+        raise ConfigError("--expected", "needs --answer (or --answer-pointer) to find each "
+                          "output's answer")
+    return suite_report_from_runs(runs, answer=answer, normalize=args.normalize,
+                                  expected=args.expected)
