@@ -11,6 +11,7 @@ from ._analysis.accuracy import AccuracyComparison, McNemarRow, RerunAccuracy
 from ._analysis.answers import JsonPointer
 from ._analysis.collect import VarianceCollector, analyze
 from ._analysis.compare import ArmSummary, Comparison, compare
+from ._analysis.history import HistoryRow, RunHistory, run_history
 from ._analysis.report import (
     ConfidenceInterval,
     DivergenceStats,
@@ -21,6 +22,14 @@ from ._analysis.report import (
     OutputCount,
     Proportion,
     VarianceReport,
+)
+from ._analysis.runcompare import (
+    ModeChange,
+    RunComparison,
+    RunSide,
+    SuiteRunComparison,
+    compare_accuracy,
+    compare_runs,
 )
 from ._analysis.stats import HypothesisTestResult, samples_needed
 from ._analysis.suitecompare import PromptComparison, SuiteComparison, compare_suites
@@ -33,6 +42,7 @@ from ._analysis.suitereport import (
     analyze_suite,
 )
 from ._analysis.tree import DivergenceTree, DivergenceTreeCollector, TreeNode, divergence_tree
+from ._check import CheckResult, CheckRow, check, check_sync
 from ._client.endpoint import Endpoint
 from ._client.http1 import Http1Transport
 from ._client.pool import ClientPool, PoolStats
@@ -112,6 +122,8 @@ __all__ = [
     "BatchEffectResult",
     "ChatMessage",
     "ChatRequest",
+    "CheckResult",
+    "CheckRow",
     "ClientPool",
     "Comparison",
     "CompletionRequest",
@@ -129,6 +141,7 @@ __all__ = [
     "HTTPRequest",
     "HTTPResponse",
     "HistogramBin",
+    "HistoryRow",
     "Http1Transport",
     "HypothesisTestResult",
     "InputMessage",
@@ -144,6 +157,7 @@ __all__ = [
     "Message",
     "MessagesRequest",
     "MockTransport",
+    "ModeChange",
     "OutputCount",
     "PoolStats",
     "Progress",
@@ -159,7 +173,10 @@ __all__ = [
     "ResponseTooLargeError",
     "ResponsesRequest",
     "RetryPolicy",
+    "RunComparison",
     "RunContents",
+    "RunHistory",
+    "RunSide",
     "Sample",
     "SampleError",
     "SampleSet",
@@ -172,6 +189,7 @@ __all__ = [
     "SuiteRequest",
     "SuiteRequests",
     "SuiteResult",
+    "SuiteRunComparison",
     "TextBlock",
     "Timeouts",
     "Transport",
@@ -186,7 +204,11 @@ __all__ = [
     "analyze_suite",
     "background_load",
     "batch_effect",
+    "check",
+    "check_sync",
     "compare",
+    "compare_accuracy",
+    "compare_runs",
     "compare_suites",
     "divergence_tree",
     "engines",
@@ -203,6 +225,7 @@ __all__ = [
     "read_suite",
     "register_condition",
     "request_from_body",
+    "run_history",
     "sample_many",
     "sample_many_sync",
     "sample_suite",

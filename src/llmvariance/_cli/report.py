@@ -41,6 +41,10 @@ def add_parser(commands: Any) -> None:
                         help="write the figures to OUT (.png or .svg; needs the plot extra)")
     parser.add_argument("--html", metavar="OUT",
                         help="write a self-contained HTML report to OUT")
+    parser.add_argument("--over-time", action="store_true",
+                        help="a row per run file in the order the runs were started (D, "
+                             "distinct, how the most common output begins, fingerprint), "
+                             "with the steps marked, instead of one merged report")
     suite = parser.add_argument_group("suite run files (llmvariance suite --out)")
     answers = suite.add_mutually_exclusive_group()
     answers.add_argument("--answer", metavar="REGEX",
@@ -66,6 +70,8 @@ def _figures_or_hint() -> None:
 
 
 async def run(args: argparse.Namespace) -> int:
+    if args.over_time:
+        return _over_time(args)
     if args.min_count is not None:
         ConfigError.check_int("min_count", args.min_count)
     if args.plot:
@@ -91,7 +97,7 @@ async def run(args: argparse.Namespace) -> int:
     if args.html:
         from .._render.html import html_report
 
-        page = html_report(report, args.html, tree=tree, runs=runs)
+        page = html_report(report, args.html, tree=tree, runs=runs, suite=suite)
         without = ("" if "<svg" in page or not report.n_ok
                    else " (without figures: pip install 'llmvariance[plot]')")
         wrote.append(f"wrote {args.html}{without}")
@@ -139,3 +145,28 @@ def _suite_report(args: argparse.Namespace, runs: list[RunContents]) -> SuiteRep
                           "output's answer")
     return suite_report_from_runs(runs, answer=answer, normalize=args.normalize,
                                   expected=args.expected)
+
+
+def _over_time(args: argparse.Namespace) -> int:
+    """``--over-time``: the history of runs of one request, a row per file."""
+    from .._analysis.history import run_history
+
+    ignored = [flag for flag, given in (("--tree", args.tree), ("--plot", args.plot),
+                                        ("--group-by", args.group_by),
+                                        ("--answer", args.answer or args.answer_pointer),
+                                        ("--expected", args.expected)) if given]
+    if ignored:
+        raise ConfigError("--over-time", f"cannot be combined with {', '.join(ignored)}")
+    history = run_history(args.files)
+    if args.html:
+        from .._render.compare_html import history_page
+
+        history_page(history, args.html)
+    if args.json:
+        print(history.model_dump_json(indent=2))
+    else:
+        print(history.to_text())
+    sys.stdout.flush()
+    if args.html:
+        print(f"wrote {args.html}", file=sys.stderr)
+    return 0

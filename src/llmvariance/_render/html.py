@@ -33,6 +33,7 @@ from .._version import __version__
 from ._style import CSS
 
 if TYPE_CHECKING:
+    from .._analysis.suitereport import SuiteReport
     from .._experiment import BatchEffectResult
 
 __all__ = ["html_report"]
@@ -398,7 +399,8 @@ def _figure(svg: str, name: str) -> str:
 def html_report(report: VarianceReport | BatchEffectResult,
                 path: str | os.PathLike[str] | None = None, *,
                 tree: DivergenceTree | None = None, runs: Iterable[RunContents] = (),
-                title: str | None = None, plots: bool = True) -> str:
+                title: str | None = None, plots: bool = True,
+                suite: SuiteReport | None = None) -> str:
     """The report as one self-contained HTML page (returned, and written to ``path``).
 
     ``tree`` is the divergence tree to show (default: the report's own, ``report.tree``),
@@ -406,7 +408,8 @@ def html_report(report: VarianceReport | BatchEffectResult,
     for. Figures need matplotlib (``plots=False``, or its absence, leaves them out).
     Given a ``BatchEffectResult`` the page is the experiment's: the verdict and its
     evidence, each condition's estimates and test, the findings, D by condition as a
-    figure, and how to read it.
+    figure, and how to read it. ``suite`` (a suite's ``SuiteReport``) adds its TARr@N,
+    TARa@N and, with expected answers, the accuracy under reruns.
     """
     from .._experiment import BatchEffectResult
 
@@ -428,13 +431,21 @@ def html_report(report: VarianceReport | BatchEffectResult,
         f"<header><h1>{heading}</h1><p class=\"sub\">How much the output varied across "
         f"{report.n_samples} identical requests.</p></header>",
         _nav(report, tree is not None, runs),
-        _summary(report), _tree(tree, tree_svg),
+        _summary(report), _suite(suite), _tree(tree, tree_svg),
         _section("plots", "Figures", plots_body), _outputs(report), _groups(report),
         _runs(runs),
         f"<footer>Written by llmvariance {_e(__version__)}. This file loads nothing from "
         "the network.</footer>",
     ])
     return _write(_page(tab, body), path)
+
+
+def _suite(suite: SuiteReport | None) -> str:
+    if suite is None:
+        return ""
+    from .compare_html import suite_section
+
+    return suite_section(suite)
 
 
 def _page(tab: str, body: str) -> str:
