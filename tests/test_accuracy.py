@@ -110,6 +110,21 @@ def test_answers_match_case_and_whitespace_blind_lists_and_numbers() -> None:
             Expected(bad)  # type: ignore[arg-type]
 
 
+def test_contains_matching_finds_the_answer_as_whole_words_only() -> None:
+    expected = Expected({"city": "Oslo", "year": "93", "pi": "3.14", "yn": ["no", "n"]},
+                        match="contains")
+    assert expected.grade("city", "Maria flew to Oslo on Tuesday.") is True
+    assert expected.grade("city", "Osloborg") is False
+    assert expected.grade("year", "in 1937") is False  # not inside a longer number
+    assert expected.grade("year", "it was 93.5 degrees") is False  # nor a decimal
+    assert expected.grade("year", "It was 93, then 94.") is True
+    assert expected.grade("pi", "about 3.14159") is False and expected.grade("pi", "3.14!")
+    assert expected.grade("yn", "No, 91 is not prime") is True
+    assert expected.grade("yn", "Nothing") is False
+    with pytest.raises(lv.ConfigError, match="match: must be 'exact' or 'contains'"):
+        Expected({}, match="fuzzy")  # type: ignore[arg-type]
+
+
 # -- where expected answers come from ------------------------------------------------------
 
 def test_expected_answers_come_from_a_mapping_file_or_the_suite_lines(tmp_path: Path) -> None:
@@ -313,3 +328,7 @@ def test_the_report_command_adds_accuracy_from_an_expected_file(tmp_path: Path,
     assert "flipping          1 prompts (50.0%" in out and ": q1" in out
     assert main(["report", str(path), "--expected", str(expected)]) == 2
     assert "--expected: needs --answer" in capsys.readouterr().err
+    expected.write_text('{"q1": "4", "q2": "7"}')  # "42" does not contain the word "4"
+    assert main(["report", str(path), "--answer", r"(?s).+", "--expected", str(expected),
+                 "--match", "contains"]) == 0
+    assert "worst possible    0.500" in capsys.readouterr().out

@@ -7,7 +7,7 @@
 """
 
 from . import engines
-from ._analysis.accuracy import AccuracyComparison, McNemarRow, RerunAccuracy
+from ._analysis.accuracy import AccuracyComparison, Expected, McNemarRow, RerunAccuracy
 from ._analysis.answers import JsonPointer
 from ._analysis.collect import VarianceCollector, analyze
 from ._analysis.compare import ArmSummary, Comparison, compare
@@ -137,6 +137,7 @@ __all__ = [
     "DivergenceTreeCollector",
     "Endpoint",
     "EngineError",
+    "Expected",
     "FailureMessage",
     "HTTPRequest",
     "HTTPResponse",

@@ -3,7 +3,9 @@
 With an expected answer per prompt (``Expected``) and an ``answer=`` extractor, every ok
 sample is right or wrong: its answer matches one of its prompt's expected answers when
 both are equal after surrounding whitespace is stripped, inner runs of whitespace are
-collapsed and case is folded (``" Yes"`` matches ``"yes"``); an output with no answer is
+collapsed and case is folded (``" Yes"`` matches ``"yes"``), or with ``match="contains"``
+when the answer contains an expected one as whole words (``"The capital is Oslo."``
+contains ``"oslo"``; ``"1937"`` does not contain ``"93"``); an output with no answer is
 wrong. *Rerun k* is the k-th sample (index k) of every prompt: the score the eval would
 have reported had it been run once, that time. A suite samples index 0 of every prompt
 before index 1, so each rerun is one pass over the suite.
@@ -39,6 +41,7 @@ Memory: one byte per (prompt, rerun) (right, wrong, or not known) and one bool p
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -87,9 +90,13 @@ class Expected:
     the prompt has none.
     """
 
-    __slots__ = ("_answers",)
+    __slots__ = ("_answers", "match")
 
-    def __init__(self, answers: Mapping[str, ExpectedValue]) -> None:
+    def __init__(self, answers: Mapping[str, ExpectedValue], *,
+                 match: Literal["exact", "contains"] = "exact") -> None:
+        if match not in ("exact", "contains"):
+            raise ConfigError("match", f"must be 'exact' or 'contains', got {match!r}")
+        self.match = match
         if not isinstance(answers, Mapping):
             raise ConfigError("expected", "must be a mapping of prompt id to its expected "
                               f"answer, got {type(answers).__name__}")
@@ -136,10 +143,38 @@ class Expected:
         if answer is None:
             return False
         given = normalize_answer(answer)
+        if self.match == "contains":
+            wanted = [expected] if isinstance(expected, str) else expected
+            return any(_contains(given, e) for e in wanted)
         return given == expected if isinstance(expected, str) else given in expected
 
     def __repr__(self) -> str:
-        return f"<Expected {len(self._answers)} prompts>"
+        return f"<Expected {len(self._answers)} prompts, {self.match} match>"
+
+
+def _contains(text: str, answer: str) -> bool:
+    """``answer`` in ``text`` as whole words: not inside a longer word or number (``93``
+    is not in ``1937`` nor in ``93.5``)."""
+    start = text.find(answer)
+    while start >= 0:
+        end = start + len(answer)
+        if not _continues(text, start - 1, -1) and not _continues(text, end, 1):
+            return True
+        start = text.find(answer, start + 1)
+    return False
+
+
+def _continues(text: str, at: int, step: int) -> bool:
+    """Whether the character at ``at`` carries the word on (a letter, a digit, ``_``, or a
+    decimal point between digits)."""
+    if not 0 <= at < len(text):
+        return False
+    char = text[at]
+    if char.isalnum() or char == "_":
+        return True
+    beyond = at + step
+    return char in ".," and 0 <= beyond < len(text) and text[beyond].isdigit() and (
+        0 <= at - step < len(text) and text[at - step].isdigit())
 
 
 class RerunGrid:

@@ -13,7 +13,7 @@ from typing import Any
 
 from .._analysis.answers import AnswerSpec, JsonPointer
 from .._analysis.runcompare import compare_runs
-from .._errors import ConfigError
+from ._expected import add_expected_flags, expected
 
 EXIT_SAME, EXIT_CHANGED = 0, 1
 
@@ -46,22 +46,16 @@ def add_parser(commands: Any) -> None:
                          help="the answer as a JSON pointer (e.g. /answer) into JSON outputs")
     suite.add_argument("--normalize", action="store_true",
                        help="compare answers' texts with whitespace stripped and collapsed")
-    suite.add_argument("--expected", metavar="FILE",
-                       help="expected answers (a JSON object of id to answer, or JSON lines "
-                            "with an \"expected\" field): adds the two runs' accuracy, paired "
-                            "by prompt")
+    add_expected_flags(suite)
 
 
 async def run(args: argparse.Namespace) -> int:
     answer: AnswerSpec | None = args.answer
     if args.answer_pointer is not None:
         answer = JsonPointer(args.answer_pointer)
-    if args.expected is not None and answer is None:
-        raise ConfigError("--expected", "needs --answer (or --answer-pointer) to find each "
-                          "output's answer")
     result = compare_runs(args.a, args.b, allow_different=args.allow_different,
                           alpha=args.alpha, seed=args.seed, answer=answer,
-                          expected=args.expected, normalize=args.normalize)
+                          expected=expected(args, answer), normalize=args.normalize)
     wrote = None
     if args.html:
         from .._render.compare_html import comparison_page

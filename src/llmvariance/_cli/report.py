@@ -15,6 +15,7 @@ from .._analysis.tree import DEFAULT_MAX_LEAVES
 from .._errors import ConfigError
 from .._runs.runfile import RunContents, read_run
 from .._suite import suite_report_from_runs
+from ._expected import add_expected_flags, expected
 
 
 def add_parser(commands: Any) -> None:
@@ -55,10 +56,7 @@ def add_parser(commands: Any) -> None:
                          help="the answer as a JSON pointer (e.g. /answer) into JSON outputs")
     suite.add_argument("--normalize", action="store_true",
                        help="compare outputs with whitespace stripped and collapsed")
-    suite.add_argument("--expected", metavar="FILE",
-                       help="expected answers (a JSON object of id to answer, or JSON lines "
-                            "with an \"expected\" field): with --answer, adds the accuracy "
-                            "under reruns")
+    add_expected_flags(suite)
 
 
 def _figures_or_hint() -> None:
@@ -140,11 +138,8 @@ def _suite_report(args: argparse.Namespace, runs: list[RunContents]) -> SuiteRep
     answer: AnswerSpec | None = args.answer
     if args.answer_pointer is not None:
         answer = JsonPointer(args.answer_pointer)
-    if args.expected is not None and answer is None:
-        raise ConfigError("--expected", "needs --answer (or --answer-pointer) to find each "
-                          "output's answer")
     return suite_report_from_runs(runs, answer=answer, normalize=args.normalize,
-                                  expected=args.expected)
+                                  expected=expected(args, answer))
 
 
 def _over_time(args: argparse.Namespace) -> int:

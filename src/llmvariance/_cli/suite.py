@@ -8,12 +8,12 @@ from typing import Any
 
 from .._analysis.answers import AnswerSpec, JsonPointer
 from .._analysis.printable import printable
-from .._errors import ConfigError
 from .._progress import ProgressBar
 from .._request import MessagesRequest
 from .._runs.suitefile import read_suite
 from .._suite import sample_suite
 from . import _common
+from ._expected import add_expected_flags, expected
 
 
 def add_parser(commands: Any) -> None:
@@ -43,11 +43,7 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--normalize", action="store_true",
                         help="compare outputs with surrounding whitespace stripped and runs "
                              "of whitespace collapsed")
-    parser.add_argument("--expected", metavar="FILE",
-                        help="expected answers: a JSON object of id to answer (e.g. "
-                             "examples/suite_answers.json) or JSON lines with an \"expected\" "
-                             "field; with --answer, adds the accuracy under reruns (default: "
-                             "the \"expected\" fields of FILE's own lines)")
+    add_expected_flags(parser, " (default: the \"expected\" fields of FILE's own lines)")
     parser.add_argument("--keep-samples", action="store_true",
                         help="hold every sample in memory (not needed for the report)")
     parser.add_argument("--json", action="store_true", help="print the suite report as JSON")
@@ -59,9 +55,7 @@ async def run(args: argparse.Namespace) -> int:
     answer: AnswerSpec | None = args.answer
     if args.answer_pointer is not None:
         answer = JsonPointer(args.answer_pointer)
-    if args.expected is not None and answer is None:
-        raise ConfigError("--expected", "needs --answer (or --answer-pointer) to find each "
-                          "output's answer")
+    grading = expected(args, answer, suite.expected)
     anthropic = all(isinstance(r, MessagesRequest) for _, r in suite)
     with ProgressBar() as bar:
         result = await sample_suite(
@@ -70,7 +64,7 @@ async def run(args: argparse.Namespace) -> int:
             retry=_common.retry(args), output=args.out, progress=bar,
             allow_endpoint_change=args.allow_endpoint_change, answer=answer,
             normalize=args.normalize, keep_samples=args.keep_samples,
-            expected=args.expected)
+            expected=grading)
     if result.stopped_early is not None:
         print(f"llmvariance: {result.stopped_early}", file=sys.stderr)
         return 1
