@@ -491,7 +491,7 @@ def compare_grids(a: RerunGrid, b: RerunGrid, *, alpha: float = 0.05, level: flo
                if d]
     significant = pvalue < alpha
     mc_significant = sum(q < alpha for q in adjusted)
-    evidence = (f"accuracy {acc_b:.3f} vs {acc_a:.3f} over {len(pairs)} prompts (b - a = "
+    evidence = (f"accuracy b {acc_b:.3f} vs a {acc_a:.3f} over {len(pairs)} prompts (b - a = "
                 f"{delta:+.3f} [{low:+.3f}, {high:+.3f}]), "
                 + ("p < 0.001" if pvalue < 0.001 else f"p = {pvalue:.3g}")
                 + " (sign-flip permutation over prompts, two-sided); McNemar per rerun "

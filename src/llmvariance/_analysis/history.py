@@ -79,7 +79,7 @@ class RunHistory(BaseModel):
         lines = [f"runs over time ({len(self.rows)} runs, by start time): {self.summary}", ""]
         header = (f"{'#':>3}  {'started':<20}  {'file':<24} {'distinct':>9}  "
                   f"{'D [95% CI]':<22} {'most common output begins':<40} {'fingerprint':<18}")
-        lines.append(header)
+        lines.append(header.rstrip())
         for number, row in enumerate(self.rows, 1):
             marks = []
             if row.mode_changed:
@@ -88,13 +88,15 @@ class RunHistory(BaseModel):
                 marks.append("new fingerprint")
             if row.request_changed:
                 marks.append("request: " + ", ".join(row.request_changed))
-            start = printable(repr(row.mode_start))[:40]
-            lines.append(
+            begins = row.mode_start if len(row.mode_start) <= 34 else (
+                row.mode_start[:33] + "…")
+            start = printable(repr(begins))
+            lines.append((
                 f"{number:>3}  {printable(row.started_at or '-'):<20}  "
                 f"{printable(os.path.basename(row.path))[:24]:<24} "
                 f"{f'{row.distinct}/{row.n_ok}':>9}  {row.d_text():<22} {start:<40} "
                 f"{printable(row.fingerprint or '-')[:18]:<18}"
-                + (f"  <- {'; '.join(marks)}" if marks else ""))
+                + (f"  <- {'; '.join(marks)}" if marks else "")).rstrip())
         return "\n".join(lines)
 
     def __str__(self) -> str:

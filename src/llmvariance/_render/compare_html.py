@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from .._analysis.accuracy import AccuracyComparison, RerunAccuracy
 from .._analysis.compare import p_text
 from .._analysis.runcompare import RunComparison, RunSide, SuiteRunComparison
+from .._analysis.stats import HypothesisTestResult
 from .._version import __version__
 from .html import _e, _page, _s, _section, _write, safe_url
 
@@ -69,6 +70,19 @@ def _differences(title: str, items: Sequence[str]) -> str:
             + "".join(f"<li>{_s(item)}</li>" for item in items[:20]) + "</ul>")
 
 
+def _p(p: float | HypothesisTestResult) -> str:
+    """A p-value for a table's p column: ``< 0.001`` or ``0.0354``."""
+    return p_text(p).removeprefix("p = ").removeprefix("p ")
+
+
+def _ids(title: str, ids: Sequence[str]) -> str:
+    if not ids:
+        return ""
+    shown = ", ".join(_s(i) for i in ids[:_ROWS]) + (
+        f" and {len(ids) - _ROWS} more" if len(ids) > _ROWS else "")
+    return f"<p>{_e(title)} ({len(ids)}): {shown}</p>"
+
+
 def _tests(rows: Sequence[tuple[str, str, str]]) -> str:
     body = "".join(f"<tr><td>{_e(name)}</td><td class=\"num\">{_e(p)}</td>"
                    f"<td>{_e(method)}</td></tr>" for name, p, method in rows)
@@ -106,13 +120,13 @@ def _run_page(c: RunComparison) -> list[str]:
              ("D [95% CI]", _e(d(arms.a)), _e(d(arms.b))),
              ("coverage", f"{arms.a.coverage or 0:.3f}", f"{arms.b.coverage or 0:.3f}")]
     tests = _tests([
-        ("b more variable (ΔD > 0)", p_text(c.more_variable),
+        ("b more variable (ΔD > 0)", _p(c.more_variable),
          f"{c.more_variable.method}, {c.more_variable.resamples} resamples; ΔD = "
          f"{c.more_variable.statistic:+.3f} {arms.delta_d_ci}"),
-        ("b less variable (ΔD < 0)", p_text(c.less_variable), c.less_variable.method),
-        ("the distributions differ", p_text(c.distributions_differ),
+        ("b less variable (ΔD < 0)", _p(c.less_variable), c.less_variable.method),
+        ("the distributions differ", _p(c.distributions_differ),
          "permutation test of homogeneity"),
-        ("b deviates from a's most common output more often", p_text(arms.exact),
+        ("b deviates from a's most common output more often", _p(arms.exact),
          f"{arms.exact.method}, one-sided"),
     ])
     logprobs = "" if c.logprobs is None else (
@@ -136,7 +150,7 @@ def _suite_page(c: SuiteRunComparison) -> list[str]:
                     f"<td class=\"num\">{_f(p.d_b)}</td>"
                     f"<td class=\"num\">{p.deviating_a}/{p.n_a}</td>"
                     f"<td class=\"num\">{p.deviating_b}/{p.n_b}</td>"
-                    f"<td class=\"num\">{_e(p_text(p.adjusted_pvalue))}</td>"
+                    f"<td class=\"num\">{_e(_p(p.adjusted_pvalue))}</td>"
                     f"<td>{'yes' if p.id in changed else ''}</td></tr>")
     more = (f"<p class=\"note\">{len(c.suite.prompts) - _ROWS} more prompts in the JSON "
             "(<code>llmvariance compare --json</code>).</p>"
@@ -147,8 +161,9 @@ def _suite_page(c: SuiteRunComparison) -> list[str]:
     summary = (f"<p>Cochran-Mantel-Haenszel (stratified by prompt): {_e(p_text(c.suite.cmh))}; "
                f"sign test on ΔD: {_e(p_text(c.suite.sign_test))}. TARr@N: a "
                f"{_f(c.suite.tar_raw_a)}, b {_f(c.suite.tar_raw_b)}.</p>"
-               + _differences("vary in b only", c.varies_only_in_b)
-               + _differences("vary in a only", c.varies_only_in_a))
+               + _ids("Vary in b only", c.varies_only_in_b)
+               + _ids("Vary in a only", c.varies_only_in_a)
+               + _ids("Most common output changed", c.modes_changed))
     sections = [
         _section("sides", "The two runs",
                  _sides(c.a, c.b, [("prompts", str(c.a.prompts), str(c.b.prompts))])
@@ -170,7 +185,7 @@ def _accuracy_comparison(a: AccuracyComparison) -> str:
     rows = "".join(
         f"<tr><td class=\"num\">{r.rerun}</td><td class=\"num\">{r.accuracy_a:.3f}</td>"
         f"<td class=\"num\">{r.accuracy_b:.3f}</td><td class=\"num\">{r.only_a}</td>"
-        f"<td class=\"num\">{r.only_b}</td><td class=\"num\">{_e(p_text(r.adjusted_pvalue))}"
+        f"<td class=\"num\">{r.only_b}</td><td class=\"num\">{_e(_p(r.adjusted_pvalue))}"
         "</td></tr>" for r in a.mcnemar[:_ROWS])
     return (f"<p>{_e(a.verdict)}</p><table><thead><tr><th>rerun</th><th>accuracy a</th>"
             "<th>accuracy b</th><th>right in a only</th><th>right in b only</th>"
@@ -211,6 +226,10 @@ def _bars(values: Sequence[float]) -> str:
         rects.append(f'<rect x="{x:.1f}" y="{height - h:.1f}" width="{bar:.1f}" '
                      f'height="{h:.1f}" fill="{fill}"><title>rerun {k}: {value:.3f}</title>'
                      "</rect>")
+        if n <= 20:  # room for the value inside the bar
+            rects.append(f'<text x="{x + bar / 2:.1f}" y="{height - h + 12:.1f}" '
+                         'text-anchor="middle" font-size="11" fill="#fff">'
+                         f"{value:.3f}</text>")
     return (f'<figure class="plot"><svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 '
             f'{width} {height}" role="img" aria-label="accuracy of each rerun">'
             f'{"".join(rects)}</svg></figure>')
