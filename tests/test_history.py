@@ -95,3 +95,29 @@ def test_a_suite_run_file_has_no_history(tmp_path: Path) -> None:
     with pytest.raises(lv.ConfigError, match="is a suite's run file: the history is of runs "
                                              "of one request"):
         lv.run_history([tmp_path / "suite.jsonl"])
+
+
+def test_a_changed_request_is_marked_and_a_run_without_a_start_time_comes_last(
+        tmp_path: Path) -> None:
+    from llmvariance._runs.runfile import RunFile
+
+    ep = lv.Endpoint(base_url="http://127.0.0.1:9/v1", api_key=None)
+    for name, model, text in (("old", "m1", "a"), ("new", "m2", "a"), ("undated", "m2", "b")):
+        request = REQUEST.model_copy(update={"model": model})
+        run_file, _ = RunFile.open(tmp_path / f"{name}.jsonl", request, 2, ep, lv.__version__)
+        for i in range(2):
+            run_file.write(lv.Sample(index=i, text=text, model=model))
+        run_file.close()
+    dated(tmp_path / "old.jsonl", "2026-01-01T00:00:00Z")
+    dated(tmp_path / "new.jsonl", "2026-02-01T00:00:00Z")
+    path = tmp_path / "undated.jsonl"
+    lines = path.read_bytes().split(b"\n")
+    header = orjson.loads(lines[0])
+    del header["started_at"]
+    path.write_bytes(b"\n".join([orjson.dumps(header), *lines[1:]]))
+    history = lv.run_history([path, tmp_path / "new.jsonl", tmp_path / "old.jsonl"])
+    assert [Path(r.path).stem for r in history.rows] == ["old", "new", "undated"]
+    assert [r.request_changed for r in history.rows] == [[], ["model"], []]
+    assert [r.model for r in history.rows] == ["m1", "m2", "m2"]
+    assert [r.mode_changed for r in history.rows] == [False, False, True]
+    assert "the request changed at run 2" in history.summary
