@@ -73,8 +73,8 @@ def test_analysis_never_opens_a_socket_or_reads_the_pool() -> None:
 
 def test_no_private_module_is_left_at_the_top_that_belongs_to_a_wing() -> None:
     top = {p.stem for p in PACKAGE.glob("_*.py")}
-    assert top == {"__init__", "__main__", "_demo", "_errors", "_experiment", "_kept", "_loop",
-                   "_matrix",
+    assert top == {"__init__", "__main__", "_check", "_demo", "_errors", "_experiment",
+                   "_kept", "_loop", "_matrix",
                    "_progress", "_request", "_sample", "_sampler", "_stream", "_suite",
                    "_version",
                    "_conditions", "_speed"}  # experiments over the pool, like _experiment

@@ -10,9 +10,11 @@ from . import (
     _conditions,  # noqa: F401  (registers the engine conditions)
     engines,
 )
+from ._analysis.accuracy import AccuracyComparison, Expected, McNemarRow, RerunAccuracy
 from ._analysis.answers import JsonPointer
 from ._analysis.collect import VarianceCollector, analyze
 from ._analysis.compare import ArmSummary, Comparison, compare
+from ._analysis.history import HistoryRow, RunHistory, run_history
 from ._analysis.report import (
     ConfidenceInterval,
     DivergenceStats,
@@ -23,6 +25,14 @@ from ._analysis.report import (
     OutputCount,
     Proportion,
     VarianceReport,
+)
+from ._analysis.runcompare import (
+    ModeChange,
+    RunComparison,
+    RunSide,
+    SuiteRunComparison,
+    compare_accuracy,
+    compare_runs,
 )
 from ._analysis.stats import HypothesisTestResult, samples_needed
 from ._analysis.suitecompare import PromptComparison, SuiteComparison, compare_suites
@@ -35,6 +45,7 @@ from ._analysis.suitereport import (
     analyze_suite,
 )
 from ._analysis.tree import DivergenceTree, DivergenceTreeCollector, TreeNode, divergence_tree
+from ._check import CheckResult, CheckRow, check, check_sync
 from ._client.endpoint import Endpoint
 from ._client.http1 import Http1Transport
 from ._client.pool import ClientPool, PoolStats
@@ -96,10 +107,12 @@ from ._request import (
     TextBlock,
     TextBlockParam,
 )
+from ._runs.expected import read_expected
 from ._runs.runfile import RunContents, read_run
 from ._runs.suitefile import (
     SuiteFileError,
     SuiteRequest,
+    SuiteRequests,
     read_request,
     read_suite,
     request_from_body,
@@ -112,6 +125,7 @@ from ._version import __version__
 from .engines.info import ServerInfo
 
 __all__ = [
+    "AccuracyComparison",
     "AiohttpTransport",
     "AnswerCount",
     "ArmSummary",
@@ -119,6 +133,8 @@ __all__ = [
     "ChatMessage",
     "ChatMessageParam",
     "ChatRequest",
+    "CheckResult",
+    "CheckRow",
     "ClientPool",
     "Comparison",
     "CompletionRequest",
@@ -132,10 +148,12 @@ __all__ = [
     "DivergenceTreeCollector",
     "Endpoint",
     "EngineError",
+    "Expected",
     "FailureMessage",
     "HTTPRequest",
     "HTTPResponse",
     "HistogramBin",
+    "HistoryRow",
     "Http1Transport",
     "HypothesisTestResult",
     "InputMessage",
@@ -148,10 +166,12 @@ __all__ = [
     "MalformedResponseError",
     "MatrixResult",
     "MatrixRow",
+    "McNemarRow",
     "Message",
     "MessageParam",
     "MessagesRequest",
     "MockTransport",
+    "ModeChange",
     "OutputCount",
     "PoolStats",
     "Progress",
@@ -163,11 +183,15 @@ __all__ = [
     "RateLimiter",
     "Request",
     "RequestTimeout",
+    "RerunAccuracy",
     "ResponseError",
     "ResponseTooLargeError",
     "ResponsesRequest",
     "RetryPolicy",
+    "RunComparison",
     "RunContents",
+    "RunHistory",
+    "RunSide",
     "Sample",
     "SampleError",
     "SampleSet",
@@ -179,7 +203,9 @@ __all__ = [
     "SuiteFileError",
     "SuiteReport",
     "SuiteRequest",
+    "SuiteRequests",
     "SuiteResult",
+    "SuiteRunComparison",
     "TextBlock",
     "TextBlockParam",
     "Timeouts",
@@ -195,7 +221,11 @@ __all__ = [
     "analyze_suite",
     "background_load",
     "batch_effect",
+    "check",
+    "check_sync",
     "compare",
+    "compare_accuracy",
+    "compare_runs",
     "compare_suites",
     "divergence_tree",
     "engines",
@@ -207,11 +237,13 @@ __all__ = [
     "plot_price",
     "plot_report",
     "plot_tree",
+    "read_expected",
     "read_request",
     "read_run",
     "read_suite",
     "register_condition",
     "request_from_body",
+    "run_history",
     "sample_many",
     "sample_many_sync",
     "sample_suite",

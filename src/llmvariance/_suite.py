@@ -22,11 +22,12 @@ from pydantic import (
     model_validator,
 )
 
+from ._analysis.accuracy import Expected, ExpectedValue, RerunGrid
 from ._analysis.answers import AnswerSpec, Comparison, OutputTally, comparison_record
 from ._analysis.collect import VarianceCollector
 from ._analysis.display import Displayed
 from ._analysis.report import VarianceReport
-from ._analysis.suitereport import SuiteReport, suite_report
+from ._analysis.suitereport import SuiteReport, checked_expected, suite_report
 from ._client.endpoint import Endpoint
 from ._client.pool import ClientPool, PreparedCall
 from ._client.ratelimit import RateLimit
@@ -36,6 +37,7 @@ from ._errors import ConfigError
 from ._kept import KeptSamples
 from ._progress import Progress
 from ._request import Request
+from ._runs.expected import read_expected
 from ._runs.runfile import RunContents, RunFile
 from ._sample import Sample
 from ._sampler import _check_request, _Options, checked_options, drive, pool_for, run_sync
@@ -44,6 +46,20 @@ from ._version import __version__
 __all__ = ["SuiteEntry", "SuiteResult", "sample_suite", "sample_suite_sync"]
 
 Requests = Mapping[str, Request] | Iterable[tuple[str, Request]] | Iterable[Request]
+ExpectedAnswers = Mapping[str, ExpectedValue] | Expected | str | os.PathLike[str]
+"""Expected answers: a mapping of prompt id to answer(s), or a file (``read_expected``)."""
+
+
+def expected_answers(expected: ExpectedAnswers | None, requests: object = None
+                     ) -> Expected | None:
+    """``expected`` read (a path) and checked; None given, the ``expected`` answers that
+    ``read_suite`` found in the suite's own records, if any."""
+    if expected is None:
+        found = getattr(requests, "expected", None)
+        return Expected(found) if found else None
+    if isinstance(expected, str | os.PathLike):
+        return Expected(read_expected(expected))
+    return Expected.of(expected)
 
 
 class SuiteEntry(BaseModel):
@@ -109,6 +125,7 @@ class SuiteResult(Displayed, BaseModel):
     report: SuiteReport
     kept_samples: bool = True
     _index: dict[str, SuiteEntry] | None = PrivateAttr(default=None)
+    _grades: RerunGrid | None = PrivateAttr(default=None)
     stopped_early: str | None = None
     """As ``SampleSet.stopped_early``: the first requests all failed with one error waiting
     cannot fix, so the rest were not sent (the run file resumes them)."""
@@ -178,6 +195,7 @@ async def sample_suite(
     keep_samples: bool = True,
     answer: AnswerSpec | None = None,
     normalize: bool = False,
+    expected: ExpectedAnswers | None = None,
 ) -> SuiteResult:
     """Send each of ``requests`` ``n`` times through one pool; report per request and overall.
 
@@ -187,6 +205,11 @@ async def sample_suite(
     comparable load. ``answer`` (a regex, a ``JsonPointer`` or a callable) adds
     answer-level agreement and TARa@N; ``normalize`` compares outputs with surrounding
     whitespace stripped and runs of whitespace collapsed (the report says so).
+    ``expected`` (prompt id → expected answer, or a file of them; default: the answers
+    the suite's own records carry, ``read_suite(...).expected``, when ``answer`` is
+    given) grades each sample right
+    or wrong by its answer, and the report adds the accuracy under reruns
+    (``SuiteReport.accuracy``: rerun k is the k-th sample of every prompt).
 
     The pool arguments, ``output`` (one run file for the suite: resuming sends only
     missing or failed (request, index) pairs and refuses a different suite), the hooks
@@ -196,11 +219,15 @@ async def sample_suite(
     suite = _suite(requests)
     n = ConfigError.check_int("n", n)
     comparison = Comparison(answer, normalize=normalize)
+    # the suite's own answers are used when there is an extractor to compare them with
+    grading = checked_expected(
+        expected_answers(expected, requests if answer is not None else None), comparison,
+        (rid for rid, _ in suite))
     options = checked_options(output, allow_endpoint_change, on_sample, progress,
                               keep_samples, None)
     async with pool_for(pool, concurrency, endpoint, rate_limit, retry, timeouts, transport,
                         max_response_bytes) as (used, workers):
-        return await _run_suite(used, suite, n, workers, options, comparison,
+        return await _run_suite(used, suite, n, workers, options, comparison, grading,
                                 comparison_record(answer, normalize))
 
 
@@ -214,19 +241,40 @@ class _Tracks:
         self.tally: OutputTally = comparison.tally()
         self.samples = KeptSamples(keep)
 
-    def add(self, sample: Sample, keep: bool) -> None:
+    def add(self, sample: Sample, keep: bool, grades: _Grading | None = None) -> None:
         if keep:
             self.samples.put(sample.index, sample)
         self.collector.add(sample)
-        self.tally.update((sample,))
+        answer = None if sample.error is not None else self.tally.add(sample.text or "")
+        if grades is not None:
+            grades.record(sample, answer)
+
+
+class _Grading:
+    """Each sample right or wrong against its prompt's expected answer, in a grid of one
+    byte per (prompt, rerun)."""
+
+    __slots__ = ("expected", "grid")
+
+    def __init__(self, expected: Expected, ids: Sequence[str], n: int) -> None:
+        self.expected = expected
+        self.grid = RerunGrid(ids, n, expected)
+
+    def record(self, sample: Sample, answer: str | None) -> None:
+        rid = sample.request_id or ""
+        right = (None if sample.error is not None
+                 else self.expected.grade(rid, answer))
+        self.grid.record(rid, sample.index, right)
 
 
 async def _run_suite(pool: ClientPool, suite: Sequence[tuple[str, Request]], n: int,
                      workers: int, options: _Options, comparison: Comparison,
+                     expected: Expected | None = None,
                      record: dict[str, Any] | None = None) -> SuiteResult:
     calls = [pool.prepare(request, request_id=rid) for rid, request in suite]
     keep = n if options.keep_samples else 0
     tracks = {rid: _Tracks(comparison, keep) for rid, _ in suite}
+    grading = None if expected is None else _Grading(expected, [rid for rid, _ in suite], n)
     skip: set[tuple[str, int]] = set()
     run_file: RunFile | None = None
     if options.output is not None:
@@ -236,13 +284,13 @@ async def _run_suite(pool: ClientPool, suite: Sequence[tuple[str, Request]], n: 
                                           header={"comparison": record} if record else None)
         try:
             if existing is not None:
-                skip = _resume(existing, n, tracks, options.keep_samples)
+                skip = _resume(existing, n, tracks, options.keep_samples, grading)
         except BaseException:
             run_file.close()
             raise
 
     def consume(sample: Sample) -> None:
-        tracks[sample.request_id or ""].add(sample, options.keep_samples)
+        tracks[sample.request_id or ""].add(sample, options.keep_samples, grading)
 
     def todo() -> Iterator[tuple[PreparedCall, int]]:
         for index in range(n):
@@ -263,17 +311,22 @@ async def _run_suite(pool: ClientPool, suite: Sequence[tuple[str, Request]], n: 
         entries.append(SuiteEntry._of(rid, request, samples, track.collector))
     # each prompt's report is made for its row (without a tree) and dropped; the entry
     # makes it again, tree included, when read, from the collector it keeps (see SuiteEntry)
+    grades = None if grading is None else grading.grid
     report = suite_report(((rid, tracks[rid].collector.report(tree=False), tracks[rid].tally)
-                           for rid, _ in suite), n=n)
+                           for rid, _ in suite), n=n, grades=grades)
     tracks.clear()  # the tallies; the entries keep the collectors
-    return SuiteResult(endpoint=pool.endpoint.label, n=n, entries=entries, report=report,
-                       kept_samples=options.keep_samples, stopped_early=stopped)
+    result = SuiteResult(endpoint=pool.endpoint.label, n=n, entries=entries, report=report,
+                         kept_samples=options.keep_samples, stopped_early=stopped)
+    result._grades = grades
+    return result
 
 
 def suite_report_from_runs(runs: Sequence[RunContents], *, answer: AnswerSpec | None = None,
-                           normalize: bool = False) -> SuiteReport:
+                           normalize: bool = False,
+                           expected: ExpectedAnswers | None = None) -> SuiteReport:
     """The ``SuiteReport`` of suite run files (merged by request id), read a record at a
-    time; ``n`` is the largest any of them asked for."""
+    time; ``n`` is the largest any of them asked for. ``expected`` adds the accuracy under
+    reruns (as in ``sample_suite``)."""
     comparison = Comparison(answer, normalize=normalize)
     tracks: dict[str, _Tracks] = {}
     for contents in runs:
@@ -281,22 +334,25 @@ def suite_report_from_runs(runs: Sequence[RunContents], *, answer: AnswerSpec | 
             raise ConfigError("files", f"{contents.path} is not a suite's run file")
         for rid in contents.suite_ids:
             tracks.setdefault(rid, _Tracks(comparison))
-        for sample in contents.iter_samples():
-            tracks[sample.request_id or ""].add(sample, keep=False)
     n = max(contents.max_n for contents in runs)
+    found = checked_expected(expected_answers(expected), comparison, tracks)
+    grading = None if found is None else _Grading(found, list(tracks), n)
+    for contents in runs:
+        for sample in contents.iter_samples():
+            tracks[sample.request_id or ""].add(sample, False, grading)
     return suite_report(((rid, t.collector.report(tree=False), t.tally)
                          for rid, t in tracks.items()),
-                        n=n)
+                        n=n, grades=None if grading is None else grading.grid)
 
 
-def _resume(existing: RunContents, n: int, tracks: dict[str, _Tracks], keep: bool
-            ) -> set[tuple[str, int]]:
+def _resume(existing: RunContents, n: int, tracks: dict[str, _Tracks], keep: bool,
+            grading: _Grading | None) -> set[tuple[str, int]]:
     """The (id, index) pairs below ``n`` the file holds ok, each fed to its track."""
     done = {(rid, i) for rid, i in existing.ok_pairs() if i < n}
     if done:
         for sample in existing.iter_samples():
             if (sample.request_id or "", sample.index) in done:
-                tracks[sample.request_id or ""].add(sample, keep)
+                tracks[sample.request_id or ""].add(sample, keep, grading)
     return done
 
 

@@ -328,16 +328,19 @@ class OutputTally:
         self._failed: dict[str, str] = {}
         """Compared text → why the extractor failed on it (only for those it failed on)."""
 
-    def add(self, text: str) -> None:
+    def add(self, text: str) -> str | None:
+        """Count one output; its answer (None: none, or no extractor)."""
         key = self.comparison.key(text)
         count = self._counts.get(key)
         if count is None:
             self._counts[key] = 1
-            self._answers[key], reason = self.comparison.extract(key)
+            answer, reason = self.comparison.extract(key)
+            self._answers[key] = answer
             if reason is not None:
                 self._failed[key] = reason
-        else:
-            self._counts[key] = count + 1
+            return answer
+        self._counts[key] = count + 1
+        return self._answers[key]
 
     def update(self, items: Iterable[str | Sample]) -> None:
         for item in items:

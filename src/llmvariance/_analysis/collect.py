@@ -360,6 +360,12 @@ class VarianceCollector:
         """How many ok samples gave each distinct output (the counts every metric uses)."""
         return {text: output.count for text, output in self._outputs.items()}
 
+    def tokens_of(self, text: str) -> list[str] | None:
+        """The provider's tokens of a distinct output (the smallest tokenization seen);
+        None when its samples carried none or it was never seen."""
+        output = self._outputs.get(text)
+        return None if output is None or output.tokens is None else list(output.tokens)
+
     # -- combining ----------------------------------------------------------------------
 
     def _materialised(self, dimension: str) -> dict[str, VarianceCollector]:

@@ -158,7 +158,8 @@ def p_text(result: HypothesisTestResult | float) -> str:
 
 ArmInput = Any
 """Strings, ``Sample``s, a ``VarianceCollector``, a ``SampleSet``, a run file (path or
-``lv.read_run(...)``), or a ``VarianceReport`` whose top outputs are all its outputs."""
+``lv.read_run(...)``), a mapping of output to count (a ``Counter``), or a
+``VarianceReport`` whose top outputs are all its outputs."""
 
 
 def arm_cells(source: ArmInput, field: str = "a"
@@ -169,6 +170,9 @@ def arm_cells(source: ArmInput, field: str = "a"
     items: Iterable[Any]
     if isinstance(source, VarianceCollector):
         cells[None] = Counter(source.output_counts())
+        return cells, with_logprobs
+    if isinstance(source, Mapping):  # output -> count (e.g. a Counter)
+        cells[None] = Counter({output: int(count) for output, count in source.items()})
         return cells, with_logprobs
     if isinstance(source, VarianceReport):
         if sum(o.count for o in source.top_outputs) != source.n_ok:

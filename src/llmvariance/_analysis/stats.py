@@ -33,8 +33,9 @@ from pydantic import BaseModel, ConfigDict
 from .._errors import ConfigError
 
 __all__ = ["BOSCHLOO_MAX_TABLES", "Cells", "HypothesisTestResult", "benjamini_hochberg",
-           "bootstrap_delta_d", "cmh_test", "exact_test", "fisher_power", "holm",
-           "minimum_detectable_rate", "permutation_tests", "samples_needed", "sign_test"]
+           "bootstrap_delta_d", "cmh_test", "exact_test", "exact_upper_bound", "fisher_power",
+           "holm", "minimum_detectable_rate", "permutation_tests", "samples_needed",
+           "samples_to_bound", "sign_test"]
 
 Cells = Mapping[int | None, Mapping[Any, int]]
 """One arm: per block (None: no block), how many samples gave each output."""
@@ -317,6 +318,33 @@ def samples_needed(p_a: float, p_b: float, *, alpha: float = 0.05, power: float 
         else:
             low = mid
     return high
+
+
+def exact_upper_bound(k: int, n: int, level: float = 0.95) -> float:
+    """The exact (Clopper-Pearson) one-sided upper confidence bound at ``level`` on a rate
+    seen ``k`` times in ``n``: the rate p at which ``P(X <= k) = 1 - level`` for X ~
+    Binomial(n, p), i.e. the ``level`` quantile of Beta(k + 1, n - k); 1 when k == n. At
+    k == 0 it is ``1 - (1 - level)^(1/n)`` (0 of 30 at 95 %: 9.5 %)."""
+    if not (0 <= k <= n and n > 0):
+        raise ValueError(f"not a rate: {k} of {n}")
+    if k == n:
+        return 1.0
+    if k == 0:
+        return 1.0 - float((1.0 - level) ** (1.0 / n))
+    from scipy import stats
+
+    return float(stats.beta.ppf(level, k + 1, n - k))
+
+
+def samples_to_bound(bound: float, level: float = 0.95) -> int:
+    """The fewest samples with which 0 of n can show a rate at most ``bound`` at ``level``:
+    ``ceil(ln(1 - level) / ln(1 - bound))`` (5 % at 95 %: 59)."""
+    if not 0.0 < bound < 1.0:
+        raise ConfigError("max_rate_bound", f"must be between 0 and 1, got {bound!r}")
+    n = math.ceil(math.log(1.0 - level) / math.log(1.0 - bound))
+    while n > 1 and 1.0 - (1.0 - level) ** (1.0 / (n - 1)) <= bound:  # rounding
+        n -= 1
+    return n
 
 
 # -- many comparisons ---------------------------------------------------------------------

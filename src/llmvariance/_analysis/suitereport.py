@@ -25,6 +25,9 @@ Definitions (N = the samples asked for per prompt):
   over evaluable prompts (``agreement_mean`` is None when N < 2).
 - ``prompts``: every prompt, most varying first: more distinct outputs first, then lower
   agreement, then id.
+- ``accuracy`` (with expected answers): how much rerunning the eval moves its score — the
+  accuracy of each rerun, best- and worst-possible accuracy, the prompts whose correctness
+  flips (``accuracy`` module); ``PromptStats.correct`` counts each prompt's right answers.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from .._errors import ConfigError
 from .._sample import Sample
 from . import estimates as est
 from . import metrics as m
+from .accuracy import Expected, ExpectedValue, RerunAccuracy, RerunGrid, rerun_accuracy
 from .answers import AnswerSpec, Comparison, OutputTally
 from .collect import VarianceCollector
 from .display import Displayed, fmt
@@ -46,7 +50,7 @@ from .printable import printable
 from .report import ConfidenceInterval, Row, VarianceReport
 
 __all__ = ["AnswerCount", "DistinctCount", "PromptAnswers", "PromptStats", "SuiteReport",
-           "analyze_suite", "suite_report", "tar_interval"]
+           "analyze_suite", "checked_expected", "suite_report", "tar_interval"]
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
 _TOP_ANSWERS = 5
@@ -102,6 +106,8 @@ class PromptStats(Row):
     """From the prompt's ``VarianceReport``: over the texts as returned, never normalised."""
     answers: PromptAnswers | None
     """None when the suite has no answer extractor."""
+    correct: int | None = None
+    """Ok samples whose answer matches the prompt's expected answer; None without one."""
 
 
 class DistinctCount(Row):
@@ -150,6 +156,8 @@ class SuiteReport(Displayed, BaseModel):
     ``_MAX_REASONS`` most common reasons, the others summed under ``"(other reasons)"``."""
     prompts: list[PromptStats]
     """Every prompt, most varying first."""
+    accuracy: RerunAccuracy | None = None
+    """Accuracy under reruns, with expected answers (None without them)."""
 
     @property
     def varying(self) -> list[str]:
@@ -169,7 +177,8 @@ class SuiteReport(Displayed, BaseModel):
                 f"{answers} varying={len(self.varying)}")
 
 
-def _prompt(request_id: str, report: VarianceReport, tally: OutputTally, n: int) -> PromptStats:
+def _prompt(request_id: str, report: VarianceReport, tally: OutputTally, n: int,
+            grades: RerunGrid | None) -> PromptStats:
     if tally.n != report.n_ok:
         raise ValueError(f"{request_id}: the tally counted {tally.n} outputs but the report "
                          f"{report.n_ok} ok samples")
@@ -191,7 +200,8 @@ def _prompt(request_id: str, report: VarianceReport, tally: OutputTally, n: int)
         id=request_id, n_samples=report.n_samples, n_ok=report.n_ok, n_failed=report.n_failed,
         evaluable=report.n_ok == n and report.n_failed == 0, distinct=len(counts),
         agreement_rate=m.agreement_rate(counts), all_agree=len(counts) == 1,
-        first_divergence_tokens=report.common_prefix_tokens, answers=answers)
+        first_divergence_tokens=report.common_prefix_tokens, answers=answers,
+        correct=None if grades is None else grades.correct(request_id))
 
 
 def _bounded(reasons: Counter[str]) -> dict[str, int]:
@@ -225,15 +235,17 @@ def _mean(values: list[float]) -> float | None:
     return statistics.fmean(values) if values else None
 
 
-def suite_report(entries: Iterable[tuple[str, VarianceReport, OutputTally]], *, n: int
-                 ) -> SuiteReport:
+def suite_report(entries: Iterable[tuple[str, VarianceReport, OutputTally]], *, n: int,
+                 grades: RerunGrid | None = None, seed: int = 0) -> SuiteReport:
     """The suite report of each prompt's id, ``VarianceReport`` and ``OutputTally`` of
-    its ok outputs, all tallied with the same comparison; ``n`` is N."""
+    its ok outputs, all tallied with the same comparison; ``n`` is N. ``grades`` (each
+    sample right or wrong) adds the accuracy under reruns, its bootstrap seeded by
+    ``seed``."""
     ConfigError.check_int("n", n)
     prompts: list[PromptStats] = []
     settings: set[tuple[bool, str | None]] = set()
     for request_id, report, tally in entries:
-        prompts.append(_prompt(request_id, report, tally, n))
+        prompts.append(_prompt(request_id, report, tally, n, grades))
         settings.add((tally.comparison.normalize, tally.comparison.description))
     ids = Counter(p.id for p in prompts)
     if len(ids) != len(prompts):
@@ -266,6 +278,7 @@ def suite_report(entries: Iterable[tuple[str, VarianceReport, OutputTally]], *, 
         unparseable=sum(p.answers.unparseable for p in prompts if p.answers is not None),
         answer_failures=_bounded(_reasons(prompts)),
         prompts=sorted(prompts, key=lambda p: (-p.distinct, _or_one(p.agreement_rate), p.id)),
+        accuracy=None if grades is None else rerun_accuracy(grades, seed=seed),
     )
 
 
@@ -274,22 +287,59 @@ def _or_one(value: float | None) -> float:
 
 
 def analyze_suite(outputs: Mapping[str, Iterable[str | Sample]], *, n: int | None = None,
-                  answer: AnswerSpec | None = None, normalize: bool = False) -> SuiteReport:
+                  answer: AnswerSpec | None = None, normalize: bool = False,
+                  expected: Mapping[str, ExpectedValue] | Expected | None = None
+                  ) -> SuiteReport:
     """The suite report of outputs a user already has: prompt id → strings or ``Sample``s.
 
-    ``n`` (N) defaults to the largest number of items given for one prompt.
+    ``n`` (N) defaults to the largest number of items given for one prompt. With
+    ``expected`` (prompt id → its expected answer) and ``answer``, each output is right or
+    wrong and the report adds the accuracy under reruns: rerun k is a prompt's k-th item
+    (a ``Sample``'s ``index``).
     """
     comparison = Comparison(answer, normalize=normalize)
+    grading = checked_expected(expected, comparison, list(outputs))
     entries = []
+    answers: list[tuple[str, int, bool | None]] = []
     for request_id, given in outputs.items():
         items = list(given)
         collector, tally = VarianceCollector(grouped=False), comparison.tally()
         collector.update(items)
-        tally.update(items)
+        for position, item in enumerate(items):
+            if isinstance(item, str):
+                found, index = tally.add(item), position
+            elif item.error is None:
+                found, index = tally.add(item.text or ""), item.index
+            else:
+                continue
+            if grading is not None:
+                answers.append((request_id, index, grading.grade(request_id, found)))
         entries.append((request_id, collector.report(tree=False), tally))  # numbers only
     if n is None:
         n = max((e[1].n_samples for e in entries), default=1)
-    return suite_report(entries, n=n)
+    grades = None
+    if grading is not None:
+        grades = RerunGrid(list(outputs), n, grading)
+        for request_id, index, right in answers:
+            grades.record(request_id, index, right)
+    return suite_report(entries, n=n, grades=grades)
+
+
+def checked_expected(expected: Mapping[str, ExpectedValue] | Expected | None,
+                     comparison: Comparison, ids: Iterable[str]) -> Expected | None:
+    """``expected`` as ``Expected``, checked against the suite: it needs an answer
+    extractor, and at least one of the suite's ids."""
+    if expected is None:
+        return None
+    found = Expected.of(expected)
+    if not comparison.has_answers:
+        raise ConfigError("expected", "needs answer= (a regex, a JsonPointer or a function) "
+                          "to tell each output's answer")
+    if not any(rid in found for rid in ids):
+        shown = ", ".join(repr(rid) for rid in found.ids()[:3])
+        raise ConfigError("expected", "none of the suite's prompt ids has an expected answer"
+                          + (f" (its ids are like {shown})" if shown else ""))
+    return found
 
 
 # -- text ---------------------------------------------------------------------------------
@@ -320,6 +370,8 @@ def _lines(r: SuiteReport) -> list[str]:
         lines.append(f"unparseable       {r.unparseable} outputs without an answer")
         lines += [f"  x{count:<5} {printable(reason)}"
                   for reason, count in r.answer_failures.items()]
+    if r.accuracy is not None:
+        lines += r.accuracy.lines()
     spread = ", ".join(f"{c.distinct}: {c.prompts}" for c in r.distinct_counts)
     lines += [
         f"distinct outputs  mean {_fmt(r.distinct_mean, '.2f')}, median "

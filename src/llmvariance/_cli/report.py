@@ -20,6 +20,7 @@ from .._suite import suite_report_from_runs
 from .._version import __version__
 from ._common import CouldNotMeasure, ExitCode
 from ._console import Console
+from ._expected import add_expected_flags, expected
 from ._flow import failed_line
 
 
@@ -47,6 +48,10 @@ def add_parser(commands: Any) -> None:
                         help="write the figures to OUT (.png or .svg; needs the plot extra)")
     parser.add_argument("--html", metavar="OUT",
                         help="write a self-contained HTML report to OUT")
+    parser.add_argument("--over-time", action="store_true",
+                        help="a row per run file in the order the runs were started (D, "
+                             "distinct, how the most common output begins, fingerprint), "
+                             "with the steps marked, instead of one merged report")
     suite = parser.add_argument_group("suite run files (llmvariance suite --out)")
     answers = suite.add_mutually_exclusive_group()
     answers.add_argument("--answer", metavar="REGEX",
@@ -59,6 +64,7 @@ def add_parser(commands: Any) -> None:
                        help="compare outputs with whitespace stripped and collapsed")
     parser.add_argument("--out-dir", metavar="DIR",
                         help="write report.json (with provenance) and report.html into DIR")
+    add_expected_flags(suite)
 
 
 def _figures_or_hint() -> None:
@@ -70,6 +76,8 @@ def _figures_or_hint() -> None:
 
 
 async def run(args: argparse.Namespace) -> int:
+    if args.over_time:
+        return _over_time(args)
     if args.min_count is not None:
         ConfigError.check_int("min_count", args.min_count)
     if args.plot:
@@ -209,9 +217,10 @@ def _suite_report(args: argparse.Namespace, runs: list[RunContents]) -> SuiteRep
     """The suite report when the files are a suite's (TARr@N, TARa@N), else None."""
     suites = [r.suite_ids is not None for r in runs]
     if not any(suites):
-        if args.answer or args.answer_pointer or args.normalize:
-            raise ConfigError("answer", "--answer, --answer-pointer and --normalize are for "
-                              "a suite's run files (llmvariance suite --out)")
+        if args.answer or args.answer_pointer or args.normalize or args.expected:
+            raise ConfigError("answer", "--answer, --answer-pointer, --normalize and "
+                              "--expected are for a suite's run files (llmvariance suite "
+                              "--out)")
         return None
     if not all(suites):
         raise ConfigError("files", "a suite's run files cannot be merged with other runs")
@@ -224,4 +233,31 @@ def _suite_report(args: argparse.Namespace, runs: list[RunContents]) -> SuiteRep
         answer, normalize, note = comparison_from_record(stored)
         if note is not None:
             print(f"llmvariance report: {note}", file=sys.stderr)
-    return suite_report_from_runs(runs, answer=answer, normalize=normalize)
+    return suite_report_from_runs(runs, answer=answer, normalize=normalize,
+                                  expected=expected(args, answer))
+
+
+def _over_time(args: argparse.Namespace) -> int:
+    """``--over-time``: the history of runs of one request, a row per file."""
+    from .._analysis.history import run_history
+
+    ignored = [flag for flag, given in (("--tree", args.tree), ("--plot", args.plot),
+                                        ("--group-by", args.group_by),
+                                        ("--answer", args.answer or args.answer_pointer),
+                                        ("--expected", args.expected),
+                                        ("--out-dir", args.out_dir)) if given]
+    if ignored:
+        raise ConfigError("--over-time", f"cannot be combined with {', '.join(ignored)}")
+    history = run_history(args.files)
+    if args.html:
+        from .._render.compare_html import history_page
+
+        history_page(history, args.html)
+    if args.json:
+        print(history.model_dump_json(indent=2))
+    else:
+        print(history.to_text())
+    sys.stdout.flush()
+    if args.html:
+        print(f"wrote {args.html}", file=sys.stderr)
+    return ExitCode.MEASURED

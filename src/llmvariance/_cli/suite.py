@@ -17,6 +17,7 @@ from .._suite import SuiteResult, sample_suite
 from . import _common
 from ._common import CouldNotMeasure, ExitCode
 from ._console import Console
+from ._expected import add_expected_flags, expected
 from ._flow import (
     add_out_dir_flag,
     check_reachable,
@@ -56,6 +57,7 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--normalize", action="store_true",
                         help="compare outputs with surrounding whitespace stripped and runs "
                              "of whitespace collapsed")
+    add_expected_flags(parser, " (default: the \"expected\" fields of FILE's own lines)")
     parser.add_argument("--keep-samples", action="store_true",
                         help="hold every sample in memory (not needed for the report)")
     parser.add_argument("--json", action="store_true", help="print the suite report as JSON")
@@ -66,14 +68,16 @@ def add_parser(commands: Any) -> None:
 
 async def run(args: argparse.Namespace) -> int:
     console = Console("suite", quiet=args.quiet)
-    suite = [(rid, _common.with_sampling_flags(args, r)) for rid, r in read_suite(
-        args.file, api=args.api, model=args.model, stream=True if args.stream else None)]
+    read = read_suite(args.file, api=args.api, model=args.model,
+                      stream=True if args.stream else None)
+    suite = [(rid, _common.with_sampling_flags(args, r)) for rid, r in read]
     ConfigError.check_int("n", args.n)
     ConfigError.check_int("concurrency", args.concurrency)
     limits, policy = _common.rate_limit(args), _common.retry(args)
     answer: AnswerSpec | None = args.answer
     if args.answer_pointer is not None:
         answer = JsonPointer(args.answer_pointer)
+    grading = expected(args, answer, read.expected)
     anthropic = all(isinstance(r, MessagesRequest) for _, r in suite)
     endpoint = _common.endpoint(args, anthropic=anthropic)
     args.run_file = out_dir_run_file(args)
@@ -90,7 +94,8 @@ async def run(args: argparse.Namespace) -> int:
             concurrency=args.concurrency, rate_limit=limits,
             retry=policy, output=args.run_file, progress=bar, on_sample=tally,
             allow_endpoint_change=args.allow_endpoint_change, answer=answer,
-            normalize=args.normalize, keep_samples=args.keep_samples)
+            normalize=args.normalize, keep_samples=args.keep_samples,
+            expected=grading)
     totals(console, args, tally)
     if result.stopped_early is not None:
         raise CouldNotMeasure(printable(result.stopped_early))

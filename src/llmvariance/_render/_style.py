@@ -79,6 +79,7 @@ details summary { cursor: pointer; color: var(--muted); font-size: 13px; }
 .invisible { display: inline-block; margin: 0 1px; padding: 0 3px; border: 1px solid var(--red);
              border-radius: 3px; color: var(--red); background: #fff; font: 600 10px/1.4
              ui-monospace, "DejaVu Sans Mono", monospace; vertical-align: 1px; }
+tr.step td { background: #fff4e5; }
 footer { color: var(--muted); font-size: 12px; text-align: center; margin-top: 24px; }
 @media print { nav { display: none; } section { break-inside: avoid; } }
 """

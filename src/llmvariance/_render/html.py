@@ -34,6 +34,7 @@ from .._version import __version__
 from ._style import CSS
 
 if TYPE_CHECKING:
+    from .._analysis.suitereport import SuiteReport
     from .._experiment import BatchEffectResult
 
 __all__ = ["html_report"]
@@ -437,7 +438,9 @@ def html_report(report: VarianceReport | BatchEffectResult | SuiteReport,
     for. Figures need matplotlib (``plots=False``, or its absence, leaves them out).
     Given a ``BatchEffectResult`` the page is the experiment's: the verdict and its
     evidence, each condition's estimates and test, the findings, D by condition as a
-    figure, and how to read it.
+    figure, and how to read it. Given a suite's ``SuiteReport`` the page is the suite's:
+    TARr@N, TARa@N, the prompts, the most varying ones in detail and, with expected
+    answers, the accuracy under reruns.
     """
     from .._experiment import BatchEffectResult
 

@@ -101,6 +101,14 @@ def _prompt_section(position: int, p: PromptStats, report: VarianceReport) -> st
                       "prompts</a></p>")
 
 
+def _accuracy(suite: SuiteReport) -> str:
+    if suite.accuracy is None:
+        return ""
+    from .compare_html import accuracy_section
+
+    return accuracy_section(suite.accuracy)
+
+
 def suite_page(suite: SuiteReport, prompts: Mapping[str, VarianceReport],
                runs: Sequence[RunContents], title: str | None = None) -> str:
     """The page's body: ``prompts`` are the reports of the prompts given sections (the
@@ -115,7 +123,8 @@ def suite_page(suite: SuiteReport, prompts: Mapping[str, VarianceReport],
     body = "".join([
         f"<header><h1>{heading}</h1><p class=\"sub\">{suite.n_prompts} prompts, {suite.n} "
         "samples each: how many prompts give the same output every time.</p></header>",
-        _cards(suite), _distribution(suite), _table(suite, detailed), *sections,
+        _cards(suite), _distribution(suite), _accuracy(suite), _table(suite, detailed),
+        *sections,
         h._runs(list(runs)),
         f"<footer>Written by llmvariance {h._e(__version__)}. This file loads nothing from "
         "the network.</footer>"])

@@ -16,6 +16,11 @@ exception: a body's ``temperature`` defaults to this library's 0.0, not the API'
 ``n`` other than 1 is refused (llmvariance sends the N copies itself), and so are
 content-part lists, prompt lists and other shapes the request types cannot carry.
 
+A record may carry the prompt's expected answer as ``expected`` beside its ``custom_id``
+(a Batch record) or in the body (taken out, never sent): a string, a number, or a list of
+answers that are all right. ``read_suite(...).expected`` holds them by id, for
+``sample_suite(..., answer=...)`` to grade every sample right or wrong.
+
 Errors are ``SuiteFileError`` (a ``ConfigError``): ``suite.jsonl:3: body.temperature:
 Input should be less than or equal to 2``. They never repeat a body's values.
 
@@ -29,7 +34,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, BinaryIO, Literal, NamedTuple
 
 import orjson
@@ -38,8 +43,8 @@ from pydantic import ValidationError
 from .._errors import ConfigError, LLMVarianceError
 from .._request import ChatRequest, CompletionRequest, MessagesRequest, Request, ResponsesRequest
 
-__all__ = ["API", "MAX_LINE_BYTES", "URLS", "SuiteFileError", "SuiteRequest", "detect_api",
-           "read_request", "read_suite", "request_from_body"]
+__all__ = ["API", "MAX_LINE_BYTES", "URLS", "SuiteFileError", "SuiteRequest", "SuiteRequests",
+           "detect_api", "read_request", "read_suite", "request_from_body"]
 
 MAX_LINE_BYTES = 64 * 2**20
 """The longest line (one request) a suite file may have: 64 MiB, far past any context."""
@@ -52,6 +57,7 @@ URLS: dict[str, API] = {"/v1/chat/completions": "chat", "/v1/completions": "comp
 _TYPES: dict[API, type[Request]] = {"chat": ChatRequest, "completions": CompletionRequest,
                                     "messages": MessagesRequest, "responses": ResponsesRequest}
 _BATCH_KEYS = ("custom_id", "method", "url", "body")
+_EXPECTED = "expected"
 # pydantic's names for union members in an error location: "str", "list[str]", "InputMessage"
 _UNION_TAG = re.compile(r"str|int|float|bool|[a-z-]+\[.*\]|[A-Z]\w*")
 
@@ -73,6 +79,19 @@ class SuiteRequest(NamedTuple):
 
     id: str
     request: Request
+
+
+class SuiteRequests(list[SuiteRequest]):
+    """What ``read_suite`` returns: the requests in file order (a list of
+    ``SuiteRequest``), and ``expected``, the expected answers its records carry, by id."""
+
+    def __init__(self, requests: Iterable[SuiteRequest] = (),
+                 expected: dict[str, Any] | None = None) -> None:
+        super().__init__(requests)
+        self.expected: dict[str, Any] = expected or {}
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (SuiteRequests, (list(self), self.expected))
 
 
 class _Invalid(Exception):
@@ -125,15 +144,17 @@ def read_request(path: str | os.PathLike[str], *, api: API | None = None,
 
 
 def read_suite(path: str | os.PathLike[str], *, api: API | None = None,
-               model: str | None = None, stream: bool | None = None) -> list[SuiteRequest]:
-    """Every request of a suite file, in file order; blank lines are skipped.
+               model: str | None = None, stream: bool | None = None) -> SuiteRequests:
+    """Every request of a suite file, in file order; blank lines are skipped. The
+    result is a list of ``SuiteRequest`` whose ``expected`` holds the expected answers
+    the records carry (``"expected"``), by id.
 
     ``api`` sets the API of plain bodies; a Batch record's url sets its own, and an
     ``api`` that contradicts it is an error. ``model`` / ``stream`` replace every body's.
     Ids are unique. Raises ``SuiteFileError`` naming the file, line and field.
     """
     name = os.fspath(path)
-    suite: list[SuiteRequest] = []
+    suite = SuiteRequests()
     first_line: dict[str, int] = {}
     batch: bool | None = None
     for number, raw in _lines(name):
@@ -142,6 +163,7 @@ def read_suite(path: str | os.PathLike[str], *, api: API | None = None,
         record = _as_object(_parse(raw, name, number), name, number)
         if batch is None:
             batch = "body" in record
+        expected = record.pop(_EXPECTED, None)
         try:
             if batch:
                 request_id, request = _batch_record(record, api, model, stream)
@@ -159,6 +181,8 @@ def read_suite(path: str | os.PathLike[str], *, api: API | None = None,
                                  f"{first_line[request_id]}; ids must be unique")
         first_line[request_id] = number
         suite.append(SuiteRequest(request_id, request))
+        if expected is not None:
+            suite.expected[request_id] = expected
     if not suite:
         raise SuiteFileError(name, None, "", "no requests in the file")
     return suite

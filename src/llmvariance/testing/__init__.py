@@ -5,9 +5,11 @@
 ``GET /models``; every POST route streams server-sent events (one per decoded token) with
 ``"stream": true``. Its models (``dense``, ``moe``, ``dense-nbi``) decode in continuous
 batches on an ``Engine``, and ``Faults`` injects rate limits, errors, drops, bad bodies and
-broken streams.
+broken streams. ``assert_reproducible`` fails a test when a server stops answering one
+request the same way (``lv.check``), saying what varied.
 """
 
+from ._assertions import assert_reproducible
 from ._engine import Delta, Engine
 from ._faults import FaultInjector, Faults
 from ._models import Context, DenseModel, DenseNBIModel, MoEModel, SimModel, default_models
@@ -26,5 +28,6 @@ __all__ = [
     "ServerStats",
     "SimModel",
     "SimServer",
+    "assert_reproducible",
     "default_models",
 ]

@@ -12,7 +12,6 @@ from collections.abc import Iterable
 
 from ..._errors import ConfigError
 from ..._sample import Sample
-from .. import collect as _collect
 from .build import DEFAULT_MAX_LEAVES
 from .model import DivergenceTree
 
@@ -30,8 +29,11 @@ class DivergenceTreeCollector:
     __slots__ = ("_outputs",)
 
     def __init__(self) -> None:
-        # the module, not the class: the report's collector imports this package
-        self._outputs = _collect.VarianceCollector(grouped=False)
+        # imported here: the report's collector imports this package, and a module that
+        # imports the report first would otherwise close the circle half-initialised
+        from ..collect import VarianceCollector
+
+        self._outputs = VarianceCollector(grouped=False)
 
     def __repr__(self) -> str:
         outputs = self._outputs
