@@ -87,7 +87,9 @@ from ._request import (
     ResponsesRequest,
     TextBlock,
 )
+from ._runs.merge import MergedRun, merge_runs, read_runs
 from ._runs.runfile import RunContents, read_run
+from ._runs.shard import Shard
 from ._runs.suitefile import (
     SuiteFileError,
     SuiteRequest,
@@ -136,6 +138,7 @@ __all__ = [
     "MalformedResponseError",
     "MatrixResult",
     "MatrixRow",
+    "MergedRun",
     "Message",
     "MessagesRequest",
     "MockTransport",
@@ -158,6 +161,7 @@ __all__ = [
     "SampleError",
     "SampleSet",
     "SampleStream",
+    "Shard",
     "StreamError",
     "SuiteComparison",
     "SuiteEntry",
@@ -185,6 +189,7 @@ __all__ = [
     "engines",
     "html_report",
     "judge",
+    "merge_runs",
     "plot_conditions",
     "plot_divergence",
     "plot_entropy",
@@ -192,6 +197,7 @@ __all__ = [
     "plot_tree",
     "read_request",
     "read_run",
+    "read_runs",
     "read_suite",
     "register_condition",
     "request_from_body",

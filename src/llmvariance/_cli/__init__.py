@@ -11,13 +11,13 @@ from pydantic import ValidationError
 from .._analysis.printable import printable
 from .._errors import ConfigError, EngineError
 from .._loop import run as run_loop
-from . import batch_effect, demo, matrix, report, sample, serve, suite
+from . import batch_effect, demo, matrix, merge, report, sample, serve, suite
 from ._common import describe
 
 __all__ = ["main"]
 
 COMMANDS = {"sample": sample, "suite": suite, "batch-effect": batch_effect, "matrix": matrix,
-            "report": report, "demo": demo, "serve": serve}
+            "report": report, "demo": demo, "serve": serve, "merge": merge}
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -9,6 +9,7 @@ from pydantic import ValidationError
 from .._client.endpoint import Endpoint
 from .._client.ratelimit import RateLimit
 from .._client.retry import RetryPolicy
+from .._errors import ConfigError
 from .._request import (
     ChatRequest,
     CompletionRequest,
@@ -16,9 +17,10 @@ from .._request import (
     Request,
     ResponsesRequest,
 )
+from .._runs.shard import Shard, shard_of
 
-__all__ = ["add_api_flags", "add_endpoint_flags", "add_request_flags", "api", "describe",
-           "endpoint", "rate_limit", "request", "retry"]
+__all__ = ["add_api_flags", "add_endpoint_flags", "add_request_flags", "add_shard_flags", "api",
+           "describe", "endpoint", "rate_limit", "request", "retry", "shard"]
 
 
 def add_endpoint_flags(parser: argparse.ArgumentParser) -> None:
@@ -89,6 +91,28 @@ def request(args: argparse.Namespace, model: str | None = None) -> Request:
     if kind == "responses":
         return ResponsesRequest(input=args.prompt, max_output_tokens=args.max_tokens, **common)
     return ChatRequest(messages=user, max_tokens=args.max_tokens, **common)
+
+
+def add_shard_flags(parser: argparse.ArgumentParser, what: str = "(request, index) pairs"
+                    ) -> None:
+    """``--shard k/K`` and ``--limits-per-shard``."""
+    parser.add_argument("--shard", metavar="k/K",
+                        help=f"send only shard k of K (0-based) of the {what}; each shard "
+                             "writes its own --out, and `llmvariance merge` joins them")
+    parser.add_argument("--limits-per-shard", action="store_true",
+                        help="--rpm/--tpm apply to this shard alone (default: divided among "
+                             "the K shards)")
+
+
+def shard(args: argparse.Namespace) -> Shard | None:
+    """The shard of ``--shard`` (None: the whole study)."""
+    found = shard_of(args.shard, "--shard")
+    if found is not None and not getattr(args, "out", None):
+        raise ConfigError("--shard", "needs --out: each shard writes its own run file, "
+                          "which `llmvariance merge` joins")
+    if found is not None and args.limits_per_shard:
+        found = found.model_copy(update={"limits": "per_shard"})
+    return found
 
 
 def describe(exc: ValidationError) -> str:

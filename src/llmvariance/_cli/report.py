@@ -13,8 +13,10 @@ from .._analysis.collect import VarianceCollector
 from .._analysis.suitereport import SuiteReport
 from .._analysis.tree import DEFAULT_MAX_LEAVES
 from .._errors import ConfigError
+from .._runs.merge import MergedRun, merge_runs
 from .._runs.runfile import RunContents, read_run
 from .._suite import suite_report_from_runs
+from .merge import add_merge_flags
 
 
 def add_parser(commands: Any) -> None:
@@ -51,6 +53,9 @@ def add_parser(commands: Any) -> None:
                          help="the answer as a JSON pointer (e.g. /answer) into JSON outputs")
     suite.add_argument("--normalize", action="store_true",
                        help="compare outputs with whitespace stripped and collapsed")
+    shards = parser.add_argument_group("shards (--shard k/K): merged as `llmvariance merge` "
+                                       "merges them")
+    add_merge_flags(shards)
 
 
 def _figures_or_hint() -> None:
@@ -67,10 +72,8 @@ async def run(args: argparse.Namespace) -> int:
     if args.plot:
         _figures_or_hint()  # before reading files that may be large
     collector = VarianceCollector()
-    runs: list[RunContents] = []
-    for path in args.files:
-        contents = read_run(path)
-        runs.append(contents)
+    runs, merged = _read(args)
+    for contents in runs:
         for sample in contents.iter_samples():
             collector.add(sample)
     report = collector.report(bootstrap=args.bootstrap,
@@ -113,7 +116,20 @@ async def run(args: argparse.Namespace) -> int:
     sys.stdout.flush()  # the report first, then what was written
     for line in wrote:
         print(line, file=sys.stderr)
+    del merged  # shards' merged file: kept until now, removed with it
     return 0
+
+
+def _read(args: argparse.Namespace) -> tuple[list[RunContents], MergedRun | None]:
+    """The files; shards of a study (run with --shard) as the one run they make together
+    (its temporary file lives as long as the ``MergedRun``)."""
+    runs = [read_run(path) for path in args.files]
+    if not any(contents.shard is not None for contents in runs):
+        return runs, None
+    merged = merge_runs(args.files, allow_missing=args.allow_missing,
+                        allow_endpoint_change=args.allow_endpoint_change)
+    print(merged.describe(), file=sys.stderr)
+    return [merged.run], merged
 
 
 def _suite_report(args: argparse.Namespace, runs: list[RunContents]) -> SuiteReport | None:

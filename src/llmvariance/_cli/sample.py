@@ -34,6 +34,7 @@ def add_parser(commands: Any) -> None:
                              "running the same command again resumes")
     parser.add_argument("--allow-endpoint-change", action="store_true",
                         help="resume a run file written against another base URL")
+    _common.add_shard_flags(parser, "indices")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--bootstrap", type=int, default=0, metavar="N",
                         help="add bootstrap intervals from N resamples (seeded)")
@@ -57,7 +58,7 @@ async def run(args: argparse.Namespace) -> int:
             request, args.n, endpoint=endpoint,
             concurrency=args.concurrency, rate_limit=_common.rate_limit(args),
             retry=_common.retry(args), output=args.out, progress=bar,
-            allow_endpoint_change=args.allow_endpoint_change)
+            allow_endpoint_change=args.allow_endpoint_change, shard=_common.shard(args))
     if result.stopped_early is not None:
         print(f"llmvariance: {result.stopped_early}", file=sys.stderr)
         return 1

@@ -44,6 +44,7 @@ def add_parser(commands: Any) -> None:
                              "of whitespace collapsed")
     parser.add_argument("--keep-samples", action="store_true",
                         help="hold every sample in memory (not needed for the report)")
+    _common.add_shard_flags(parser)
     parser.add_argument("--json", action="store_true", help="print the suite report as JSON")
 
 
@@ -60,7 +61,8 @@ async def run(args: argparse.Namespace) -> int:
             concurrency=args.concurrency, rate_limit=_common.rate_limit(args),
             retry=_common.retry(args), output=args.out, progress=bar,
             allow_endpoint_change=args.allow_endpoint_change, answer=answer,
-            normalize=args.normalize, keep_samples=args.keep_samples)
+            normalize=args.normalize, keep_samples=args.keep_samples,
+            shard=_common.shard(args))
     if result.stopped_early is not None:
         print(f"llmvariance: {result.stopped_early}", file=sys.stderr)
         return 1
