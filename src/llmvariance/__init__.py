@@ -67,7 +67,7 @@ from ._experiment import (
     register_condition,
 )
 from ._kept import KeptSamples
-from ._matrix import MatrixResult, MatrixRow, server_matrix
+from ._matrix import MatrixResult, MatrixRow, merge_matrices, server_matrix
 from ._progress import Progress
 from ._render.html import html_report
 from ._render.plot import (
@@ -189,6 +189,7 @@ __all__ = [
     "engines",
     "html_report",
     "judge",
+    "merge_matrices",
     "merge_runs",
     "plot_conditions",
     "plot_divergence",

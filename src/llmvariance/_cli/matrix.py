@@ -9,7 +9,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .._errors import ConfigError
 from .._matrix import MatrixRow, parse_config, server_matrix
+from .._runs.shard import Shard, shard_of
 from ..engines import LlamaCppServer, resolve_model
 from . import _common
 from .batch_effect import split
@@ -47,6 +49,9 @@ def add_parser(commands: Any) -> None:
                              "configurations (default 0.05)")
     parser.add_argument("--out", metavar="FILE.json",
                         help="written after each configuration; a rerun skips those done")
+    parser.add_argument("--shard", metavar="k/K",
+                        help="run only configurations j with j mod K == k (0-based); each "
+                             "shard writes its own --out, and `llmvariance merge` joins them")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
@@ -63,7 +68,8 @@ async def run(args: argparse.Namespace) -> int:
 
     result = await server_matrix(request, args.n, args.config, server=server,
                                  conditions=split(args.conditions), blocks=args.blocks,
-                                 alpha=args.alpha, output=args.out, on_row=announce)
+                                 alpha=args.alpha, output=args.out, on_row=announce,
+                                 shard=_shard(args))
     if args.json:
         print(result.model_dump_json(indent=2))
     else:
@@ -71,6 +77,14 @@ async def run(args: argparse.Namespace) -> int:
               f"temperature {args.temperature}, {args.max_tokens} tokens")
         print(result.to_text())
     return 0
+
+
+def _shard(args: argparse.Namespace) -> Shard | None:
+    found = shard_of(args.shard, "--shard")
+    if found is not None and not args.out:
+        raise ConfigError("--shard", "needs --out: each shard writes its own matrix file, "
+                          "which `llmvariance merge` joins")
+    return found
 
 
 def _server(model: Path, args: argparse.Namespace, **settings: Any) -> LlamaCppServer:

@@ -16,7 +16,8 @@ def add_parser(commands: Any) -> None:
                     "difference) and a study with a shard missing; reports pairs missing "
                     "or recorded twice. The merged file is the run file one process would "
                     "have written: report it, or resume it with the same command without "
-                    "--shard.")
+                    "--shard. A matrix's shards (`matrix --shard k/K --out F.json`) are "
+                    "merged the same way, Holm across all configurations applied once.")
     parser.add_argument("files", nargs="+", metavar="FILE")
     parser.add_argument("-o", "--output", required=True, metavar="RUN.jsonl",
                         help="the merged run file to write")
@@ -33,6 +34,13 @@ def add_merge_flags(parser: argparse.ArgumentParser) -> None:
 
 
 async def run(args: argparse.Namespace) -> int:
+    if all(str(f).endswith(".json") for f in args.files):  # a matrix's shards
+        from .._matrix import merge_matrices
+
+        matrix = merge_matrices(args.files, args.output)
+        print(f"merged {len(args.files)} matrix files: {len(matrix.rows)} configurations")
+        print(f"wrote {printable(args.output)}")
+        return 0
     merged = merge_runs(args.files, args.output, allow_missing=args.allow_missing,
                         allow_endpoint_change=args.allow_endpoint_change)
     print(printable(merged.describe(), lines=True))
