@@ -6,7 +6,7 @@
     print(result.report)
 """
 
-from . import engines
+from . import distributed, engines
 from ._analysis.answers import JsonPointer
 from ._analysis.collect import VarianceCollector, analyze
 from ._analysis.compare import ArmSummary, Comparison, compare
@@ -102,6 +102,7 @@ from ._sampler import SampleSet, sample_many, sample_many_sync
 from ._stream import SampleStream, stream_samples
 from ._suite import SuiteEntry, SuiteResult, sample_suite, sample_suite_sync
 from ._version import __version__
+from .distributed import RayRun, run_on_ray
 
 __all__ = [
     "AiohttpTransport",
@@ -151,6 +152,7 @@ __all__ = [
     "Proportion",
     "RateLimit",
     "RateLimiter",
+    "RayRun",
     "RequestTimeout",
     "ResponseError",
     "ResponseTooLargeError",
@@ -185,6 +187,7 @@ __all__ = [
     "batch_effect",
     "compare",
     "compare_suites",
+    "distributed",
     "divergence_tree",
     "engines",
     "html_report",
@@ -202,6 +205,7 @@ __all__ = [
     "read_suite",
     "register_condition",
     "request_from_body",
+    "run_on_ray",
     "sample_many",
     "sample_many_sync",
     "sample_suite",
