@@ -25,6 +25,9 @@ INSTALL = "the Ray tests need ray: pip install 'llmvariance[ray]' (or .[dev])"
 os.environ.setdefault("RAY_AUTH_MODE", "token")
 os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# a one-machine cluster on 127.0.0.1 (Ray would otherwise put it on the machine's outside
+# address); read once, at import
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 
 def cluster_env() -> dict[str, str]:

@@ -35,6 +35,7 @@ def cluster() -> Iterator[str]:
     try:
         ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
                  _temp_dir=directory, configure_logging=False, log_to_driver=False)
+        assert {n["NodeManagerAddress"] for n in ray.nodes()} == {"127.0.0.1"}
         yield env["LLMVARIANCE_RAY_CLUSTER"]
     finally:
         ray.shutdown()
@@ -108,9 +109,13 @@ def test_a_failing_shard_is_named(cluster: str, served_url: str, tmp_path: Path)
     study = functools.partial(lv.sample_many, suite(1)[0][1], 8,
                               endpoint=lv.Endpoint(base_url=served_url),
                               on_sample=functools.partial(fail_at_index, 6))
+    local = Path(tempfile.gettempdir()) / "llmvariance-shards"
+    before = set(local.iterdir()) if local.exists() else set()
     with pytest.raises(ValueError, match=r"^the hook refused index 6\n") as caught:
         lv.run_on_ray(study, shards=4, output=tmp_path / "run.jsonl")
     assert caught.value.__notes__ == ["(in shard 2/4 of run_on_ray)"]
+    # the failed and the cancelled shards' partial files are removed from every node
+    assert (set(local.iterdir()) if local.exists() else set()) == before
 
 
 def test_the_coordinator_keeps_one_rate_across_shards_and_shares_pauses(

@@ -229,10 +229,36 @@ def _run(ray: Any, study: functools.partial[Any], kind: str, count: int,
     finally:
         for ref in pending:
             ray.cancel(ref, force=True)
+        if shared is None:
+            _clean_nodes(ray, run_id)
     if kind == "matrix":
         merge_matrices(files, target)
         return None, files
     return merge_runs(files, target), files
+
+
+def _local_folder(run_id: str) -> Path:
+    """Where a node keeps its shards' files of one ``run_on_ray`` (without ``directory``)."""
+    return Path(tempfile.gettempdir()) / "llmvariance-shards" / run_id
+
+
+def _remove_local_folder(run_id: str) -> None:
+    shutil.rmtree(_local_folder(run_id), ignore_errors=True)
+    with contextlib.suppress(OSError):
+        _local_folder(run_id).parent.rmdir()  # when no other run uses it
+
+
+def _clean_nodes(ray: Any, run_id: str) -> None:
+    """Remove the run's node-local files on every node: a shard that failed or was
+    cancelled leaves its partial file there, and no later run would resume it."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    remove = ray.remote(num_cpus=0)(_remove_local_folder)
+    refs = [remove.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+        node["NodeID"], soft=False)).remote(run_id)
+        for node in ray.nodes() if node.get("Alive")]
+    with contextlib.suppress(Exception):  # a node that went away took its files with it
+        ray.get(refs, timeout=60)
 
 
 def _name(k: int, count: int, suffix: str) -> str:
@@ -258,8 +284,7 @@ def _run_shard(study: functools.partial[Any], k: int, count: int, shared: str | 
     if shared is not None:
         path = Path(shared) / _name(k, count, suffix)
     else:
-        path = Path(tempfile.gettempdir()) / "llmvariance-shards" / run_id / _name(
-            k, count, suffix)
+        path = _local_folder(run_id) / _name(k, count, suffix)
     path.parent.mkdir(parents=True, exist_ok=True)
     token = None
     if coordinator is not None:
@@ -275,7 +300,5 @@ def _run_shard(study: functools.partial[Any], k: int, count: int, shared: str | 
     if shared is not None:
         return None
     data = path.read_bytes()
-    path.unlink()
-    with contextlib.suppress(OSError):
-        path.parent.rmdir()  # the last shard of this run on the node removes the folder
+    path.unlink()  # the folder goes when the run ends (_clean_nodes)
     return data
