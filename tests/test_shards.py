@@ -276,3 +276,41 @@ def test_the_merged_files_samples_are_in_one_order_whatever_order_the_shards_cam
         outputs.append((tmp_path / "m.jsonl").read_bytes().split(b"\n", 1)[1])
         assert [s.index for s in merged.iter_samples()] == [0, 1, 2, 3, 4, 5]
     assert len(set(outputs)) == 1
+
+
+# -- the Ray executor's checks (need no Ray) -------------------------------------------------
+
+def test_importing_llmvariance_does_not_import_ray() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, llmvariance as lv; lv.run_on_ray; lv.distributed.RayRun; "
+            "print('ray' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=60)
+    assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize(("study", "kwargs", "message"), [
+    (lambda: None, {}, "study: must be functools.partial(f, ...) of sample_many"),
+    ("partial:print", {}, "study: must be a partial of sample_many, sample_suite, "
+                          "batch_effect or server_matrix, not of <built-in function print>"),
+    ("partial:output", {}, "study: leave output to run_on_ray: each shard gets its own"),
+    ("partial", {}, "shards: say how many shards"),
+    ("partial", {"shards": 0}, "shards: must be an integer >= 1, got 0"),
+    ("partial", {"shards": 2, "resources": {"num_gpus": -1}},
+     "resources: num_gpus must be a number >= 0, got -1"),
+    ("partial", {"shards": 2, "max_retries": -1}, "max_retries: must be an integer >= 0"),
+])
+def test_run_on_ray_checks_its_arguments_before_any_task_starts(
+        study: object, kwargs: dict[str, object], message: str) -> None:
+    import functools
+
+    made = {"partial": functools.partial(lv.sample_many, suite(1)[0][1], 4),
+            "partial:print": functools.partial(print),
+            "partial:output": functools.partial(lv.sample_many, suite(1)[0][1], 4,
+                                                output="x.jsonl")}
+    with pytest.raises(lv.ConfigError) as caught:
+        lv.run_on_ray(made.get(study, study) if isinstance(study, str) else study,  # type: ignore[arg-type]
+                      **kwargs)  # type: ignore[arg-type]
+    assert str(caught.value).startswith(message)
