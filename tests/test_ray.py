@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 
 import llmvariance as lv
+from llmvariance.engines import LlamaCppServer
+from llmvariance.engines._setup import llama_server_path, model_path
 from ray_helpers import INSTALL, cluster_env, fail_at_index, wait_until_gone
 from shard_helpers import frame_rows, suite, without_timing
 
@@ -153,3 +155,32 @@ def test_the_coordinator_keeps_one_rate_across_shards_and_shares_pauses(
     assert len(schedule) == 6 and min(gaps) == pytest.approx(0.020, abs=1e-6)
     assert b.remote_pauses == 1 and b.paused_until - time.monotonic() > 29.0
     assert a.remote_pauses == 0 and a.pauses == 1
+
+
+SMOLLM2 = model_path("smollm2-135m-instruct-q4_1")
+have_engine = llama_server_path().is_file() and SMOLLM2.is_file()
+STORY = lv.ChatRequest(model="smollm2", messages=[{"role": "user", "content": (
+    "Write a unique, surprising, extremely randomized story with highly unpredictable "
+    "changes of events.")}], max_tokens=16)
+
+
+@pytest.mark.real
+@pytest.mark.skipif(not have_engine, reason="llama-server and SmolLM2 are not in the cache: "
+                                            "run `python3 dev.py engines` once")
+def test_a_llamacpp_matrix_on_ray_gives_the_serial_matrix_table(cluster: str) -> None:
+    # one slot each: llama.cpp then answers one request at a time, the same way in every
+    # run, so the two runs' tables can be compared exactly; the cluster has 2 CPUs and each
+    # task takes one, so at most two servers (one thread each) run at once
+    configs = ["parallel=1,ctx_size=1024", "parallel=1,ctx_size=2048",
+               "parallel=1,batch_size=256", "parallel=1,seed=7"]
+    server = functools.partial(LlamaCppServer, SMOLLM2, threads=1)
+    study = functools.partial(lv.server_matrix, STORY, 4, configs, server=server,
+                              conditions=["sequential", "burst"], blocks=2)
+    run = lv.run_on_ray(study, resources={"num_cpus": 1})
+    assert [path.name for path in run.files] == [f"shard-{k}-of-4.json" for k in range(4)]
+    import anyio
+
+    serial = anyio.run(study)
+    assert isinstance(run.result, lv.MatrixResult)
+    assert run.result.to_text() == serial.to_text()
+    assert [row.verdict_kind for row in run.result.rows] == ["no_variation_observed"] * 4

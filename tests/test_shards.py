@@ -293,8 +293,8 @@ def test_importing_llmvariance_does_not_import_ray() -> None:
 
 @pytest.mark.parametrize(("study", "kwargs", "message"), [
     (lambda: None, {}, "study: must be functools.partial(f, ...) of sample_many"),
-    ("partial:print", {}, "study: must be a partial of sample_many, sample_suite, "
-                          "batch_effect or server_matrix, not of <built-in function print>"),
+    ("partial:len", {}, "study: must be a partial of sample_many, sample_suite, "
+                        "batch_effect or server_matrix, not of <built-in function len>"),
     ("partial:output", {}, "study: leave output to run_on_ray: each shard gets its own"),
     ("partial", {}, "shards: say how many shards"),
     ("partial", {"shards": 0}, "shards: must be an integer >= 1, got 0"),
@@ -307,7 +307,7 @@ def test_run_on_ray_checks_its_arguments_before_any_task_starts(
     import functools
 
     made = {"partial": functools.partial(lv.sample_many, suite(1)[0][1], 4),
-            "partial:print": functools.partial(print),
+            "partial:len": functools.partial(len),
             "partial:output": functools.partial(lv.sample_many, suite(1)[0][1], 4,
                                                 output="x.jsonl")}
     with pytest.raises(lv.ConfigError) as caught:

@@ -29,7 +29,9 @@ raises the format's number only when an older reader would misread the file.
 
 Keys added since: ``study`` (``{"id": "sha256:...", "kind": "sample" | "suite" |
 "batch_effect"}``, and a designed experiment's ``design``: see ``shard.study_id``), which
-names what was asked so that shards of one study are recognised when merged; ``shard``
+names what was asked so that shards of one study are recognised when merged (written in a
+designed experiment's and a shard's file; a plain run's study is worked out from its
+request or suite digest, as for files written before it existed); ``shard``
 (``{"index": k, "count": K, "partition": ...}``) in a shard's file; ``merged`` (the shards a
 merged file was made from). A designed experiment's samples are keyed by (condition,
 index), as a suite's by (request id, index): its ``design`` lists the conditions, the
@@ -589,7 +591,10 @@ class RunFile:
                     "library_version": version, "started_at": _now(), "n": n, **requests,
                     "endpoint": {"base_url": endpoint.base_url, "name": endpoint.label,
                                  "header_names": sorted(endpoint.headers)},
-                    "study": study, **({"shard": shard_record} if shard_record else {}),
+                    # a plain run's study is its request (or suite digest): named only
+                    # where it says more, in a design's or a shard's file
+                    **({"study": study} if design or shard_record else {}),
+                    **({"shard": shard_record} if shard_record else {}),
                 }, flush=suite is None)
                 if suite is not None:
                     run._handle.writelines(_suite_lines(suite))
