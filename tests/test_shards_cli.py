@@ -96,6 +96,30 @@ def test_a_missing_shard_is_named_and_nothing_is_written(runs: Path) -> None:
     assert "samples           1500 (1500 ok, 0 failed)" in allowed.stdout
 
 
+def test_report_writes_the_html_of_the_shards_together(runs: Path) -> None:
+    shards = [runs / f"shard{k}.jsonl" for k in range(K)]
+    out = run("report", *shards, "--html", runs / "report.html")
+    assert out.returncode == 0, out.stderr
+    page = (runs / "report.html").read_text()
+    assert f"{PROMPTS * N:,}" in page or str(PROMPTS * N) in page
+    assert "merged 4 files (shards of 4 (diagonal))" in out.stderr
+
+
+def test_batch_effect_shards_on_the_command_line(served_url: str, runs: Path) -> None:
+    common = ["batch-effect", "--base-url", served_url, "--model", "dense", "--prompt", "hi",
+              "-n", "6", "--blocks", "3", "--conditions", "sequential,burst",
+              "--max-tokens", "8"]
+    for k in range(3):
+        out = run(*common, "--shard", f"{k}/3", "--out", runs / f"be{k}.jsonl")
+        assert out.returncode == 0, out.stderr
+    merged = run("merge", *(runs / f"be{k}.jsonl" for k in range(3)), "-o", runs / "be.jsonl")
+    assert merged.returncode == 0, merged.stderr
+    assert "merged 3 files (shards of 3 (blocks)): 13 of 13 pairs" in merged.stdout
+    whole = run(*common, "--out", runs / "be.jsonl", "--json")  # resumes: nothing to send
+    assert whole.returncode == 0, whole.stderr
+    assert json.loads(whole.stdout)["verdict_kind"] == "no_variation_observed"
+
+
 def test_shard_needs_an_output_file(served_url: str, runs: Path) -> None:
     out = run("suite", runs / "suite.jsonl", "--base-url", served_url, "--shard", "1/4")
     assert out.returncode == 2

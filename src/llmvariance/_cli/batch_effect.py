@@ -35,6 +35,11 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--alpha", type=float, default=0.05,
                         help="significance level, Holm-corrected across conditions "
                              "(default 0.05)")
+    parser.add_argument("--out", metavar="FILE",
+                        help="JSONL run file: each cell's samples are appended as it "
+                             "finishes; running the same command again resumes it a block "
+                             "at a time")
+    _common.add_shard_flags(parser, "blocks (each whole, every condition)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument("--html", metavar="FILE.html",
                         help="also write the result as a self-contained HTML page")
@@ -54,7 +59,7 @@ async def run(args: argparse.Namespace) -> int:
         _common.request(args), args.n, endpoint=_common.endpoint(args), sweep=sweep,
         conditions=split(args.conditions), background_concurrency=args.background,
         blocks=args.blocks, alpha=args.alpha, rate_limit=_common.rate_limit(args),
-        retry=_common.retry(args))
+        retry=_common.retry(args), output=args.out, shard=_common.shard(args))
     if args.json:
         print(result.model_dump_json(indent=2, exclude={"samples"}))
     else:
