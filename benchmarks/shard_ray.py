@@ -3,7 +3,9 @@
 simulator; wall time and the peak of the summed memory (RSS) of every process each way
 starts — for Ray its cluster (GCS, raylet, agents, workers) and the driver.
 
-Each way runs in a fresh process tree that carries a marker in its environment; a sampler
+Every way keeps 16 requests in flight in all (one process at 16, each of four shards at 4),
+so the simulator sees the same load. Each way runs in a fresh process tree that carries a
+marker in its environment; a sampler
 sums the RSS of the processes carrying it every 20 ms. The simulator runs outside the
 trees and is not counted. Ray is timed twice: the whole (start a local cluster, run,
 stop it) and the run alone on a cluster already up. Also: what the ``ray`` extra costs
@@ -55,7 +57,7 @@ ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_dr
          _temp_dir=sys.argv[3])
 up = time.perf_counter()
 study = functools.partial(lv.sample_suite, suite, 50, endpoint=lv.Endpoint(base_url=sys.argv[1]),
-                          concurrency=16)
+                          concurrency=4)
 run = lv.run_on_ray(study, shards=4, resources={"num_cpus": 1}, output=sys.argv[2])
 done = time.perf_counter()
 ray.shutdown()
@@ -126,7 +128,7 @@ def four_processes(url: str, model: str, work: Path) -> dict[str, Any]:
     start = time.perf_counter()
     with Sampler(marker) as sampler:
         shards = [subprocess.Popen([*cli, "suite", str(suite_file), "--base-url", url,
-                                    "-n", str(N), "--concurrency", "16", "--shard",
+                                    "-n", str(N), "--concurrency", "4", "--shard",
                                     f"{k}/{K}", "--out", str(work / f"s{k}-{marker}.jsonl")],
                                    env=_env(marker), stdout=subprocess.DEVNULL)
                   for k in range(K)]

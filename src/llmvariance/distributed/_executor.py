@@ -53,7 +53,9 @@ class RayRun:
 
     result: Any
     """What the study's function returns for the whole study, as one process would:
-    a ``SampleSet``, ``SuiteResult``, ``BatchEffectResult`` or ``MatrixResult``."""
+    a ``SampleSet``, ``SuiteResult``, ``BatchEffectResult`` or ``MatrixResult``. None
+    when a shard stopped before it sent all its pairs (``merged.findings`` says which;
+    calling the study with ``output=run.output`` sends the rest)."""
     output: Path
     """The merged run file (a matrix's: its JSON)."""
     files: list[Path]
@@ -193,7 +195,11 @@ def run_on_ray(
     finally:
         if started:
             ray.shutdown()
-    result = run_loop(functools.partial(study, output=target))
+    merged = merged_run[0]
+    # the study again on the merged file: it sends nothing when every pair is there (an
+    # incomplete run is left for the caller to resume, not sent from the driver)
+    result = (run_loop(functools.partial(study, output=target))
+              if merged is None or merged.complete else None)
     return RayRun(result=result, output=target, files=merged_run[1], merged=merged_run[0],
                   _keep=keep)
 
