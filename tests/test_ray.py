@@ -184,3 +184,22 @@ def test_a_llamacpp_matrix_on_ray_gives_the_serial_matrix_table(cluster: str) ->
     assert isinstance(run.result, lv.MatrixResult)
     assert run.result.to_text() == serial.to_text()
     assert [row.verdict_kind for row in run.result.rows] == ["no_variation_observed"] * 4
+
+
+def test_the_readme_example_runs_on_a_local_cluster_it_starts_and_stops(
+        served_url: str, tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme[readme.index("### On a Ray cluster"):]
+    code = section[section.index("```python\n") + 10:section.index("```\n", 10)]
+    assert 'base_url="http://127.0.0.1:8000/v1"' in code
+    env = {**os.environ, **cluster_env()}
+    out = subprocess.run([sys.executable, "-c", code.replace("http://127.0.0.1:8000/v1",
+                                                             served_url)],
+                         capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path,
+                         check=False)
+    left = wait_until_gone(env["LLMVARIANCE_RAY_CLUSTER"])
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert left == [], f"the example's cluster outlived it: {left}"
+    assert "merged 4 files (shards of 4 (diagonal)): 2,000 of 2,000 pairs" in out.stdout
+    assert "TARr@50" in out.stdout
+    assert (tmp_path / "run.jsonl").exists()
