@@ -257,6 +257,56 @@ async def test_merging_the_shards_of_a_varying_run_gives_its_report_tree_and_fra
     assert merged.report.tree == single.report.tree
     assert frame_rows(merged.to_pandas()) == frame_rows(single.to_pandas())
     assert list(merged.to_pandas().columns) == list(single.to_pandas().columns)
+    # TARr and TARa (the first word as the answer) of the merged shards are the file's
+    from llmvariance._suite import suite_report_from_runs
+
+    ours = suite_report_from_runs([merged.run], answer=r"^\W*(\w+)")
+    theirs = suite_report_from_runs([single], answer=r"^\W*(\w+)")
+    assert ours == theirs and ours.tar_answer is not None
+    assert ours.tar_raw is not None and ours.tar_raw < 1.0  # a TAR that could differ
+
+
+async def test_compare_and_compare_suites_take_a_studys_shards_as_a_list_of_paths(
+        tmp_path: Path) -> None:
+    async with SimServer() as url:
+        for model in ("dense", "moe"):
+            await lv.sample_suite(suite(4, model=model, max_tokens=24), 10,
+                                  endpoint=lv.Endpoint(base_url=url), concurrency=10,
+                                  output=tmp_path / f"{model}.jsonl")
+    shards = _split(tmp_path / "moe.jsonl", tmp_path, 3)
+    ours = lv.compare(tmp_path / "dense.jsonl", shards, resamples=199)
+    assert ours == lv.compare(tmp_path / "dense.jsonl",
+                              lv.merge_runs(shards, tmp_path / "merged.jsonl").path,
+                              resamples=199)
+    whole = lv.compare(tmp_path / "dense.jsonl", tmp_path / "moe.jsonl", resamples=199)
+    # ΔD's bootstrap draws outputs in the order they first appear, which is the merged
+    # file's fixed order here and completion order in the one file: all else is equal
+    assert ours.model_dump(exclude={"delta_d_ci"}) == whole.model_dump(exclude={"delta_d_ci"})
+    assert whole.b.n == 40 and whole.b.distinct > whole.a.distinct
+    suites = lv.compare_suites(tmp_path / "dense.jsonl", tmp_path / "moe.jsonl")
+    assert lv.compare_suites(tmp_path / "dense.jsonl", tuple(shards)) == suites
+    with pytest.raises(lv.ConfigError, match=r"missing shard 1/3"):
+        lv.compare(tmp_path / "dense.jsonl", [shards[0], shards[2]])
+
+
+def test_read_runs_of_shards_keeps_its_merged_file_while_the_run_lives(tmp_path: Path) -> None:
+    import gc
+
+    source = tmp_path / "one.jsonl"
+    request = suite(1)[0][1]
+    header = {"record": "header", "format": "llmvariance.run/1", "n": 4,
+              "request": {"kind": "chat", **request.model_dump(mode="json")},
+              "endpoint": {"base_url": "http://h/v1"}, "started_at": "2026-01-01T00:00:00Z"}
+    source.write_bytes(orjson.dumps(header) + b"\n" + b"".join(
+        orjson.dumps({"record": "sample", "index": i, "text": f"t{i % 2}"}) + b"\n"
+        for i in range(4)))
+    run = lv.read_runs(_split(source, tmp_path, 2))  # the MergedRun itself is dropped here
+    gc.collect()
+    assert [s.text for s in run.iter_samples()] == ["t0", "t1", "t0", "t1"]
+    folder = run.path.parent
+    del run
+    gc.collect()
+    assert not folder.exists()  # and removed with the run
 
 
 def test_the_merged_files_samples_are_in_one_order_whatever_order_the_shards_came(

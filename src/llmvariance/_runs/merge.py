@@ -53,7 +53,8 @@ class MergedRun:
     the merge found: missing shards, missing and overlapping pairs.
 
     ``report``, ``to_pandas()``, ``iter_samples()`` and ``samples`` are the merged file's.
-    A merge written to no ``output`` lives in a temporary file for as long as this object.
+    A merge written to no ``output`` lives in a temporary file for as long as this object
+    (or its ``run``).
     """
 
     __slots__ = ("__weakref__", "count", "expected_pairs", "files", "missing_by_shard",
@@ -151,7 +152,8 @@ def read_runs(paths: Sequence[str | os.PathLike[str]] | str | os.PathLike[str], 
               ) -> RunContents:
     """The run that ``paths`` hold together: one file as ``read_run`` reads it; several
     (the shards of a study, or runs of one study) merged as ``merge_runs`` merges them,
-    into a temporary file. For commands and functions that take "a run" as files."""
+    into a temporary file that lives as long as the returned run. For commands and
+    functions that take "a run" as files."""
     if isinstance(paths, str | os.PathLike):
         return read_run(paths)
     if len(paths) == 1:
@@ -220,8 +222,8 @@ def merge_runs(paths: Sequence[str | os.PathLike[str]],
         overlapping_pairs=int(np.count_nonzero(seen > 1)),
         overlap_examples=_examples(np.flatnonzero(seen > 1), ids, width), outside=outside,
         expected_pairs=int(np.count_nonzero(owners >= 0)))
-    if output is None:
-        weakref.finalize(merged, shutil.rmtree, target.parent, True)
+    if output is None:  # the file lives as long as its run (which the MergedRun holds)
+        weakref.finalize(merged.run, shutil.rmtree, target.parent, True)
     return merged
 
 

@@ -162,8 +162,8 @@ class RunContents:
     streams the samples from the file one at a time; ``samples`` loads them all.
     """
 
-    __slots__ = ("_last", "_requests_at", "arms", "cut_line", "good_bytes", "header",
-                 "last_started", "max_n", "path", "suite_ids")
+    __slots__ = ("__weakref__", "_last", "_requests_at", "arms", "cut_line", "good_bytes",
+                 "header", "last_started", "max_n", "path", "suite_ids")
 
     def __init__(self, path: Path, header: dict[str, Any], last: _LastRecords,
                  good_bytes: int, cut_line: bool, max_n: int,
