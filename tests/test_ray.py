@@ -66,8 +66,9 @@ def served_url() -> Iterator[str]:
 def test_a_40_by_50_suite_in_four_ray_tasks_merges_to_the_one_process_result(
         cluster: str, served_url: str, tmp_path: Path) -> None:
     endpoint = lv.Endpoint(base_url=served_url)
+    first_word = r"^\W*(\w+)"  # the answer: TARa@50 beside TARr@50
     study = functools.partial(lv.sample_suite, suite(40), 50, endpoint=endpoint,
-                              concurrency=16)
+                              concurrency=16, answer=first_word)
     arrived: list[int] = []
     run = lv.run_on_ray(study, shards=4, resources={"num_cpus": 1},
                         output=tmp_path / "run.jsonl",
@@ -76,10 +77,11 @@ def test_a_40_by_50_suite_in_four_ray_tasks_merges_to_the_one_process_result(
     assert run.files == [tmp_path / "run.shards" / f"shard-{k}-of-4.jsonl" for k in range(4)]
     assert run.merged is not None and run.merged.complete and run.merged.findings == []
     one = lv.sample_suite_sync(suite(40), 50, endpoint=endpoint, concurrency=16,
-                               output=tmp_path / "one.jsonl")
+                               output=tmp_path / "one.jsonl", answer=first_word)
     result = run.result
     assert isinstance(result, lv.SuiteResult) and result.shard is None
     assert result.report == one.report  # TARr, TARa, every prompt's row
+    assert result.report.tar_answer is not None and result.report.n_prompts == 40
     for ours, theirs in zip(result.entries, one.entries, strict=True):
         assert without_timing(ours.report.model_dump()) == without_timing(
             theirs.report.model_dump())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 from pathlib import Path
 
@@ -354,8 +355,6 @@ def test_importing_llmvariance_does_not_import_ray() -> None:
 ])
 def test_run_on_ray_checks_its_arguments_before_any_task_starts(
         study: object, kwargs: dict[str, object], message: str) -> None:
-    import functools
-
     made = {"partial": functools.partial(lv.sample_many, suite(1)[0][1], 4),
             "partial:len": functools.partial(len),
             "partial:output": functools.partial(lv.sample_many, suite(1)[0][1], 4,
@@ -364,3 +363,36 @@ def test_run_on_ray_checks_its_arguments_before_any_task_starts(
         lv.run_on_ray(made.get(study, study) if isinstance(study, str) else study,  # type: ignore[arg-type]
                       **kwargs)  # type: ignore[arg-type]
     assert str(caught.value).startswith(message)
+
+
+def test_the_readmes_vllm_sketch_builds_one_vllm_server_per_configuration(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # the sketch needs GPUs to run; what it hands run_on_ray is checked here: a matrix
+    # study whose server factory starts the vLLM command each configuration names
+    import types
+
+    from llmvariance._matrix import parse_config
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme[readme.index("A sketch of a GPU cluster run of the vLLM presets"):]
+    code = section[section.index("```python\n") + 10:section.index("```\n", 10)]
+    handed: list[tuple[object, dict[str, object]]] = []
+
+    def fake_run_on_ray(study: object, **kwargs: object) -> object:
+        handed.append((study, kwargs))
+        return types.SimpleNamespace(result=types.SimpleNamespace(to_text=lambda: "table"))
+
+    monkeypatch.setattr(lv, "run_on_ray", fake_run_on_ray)
+    exec(code, {"request": suite(1)[0][1], "__name__": "sketch"})  # noqa: S102
+    [(study, kwargs)] = handed
+    assert kwargs == {"resources": {"num_gpus": 1}, "address": "auto",
+                      "output": "matrix.json"}
+    assert isinstance(study, functools.partial) and study.func is lv.server_matrix
+    configs = study.args[2]
+    assert len(configs) == 4
+    commands = [study.keywords["server"](**parse_config(c))._command(8000)
+                for c in configs]
+    assert commands[2].argv[:3] == ("vllm", "serve", "Qwen/Qwen3-8B")
+    assert "--max-num-seqs" in commands[2].argv and "64" in commands[2].argv
+    assert [dict(c.env) for c in commands] == [{}, {}, {"VLLM_BATCH_INVARIANT": "1"},
+                                               {"VLLM_BATCH_INVARIANT": "1"}]
