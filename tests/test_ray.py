@@ -109,6 +109,22 @@ def test_a_designed_experiment_in_ray_tasks_gives_the_one_process_verdict(
         single.model_dump(exclude={"samples"}))
 
 
+def test_shards_in_a_shared_directory_are_resumed_by_a_rerun(cluster: str, served_url: str,
+                                                             tmp_path: Path) -> None:
+    shared = tmp_path / "shared"  # storage every node reaches (one node here)
+    study = functools.partial(lv.sample_suite, suite(4), 6,
+                              endpoint=lv.Endpoint(base_url=served_url))
+    first = lv.run_on_ray(study, shards=2, directory=shared, output=tmp_path / "run.jsonl")
+    assert first.files == [shared / f"shard-{k}-of-2.jsonl" for k in range(2)]
+    assert first.merged is not None and first.merged.complete
+    written = [path.read_bytes() for path in first.files]
+    again = lv.run_on_ray(study, shards=2, directory=shared, output=tmp_path / "again.jsonl")
+    # every pair was in the shards' files already: nothing sent, nothing appended
+    assert [path.read_bytes() for path in again.files] == written
+    assert again.result.report == first.result.report
+    assert again.result.report.n_evaluable == 4 and again.result.report.n == 6
+
+
 def test_a_failing_shard_is_named(cluster: str, served_url: str, tmp_path: Path) -> None:
     study = functools.partial(lv.sample_many, suite(1)[0][1], 8,
                               endpoint=lv.Endpoint(base_url=served_url),
