@@ -66,7 +66,8 @@ def test_the_exit_statuses_are_defined_once_and_shown_in_help() -> None:
         out = run(command, "--help")
         assert out.returncode == 0
         text = " ".join(out.stdout.split())
-        assert "exit status: 0 measured; 1 an expectation failed (check); 2 usage" in text
+        assert ("exit status: 0 measured; 1 an expectation failed (check; compare: a change); "
+                "2 usage") in text
         assert "3 could not measure" in text
 
 
@@ -420,7 +421,7 @@ def test_batch_effect_and_suite_take_the_same_request_options(url: str, tmp_path
     flags = ["--system", "Be brief.", "--seed", "7", "--logprobs", "2", "--top-p", "0.5",
              "--stop", "END", "--logit-bias", "5=1", "-q"]
     out = run("batch-effect", "--base-url", url, "--model", "moe", "--prompt", "hi", "-n", "4",
-              "--max-tokens", "8", "--conditions", "sequential,burst", "--out",
+              "--max-tokens", "8", "--conditions", "sequential,burst", "--out-dir",
               str(tmp_path / "be"), *flags)
     assert out.returncode == 0, out.stderr
     out = run("suite", str(EXAMPLES), "--base-url", url, "--model", "moe", "-n", "2",
@@ -446,18 +447,19 @@ def test_out_dir_and_batch_effect_out_keep_every_file(url: str, tmp_path: Path) 
     assert saved["report"]["n_samples"] == 6 and saved["provenance"]["model"] == "moe"
     runs = tmp_path / "runs"
     out = run("batch-effect", "--base-url", url, "--model", "dense", "--prompt", "hi", "-n",
-              "4", "--max-tokens", "4", "--conditions", "sequential,burst", "--out",
+              "4", "--max-tokens", "4", "--conditions", "sequential,burst", "--out-dir",
               str(runs))
     assert out.returncode == 0
     assert sorted(p.name for p in runs.iterdir()) == ["burst.jsonl", "calibration.jsonl",
+                                                      "report.html", "report.json",
                                                       "sequential.jsonl"]
     assert len(lv.read_run(runs / "burst.jsonl")) == 4
     report = run("report", str(runs / "burst.jsonl"), str(runs / "sequential.jsonl"),
                  "--group-by", "condition")
     assert report.returncode == 0 and "burst" in report.stdout
     again = run("batch-effect", "--base-url", url, "--model", "dense", "--prompt", "hi",
-                "-n", "4", "--out", str(runs))
-    assert again.returncode == 2 and "does not resume" in again.stderr
+                "-n", "4", "--out-dir", str(runs))
+    assert again.returncode == 2 and "only --out FILE resumes" in again.stderr
 
 
 def test_report_json_carries_provenance_without_the_key(url: str, tmp_path: Path) -> None:

@@ -8,6 +8,7 @@
 
 from . import (
     _conditions,  # noqa: F401  (registers the engine conditions)
+    distributed,
     engines,
 )
 from ._analysis.accuracy import AccuracyComparison, Expected, McNemarRow, RerunAccuracy
@@ -81,7 +82,7 @@ from ._experiment import (
     register_condition,
 )
 from ._kept import KeptSamples
-from ._matrix import MatrixResult, MatrixRow, server_matrix
+from ._matrix import MatrixResult, MatrixRow, merge_matrices, server_matrix
 from ._progress import Progress
 from ._render.html import html_report
 from ._render.plot import (
@@ -108,7 +109,9 @@ from ._request import (
     TextBlockParam,
 )
 from ._runs.expected import read_expected
+from ._runs.merge import MergedRun, merge_runs, read_runs
 from ._runs.runfile import RunContents, read_run
+from ._runs.shard import Shard
 from ._runs.suitefile import (
     SuiteFileError,
     SuiteRequest,
@@ -122,6 +125,7 @@ from ._sampler import SampleSet, sample_many, sample_many_sync
 from ._stream import SampleStream, stream_samples
 from ._suite import SuiteEntry, SuiteResult, sample_suite, sample_suite_sync
 from ._version import __version__
+from .distributed import RayRun, run_on_ray
 from .engines.info import ServerInfo
 
 __all__ = [
@@ -167,6 +171,7 @@ __all__ = [
     "MatrixResult",
     "MatrixRow",
     "McNemarRow",
+    "MergedRun",
     "Message",
     "MessageParam",
     "MessagesRequest",
@@ -181,6 +186,7 @@ __all__ = [
     "Proportion",
     "RateLimit",
     "RateLimiter",
+    "RayRun",
     "Request",
     "RequestTimeout",
     "RerunAccuracy",
@@ -197,6 +203,7 @@ __all__ = [
     "SampleSet",
     "SampleStream",
     "ServerInfo",
+    "Shard",
     "StreamError",
     "SuiteComparison",
     "SuiteEntry",
@@ -227,10 +234,13 @@ __all__ = [
     "compare_accuracy",
     "compare_runs",
     "compare_suites",
+    "distributed",
     "divergence_tree",
     "engines",
     "html_report",
     "judge",
+    "merge_matrices",
+    "merge_runs",
     "plot_conditions",
     "plot_divergence",
     "plot_entropy",
@@ -240,10 +250,12 @@ __all__ = [
     "read_expected",
     "read_request",
     "read_run",
+    "read_runs",
     "read_suite",
     "register_condition",
     "request_from_body",
     "run_history",
+    "run_on_ray",
     "sample_many",
     "sample_many_sync",
     "sample_suite",

@@ -26,6 +26,7 @@ plug in without touching the design.
 from __future__ import annotations
 
 import contextlib
+import os
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -56,7 +57,10 @@ from ._request import (
     Request,
     ResponsesRequest,
 )
+from ._runs.runfile import RunContents, RunFile
+from ._runs.shard import ShardSpec, shard_of
 from ._sample import Sample
+from ._version import __version__
 from .engines.info import ServerInfo
 
 __all__ = ["BatchEffectResult", "Condition", "Trial", "VerdictKind", "analyze_conditions",
@@ -565,6 +569,8 @@ async def batch_effect(
     retry: RetryPolicy | None = None,
     timeouts: Timeouts | None = None,
     transport: Transport | None = None,
+    output: str | os.PathLike[str] | None = None,
+    shard: ShardSpec | None = None,
 ) -> BatchEffectResult:
     """Run the batch-effect experiment: ``request`` ``n`` times under each condition.
 
@@ -587,6 +593,17 @@ async def batch_effect(
     requests. ``server_info`` asks the server for its configuration first
     (``engines.server_info``; default: for a server on this machine) and keeps it in
     ``result.server``.
+
+    ``output`` names a run file: each cell's samples are appended as it finishes (samples
+    keyed by condition and index; the header holds the design). Calling again with the
+    same arguments resumes it a block at a time: the blocks it holds whole are kept, a
+    block cut short is run again whole (a burst re-sent in part would be a narrower
+    burst). ``shard=(k, K)`` runs only blocks b with b mod K == k, each whole with every
+    condition in its rotating order, and the calibration request in shard 0, with 1/K of
+    ``rate_limit``; ``lv.merge_runs`` joins the K run files, and calling ``batch_effect``
+    with the merged file as ``output`` gives the one-process result without sending
+    anything. Shards sent at the same time to one server share it, as other clients
+    would: the control condition is "one at a time from this shard".
     """
     ConfigError.check_int("n", n, 2, " to compare outputs")
     if not isinstance(sweep, Sequence):
@@ -617,6 +634,28 @@ async def batch_effect(
     samples: dict[str, list[Sample]] = {c.name: [] for c in chosen}
     calibration_sample: Sample | None = None
     server: ServerInfo | None = None
+    part = shard_of(shard)
+    if part is not None:
+        if part.count > blocks:
+            raise ConfigError("shard", f"{part.count} shards of {blocks} blocks: a shard runs "
+                              f"whole blocks, so use at most {blocks} shards, or more blocks")
+        rate_limit = part.rate_limit(rate_limit)
+    owned = [b for b in range(blocks) if part is None or b % part.count == part.index]
+    layout = {"arms": ["calibration", *(c.name for c in chosen)], "n": n, "blocks": blocks,
+              "sizes": sizes, "calibration": calibration,
+              "background_concurrency": background_concurrency}
+    run_file: RunFile | None = None
+    kept: set[int] = set()
+    if output is not None:
+        ConfigError.check_type("output", output, str, os.PathLike)
+        run_file, existing = RunFile.open(output, request, n, endpoint, __version__,
+                                          shard=part, design=layout, partition="blocks")
+        if existing is not None:
+            try:
+                kept, calibration_sample = _resume_blocks(existing, sizes, samples)
+            except BaseException:
+                run_file.close()
+                raise
 
     def analysis(upto: int) -> BatchEffectResult:
         result = analyze_conditions(
@@ -625,33 +664,65 @@ async def batch_effect(
             endpoint_is_local=local)
         return result if server is None else result.model_copy(update={"server": server})
 
-    async with ClientPool(endpoint, concurrency=n + background_concurrency,
-                          rate_limit=rate_limit, retry=retry, timeouts=timeouts,
-                          transport=transport) as pool:
-        if server_info if server_info is not None else local:
-            from .engines.info import server_info as probe
+    try:
+        async with ClientPool(endpoint, concurrency=n + background_concurrency,
+                              rate_limit=rate_limit, retry=retry, timeouts=timeouts,
+                              transport=transport) as pool:
+            if server_info if server_info is not None else local:
+                from .engines.info import server_info as probe
 
-            server = await probe(pool)
-        if calibration:
-            calibration_sample = await pool.send(
-                pool.prepare(control_condition.adapt(request), "calibration"), 0)
-        start = 0
-        for block, size in enumerate(sizes):
-            indices = range(start, start + size)
-            start += size
-            order = chosen[block % len(chosen):] + chosen[: block % len(chosen)]
-            for condition in order:
-                trial = Trial(pool, request, condition.name, block, indices,
-                              background_concurrency)
-                done = await condition.run(trial)
-                samples[condition.name].extend(done)
-                if on_trial is not None:
-                    on_trial(trial, done)
-            if on_block is not None and block < blocks - 1:
-                on_block(block, analysis(block + 1))
+                server = await probe(pool)
+            if calibration and calibration_sample is None and (part is None
+                                                               or part.index == 0):
+                calibration_sample = await pool.send(
+                    pool.prepare(control_condition.adapt(request), "calibration"), 0)
+                if run_file is not None:
+                    run_file.write(calibration_sample)
+            start = 0
+            for block, size in enumerate(sizes):
+                indices = range(start, start + size)
+                start += size
+                if block not in owned or block in kept:
+                    continue
+                order = chosen[block % len(chosen):] + chosen[: block % len(chosen)]
+                for condition in order:
+                    trial = Trial(pool, request, condition.name, block, indices,
+                                  background_concurrency)
+                    cell = await condition.run(trial)
+                    if run_file is not None:
+                        for sample in cell:
+                            run_file.write(sample)
+                    samples[condition.name].extend(cell)
+                    if on_trial is not None:
+                        on_trial(trial, cell)
+                if on_block is not None and block != owned[-1]:
+                    on_block(block, analysis(block + 1))
+    finally:
+        if run_file is not None:
+            run_file.close()
     for arm in samples.values():
         arm.sort(key=lambda s: s.index)
     return analysis(blocks)
+
+
+def _resume_blocks(existing: RunContents, sizes: Sequence[int],
+                   samples: dict[str, list[Sample]]) -> tuple[set[int], Sample | None]:
+    """The blocks a run file holds whole (every condition's samples of the block), their
+    samples put into ``samples``, and its calibration sample (None: not there yet)."""
+    block_of = [b for b, size in enumerate(sizes) for _ in range(size)]
+    cells: dict[tuple[str, int], list[Sample]] = {}
+    calibration: Sample | None = None
+    for sample in existing.iter_samples():
+        if sample.condition == "calibration":
+            calibration = sample
+        elif sample.condition in samples and sample.index < len(block_of):
+            cells.setdefault((sample.condition, block_of[sample.index]), []).append(sample)
+    whole = {b for b, size in enumerate(sizes)
+             if all(len(cells.get((name, b), ())) == size for name in samples)}
+    for (name, block), cell in cells.items():
+        if block in whole:
+            samples[name].extend(cell)
+    return whole, calibration
 
 
 @contextlib.asynccontextmanager

@@ -7,6 +7,11 @@ p-value (the smallest of its conditions', Holm-adjusted within the row) is adjus
 by Holm across the configurations, and a row that is batch-dependent within itself but not
 after that says so. With ``output=`` the result is written after every configuration, and a
 rerun with the same request skips the configurations already there.
+
+``shard=(k, K)`` runs configuration j only when j mod K == k (each whole, its engine
+started and stopped by the shard) and writes the rows as they are, without the correction
+across configurations; ``merge_matrices`` joins the K files and applies it once, over
+every configuration, as one process would have.
 """
 
 from __future__ import annotations
@@ -31,10 +36,11 @@ from ._client.transport import Timeouts
 from ._errors import ConfigError
 from ._experiment import VerdictKind, batch_effect
 from ._request import Request
+from ._runs.shard import ShardSpec, shard_of
 from ._speed import Speed, measure_speed
 from .engines.info import ServerInfo
 
-__all__ = ["MatrixResult", "MatrixRow", "parse_config", "server_matrix"]
+__all__ = ["MatrixResult", "MatrixRow", "merge_matrices", "parse_config", "server_matrix"]
 
 ServerFactory = Callable[..., contextlib.AbstractAsyncContextManager[str]]
 """Called with a configuration's settings as keywords; yields the server's base URL."""
@@ -89,6 +95,12 @@ class MatrixResult(Displayed, BaseModel):
     n: int
     conditions: list[str]
     rows: list[MatrixRow]
+    configs: list[str] | None = None
+    """Every configuration of the matrix, in order (a shard's rows are some of them)."""
+    alpha: float = 0.05
+    shard: dict[str, Any] | None = None
+    """A shard's file: ``{"index": k, "count": K, "partition": "configurations"}``; its
+    rows are not yet corrected across configurations."""
 
     def _summary(self) -> str:
         verdicts = ", ".join(f"{r.config}: {r.verdict_kind}" for r in self.rows[:4])
@@ -207,6 +219,7 @@ async def server_matrix(
     timeouts: Timeouts | None = None,
     output: str | os.PathLike[str] | None = None,
     on_row: Callable[[MatrixRow], Any] | None = None,
+    shard: ShardSpec | None = None,
 ) -> MatrixResult:
     """Run ``batch_effect(request, n, conditions=..., blocks=..., alpha=...)`` on each server
     configuration, then adjust the rows' p-values by Holm across configurations.
@@ -216,7 +229,9 @@ async def server_matrix(
     dicts or strings like ``"parallel=8,kv_unified"``. ``output`` (JSON) is rewritten
     after each configuration, so an interrupted matrix keeps what it finished, and a
     rerun with the same request, n and conditions skips the configurations it has.
-    ``on_row`` is called with each row as soon as it is done.
+    ``on_row`` is called with each row as soon as it is done. ``shard=(k, K)`` runs the
+    configurations j with j mod K == k and leaves the rows uncorrected across
+    configurations (``merge_matrices`` joins the shards' ``output`` files).
 
     Every row also records the server's configuration (``engines.server_info``, and the
     command line when the server factory has a ``command`` attribute, as
@@ -233,14 +248,22 @@ async def server_matrix(
     labels = [_label(s) for s in settings_list]
     if len(set(labels)) != len(labels):
         raise ConfigError("configs", f"a configuration is repeated: {labels}")
+    part = shard_of(shard)
+    if part is not None and part.count > len(labels):
+        raise ConfigError("shard", f"{part.count} shards of {len(labels)} configurations: a "
+                          f"shard runs whole configurations, so use at most {len(labels)}")
+    record = None if part is None else part.record("configurations")
+    frame = {"request": request, "n": n, "conditions": list(conditions), "configs": labels,
+             "alpha": alpha, "shard": record}
     path = Path(output) if output is not None else None
-    done = _finished_rows(path, request, n, list(conditions)) if path else {}
+    done = _finished_rows(path, request, n, list(conditions), record) if path else {}
     if path is not None:  # a path that cannot be written fails before any server starts
         _write_atomically(path, MatrixResult(
-            request=request, n=n, conditions=list(conditions),
-            rows=[done[label] for label in labels if label in done]))
+            **frame, rows=[done[label] for label in labels if label in done]))
     rows: list[MatrixRow] = []
-    for label, settings in zip(labels, settings_list, strict=True):
+    for j, (label, settings) in enumerate(zip(labels, settings_list, strict=True)):
+        if part is not None and j % part.count != part.index:
+            continue
         row = done.get(label)
         if row is None:
             started = server(**settings)
@@ -265,17 +288,65 @@ async def server_matrix(
                             findings=result.findings, pvalue=result.pvalue,
                             logprobs=result.logprobs, server=info, speed=speeds)
         rows.append(row)
-        result_so_far = MatrixResult(request=request, n=n, conditions=list(conditions),
-                                     rows=rows)
+        result_so_far = MatrixResult(**frame, rows=rows)
         if path is not None:
             _write_atomically(path, result_so_far)
         if on_row is not None:
             on_row(row)
-    final = MatrixResult(request=request, n=n, conditions=list(conditions),
-                         rows=across_configurations(rows, alpha))
+    final = MatrixResult(**frame, rows=rows if part is not None
+                         else across_configurations(rows, alpha))
     if path is not None:
         _write_atomically(path, final)
     return final
+
+
+def merge_matrices(paths: Sequence[str | os.PathLike[str]],
+                   output: str | os.PathLike[str] | None = None) -> MatrixResult:
+    """Join the ``output`` files of a matrix's shards (``server_matrix(..., shard=(k, K))``)
+    into the matrix one process would have made: the rows in configuration order, then
+    Holm across all of them. Refuses files of different matrices and a missing shard (or
+    configuration), naming it; a configuration in two files is taken from the later one.
+    Writes the result to ``output`` when given (a rerun of the matrix with it skips every
+    configuration)."""
+    if isinstance(paths, str | os.PathLike) or not paths:
+        raise ConfigError("files", "name the matrix files to merge (a list of paths)")
+    parts: list[tuple[Path, MatrixResult]] = []
+    for raw in paths:
+        path = Path(raw)
+        try:
+            parts.append((path, MatrixResult.model_validate_json(path.read_bytes())))
+        except OSError as exc:
+            raise ConfigError("files", f"cannot read {path}: {exc.strerror}") from None
+        except ValidationError:
+            raise ConfigError("files", f"{path} is not a matrix result") from None
+    first_path, first = parts[0]
+    for path, part in parts[1:]:
+        for field in ("request", "n", "conditions", "configs", "alpha"):
+            if getattr(part, field) != getattr(first, field):
+                raise ConfigError("files", f"{first_path.name} and {path.name} are not of "
+                                  f"one matrix: their {field} differ")
+        if (part.shard or {}).get("count") != (first.shard or {}).get("count"):
+            raise ConfigError("files", f"{first_path.name} and {path.name} are shards of "
+                              "different partitions")
+    labels = first.configs or [row.config for _, p in parts for row in p.rows]
+    count = (first.shard or {}).get("count", 1)
+    present = {(p.shard or {}).get("index", 0) for _, p in parts}
+    missing = sorted(set(range(count)) - present)
+    if missing:
+        raise ConfigError("files", "missing " + "; ".join(
+            f"shard {k}/{count} ({', '.join(labels[k::count])})" for k in missing))
+    found = {row.config: row for _, p in parts for row in p.rows}
+    absent = [label for label in labels if label not in found]
+    if absent:
+        raise ConfigError("files", f"no row for configuration {', '.join(absent)} (a shard "
+                          "stopped before it finished?); rerun its shard with the same output")
+    merged = MatrixResult(request=first.request, n=first.n, conditions=first.conditions,
+                          configs=labels, alpha=first.alpha,
+                          rows=across_configurations([found[label] for label in labels],
+                                                     first.alpha))
+    if output is not None:
+        _write_atomically(Path(output), merged)
+    return merged
 
 
 def across_configurations(rows: Sequence[MatrixRow], alpha: float) -> list[MatrixRow]:
@@ -295,8 +366,8 @@ def across_configurations(rows: Sequence[MatrixRow], alpha: float) -> list[Matri
     return out
 
 
-def _finished_rows(path: Path, request: Request, n: int, conditions: list[str]
-                   ) -> dict[str, MatrixRow]:
+def _finished_rows(path: Path, request: Request, n: int, conditions: list[str],
+                   shard: dict[str, Any] | None = None) -> dict[str, MatrixRow]:
     """The rows of an earlier run of the same matrix at ``path``; a different one is refused."""
     try:
         data = path.read_bytes()
@@ -312,6 +383,12 @@ def _finished_rows(path: Path, request: Request, n: int, conditions: list[str]
     if earlier.request != request or earlier.n != n or earlier.conditions != conditions:
         raise ConfigError("output", f"{path} holds a matrix of another request, n or "
                           "conditions; choose another path")
+    if earlier.shard != shard:
+        def name(record: dict[str, Any] | None) -> str:
+            return ("the whole matrix" if record is None
+                    else f"shard {record.get('index')}/{record.get('count')}")
+        raise ConfigError("output", f"{path} holds {name(earlier.shard)}, not {name(shard)}; "
+                          "resume it with the same shard= (merge_matrices joins shards)")
     return {row.config: row for row in earlier.rows}
 
 

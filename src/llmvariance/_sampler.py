@@ -32,6 +32,7 @@ from ._loop import run as run_loop
 from ._progress import Progress
 from ._request import REQUEST_TYPES, Request
 from ._runs.runfile import RunContents, RunFile
+from ._runs.shard import Shard, ShardSpec, shard_of
 from ._sample import Sample, SampleError
 from ._version import __version__
 from .engines.info import ServerInfo
@@ -58,6 +59,9 @@ class SampleSet(Displayed, BaseModel):
     samples: KeptSamples
     report: VarianceReport
     kept_samples: bool = True
+    shard: Shard | None = None
+    """The shard this run sent (``sample_many(..., shard=(k, K))``): ``samples`` and
+    ``report`` are then of its indices only; ``lv.merge_runs`` joins the shards' files."""
     stopped_early: str | None = None
     """Why the run stopped before sending every index, or None: its first samples all
     failed with one error waiting cannot fix (``SampleError.final``: a bad key, a model that
@@ -115,6 +119,7 @@ async def sample_many(
     condition: str | None = None,
     keep_samples: bool = True,
     server_info: bool = False,
+    shard: ShardSpec | None = None,
 ) -> SampleSet:
     """Send ``request`` ``n`` times and return every sample with the variance report.
 
@@ -137,6 +142,11 @@ async def sample_many(
     ``/slots``; SGLang's and vLLM's equivalents): kept in ``SampleSet.server`` and in the
     run file's header (key ``server``).
 
+    ``shard=(k, K)`` (or ``"k/K"``, or ``lv.Shard``) sends only shard k's indices of K
+    (index i is shard i mod K's), with 1/K of ``rate_limit`` unless the ``Shard`` says its
+    limits are per shard; the run file names the shard, and ``lv.merge_runs`` joins the K
+    files into exactly the run one process would have written.
+
     Arguments are checked, and a run file is validated, before anything is sent
     (``ConfigError`` names the field). Failed requests are samples, never exceptions.
     An exception raised by ``progress`` or ``on_sample`` stops the run and propagates as
@@ -147,7 +157,9 @@ async def sample_many(
     n = ConfigError.check_int("n", n)
     ConfigError.check_type("condition", condition, str)
     options = checked_options(output, allow_endpoint_change, on_sample, progress,
-                              keep_samples, _SINK.get())
+                              keep_samples, _SINK.get(), shard)
+    if options.shard is not None:
+        rate_limit = options.shard.rate_limit(rate_limit)
     async with pool_for(pool, concurrency, endpoint, rate_limit, retry, timeouts, transport,
                         max_response_bytes) as (used, workers):
         call = used.prepare(request, condition)
@@ -163,7 +175,8 @@ async def sample_many(
 def checked_options(output: str | os.PathLike[str] | None, allow_endpoint_change: bool,
                     on_sample: Callable[[Sample], Any] | None,
                     progress: Callable[[Progress], Any] | None, keep_samples: bool,
-                    sink: Callable[[Sample], Awaitable[None]] | None) -> _Options:
+                    sink: Callable[[Sample], Awaitable[None]] | None,
+                    shard: ShardSpec | None = None) -> _Options:
     """The run options ``sample_many`` and ``sample_suite`` share, type-checked."""
     ConfigError.check_type("output", output, str, os.PathLike)
     ConfigError.check_type("allow_endpoint_change", allow_endpoint_change, bool)
@@ -171,7 +184,8 @@ def checked_options(output: str | os.PathLike[str] | None, allow_endpoint_change
     for name, hook in (("progress", progress), ("on_sample", on_sample)):
         if hook is not None and not callable(hook):
             raise ConfigError(name, f"must be callable, got {type(hook).__name__}")
-    return _Options(output, allow_endpoint_change, on_sample, progress, keep_samples, sink)
+    return _Options(output, allow_endpoint_change, on_sample, progress, keep_samples, sink,
+                    shard_of(shard))
 
 
 @asynccontextmanager
@@ -207,6 +221,7 @@ class _Options:
     keep_samples: bool
     sink: Callable[[Sample], Awaitable[None]] | None
     """``stream_samples``' channel: awaited with each sample, so a slow reader slows the run."""
+    shard: Shard | None = None
 
 
 _SINK: ContextVar[Callable[[Sample], Awaitable[None]] | None] = ContextVar(
@@ -269,7 +284,8 @@ async def _run(
         run_file, existing = RunFile.open(
             options.output, request, n, pool.endpoint, __version__,
             allow_endpoint_change=options.allow_endpoint_change,
-            server=None if server is None else server.model_dump(mode="json"))
+            server=None if server is None else server.model_dump(mode="json"),
+            shard=options.shard)
         try:
             if existing is not None:
                 skip = _resume(existing, n, kept if options.keep_samples else None,
@@ -283,14 +299,19 @@ async def _run(
             kept.put(sample.index, sample)
         collector.add(sample)
 
-    todo = ((call, i) for i in range(n) if i not in skip)
-    stopped = await drive(pool, todo, n, len(skip), workers, options, run_file, consume)
-    # an early stop leaves indices unsent: the samples are those that were
-    assert kept.complete or stopped is not None, "every index ends as a sample"
+    shard = options.shard
+    todo = ((call, i) for i in range(n)
+            if i not in skip and (shard is None or shard.owns(0, i)))
+    total = n if shard is None else shard.pairs(1, n)
+    stopped = await drive(pool, todo, total, len(skip), workers, options, run_file, consume)
+    # an early stop leaves indices unsent: the samples are those that were (a shard's:
+    # its indices only)
+    assert kept.complete or stopped is not None or shard is not None, \
+        "every index ends as a sample"
     return SampleSet(request=request, endpoint=pool.endpoint.label,
                      samples=kept if kept.complete else kept.filled(),
                      report=collector.report(), kept_samples=options.keep_samples,
-                     stopped_early=stopped)
+                     stopped_early=stopped, shard=shard)
 
 
 async def drive(

@@ -39,6 +39,7 @@ from ._progress import Progress
 from ._request import Request
 from ._runs.expected import read_expected
 from ._runs.runfile import RunContents, RunFile
+from ._runs.shard import Shard, ShardSpec
 from ._sample import Sample
 from ._sampler import _check_request, _Options, checked_options, drive, pool_for, run_sync
 from ._version import __version__
@@ -124,6 +125,9 @@ class SuiteResult(Displayed, BaseModel):
     entries: list[SuiteEntry]
     report: SuiteReport
     kept_samples: bool = True
+    shard: Shard | None = None
+    """The shard this run sent (``sample_suite(..., shard=(k, K))``): each entry then holds
+    that shard's pairs only; ``lv.merge_runs`` joins the shards' files."""
     _index: dict[str, SuiteEntry] | None = PrivateAttr(default=None)
     _grades: RerunGrid | None = PrivateAttr(default=None)
     stopped_early: str | None = None
@@ -196,6 +200,7 @@ async def sample_suite(
     answer: AnswerSpec | None = None,
     normalize: bool = False,
     expected: ExpectedAnswers | None = None,
+    shard: ShardSpec | None = None,
 ) -> SuiteResult:
     """Send each of ``requests`` ``n`` times through one pool; report per request and overall.
 
@@ -215,6 +220,12 @@ async def sample_suite(
     missing or failed (request, index) pairs and refuses a different suite), the hooks
     and ``keep_samples`` work as in ``sample_many``; every sample carries its
     ``request_id``. Everything is checked before anything is sent.
+
+    ``shard=(k, K)`` sends only shard k's pairs of K: pair (request position r, index i)
+    is shard (r + i) mod K's, so every request's samples spread over every shard. A
+    ``rate_limit`` is divided among the K shards unless ``lv.Shard(..., limits=
+    "per_shard")``; the run file names the shard and ``lv.merge_runs`` joins the K files
+    into exactly the run one process would have written.
     """
     suite = _suite(requests)
     n = ConfigError.check_int("n", n)
@@ -224,7 +235,9 @@ async def sample_suite(
         expected_answers(expected, requests if answer is not None else None), comparison,
         (rid for rid, _ in suite))
     options = checked_options(output, allow_endpoint_change, on_sample, progress,
-                              keep_samples, None)
+                              keep_samples, None, shard)
+    if options.shard is not None:
+        rate_limit = options.shard.rate_limit(rate_limit)
     async with pool_for(pool, concurrency, endpoint, rate_limit, retry, timeouts, transport,
                         max_response_bytes) as (used, workers):
         return await _run_suite(used, suite, n, workers, options, comparison, grading,
@@ -281,7 +294,8 @@ async def _run_suite(pool: ClientPool, suite: Sequence[tuple[str, Request]], n: 
         run_file, existing = RunFile.open(options.output, suite, n, pool.endpoint,
                                           __version__,
                                           allow_endpoint_change=options.allow_endpoint_change,
-                                          header={"comparison": record} if record else None)
+                                          header={"comparison": record} if record else None,
+                                          shard=options.shard)
         try:
             if existing is not None:
                 skip = _resume(existing, n, tracks, options.keep_samples, grading)
@@ -292,21 +306,26 @@ async def _run_suite(pool: ClientPool, suite: Sequence[tuple[str, Request]], n: 
     def consume(sample: Sample) -> None:
         tracks[sample.request_id or ""].add(sample, options.keep_samples, grading)
 
+    shard = options.shard
+
     def todo() -> Iterator[tuple[PreparedCall, int]]:
         for index in range(n):
-            for call in calls:
-                if (call.request_id or "", index) not in skip:
+            for position, call in enumerate(calls):
+                if ((shard is None or shard.owns(position, index))
+                        and (call.request_id or "", index) not in skip):
                     yield call, index
 
-    stopped = await drive(pool, todo(), n * len(calls), len(skip), workers, options, run_file,
-                          consume)
+    total = n * len(calls) if shard is None else shard.pairs(len(calls), n)
+    stopped = await drive(pool, todo(), total, len(skip), workers, options, run_file, consume)
     calls.clear()
     skip.clear()
     entries = []
     for rid, request in suite:
         track = tracks[rid]
-        # an early stop leaves pairs unsent: the samples are those that were
-        assert track.samples.complete or stopped is not None, "every pair ends as a sample"
+        # an early stop leaves pairs unsent: the samples are those that were (a shard's:
+        # its pairs only)
+        assert track.samples.complete or stopped is not None or shard is not None, \
+            "every pair ends as a sample"
         samples = track.samples if track.samples.complete else track.samples.filled()
         entries.append(SuiteEntry._of(rid, request, samples, track.collector))
     # each prompt's report is made for its row (without a tree) and dropped; the entry
@@ -316,7 +335,7 @@ async def _run_suite(pool: ClientPool, suite: Sequence[tuple[str, Request]], n: 
                            for rid, _ in suite), n=n, grades=grades)
     tracks.clear()  # the tallies; the entries keep the collectors
     result = SuiteResult(endpoint=pool.endpoint.label, n=n, entries=entries, report=report,
-                         kept_samples=options.keep_samples, stopped_early=stopped)
+                         kept_samples=options.keep_samples, stopped_early=stopped, shard=shard)
     result._grades = grades
     return result
 

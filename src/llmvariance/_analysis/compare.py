@@ -33,7 +33,8 @@ from .display import Displayed, fmt
 from .report import ConfidenceInterval, LogprobAgreement, Proportion, VarianceReport
 from .stats import HypothesisTestResult
 
-__all__ = ["ArmSummary", "Comparison", "arm_cells", "compare", "compare_cells", "p_text"]
+__all__ = ["ArmSummary", "Comparison", "arm_cells", "compare", "compare_cells", "p_text",
+           "run_files"]
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
 _PREVIEW = 60
@@ -158,8 +159,26 @@ def p_text(result: HypothesisTestResult | float) -> str:
 
 ArmInput = Any
 """Strings, ``Sample``s, a ``VarianceCollector``, a ``SampleSet``, a run file (path or
-``lv.read_run(...)``), a mapping of output to count (a ``Counter``), or a
-``VarianceReport`` whose top outputs are all its outputs."""
+``lv.read_run(...)``), a list of run files as paths (a study's shards, merged as
+``lv.read_runs`` merges them), a mapping of output to count (a ``Counter``), or a
+``VarianceReport`` whose top outputs are all its
+outputs."""
+
+
+def run_files(source: object) -> Iterable[Sample] | None:
+    """The samples of ``source`` when it is run files given as paths — one path, or a list
+    of ``os.PathLike`` (a study's shards: merged, refused as ``merge_runs`` refuses them);
+    None otherwise. A list of ``str`` stays a list of outputs."""
+    if isinstance(source, str | os.PathLike):
+        from .._runs.runfile import read_run  # files are read only when one is given
+
+        return read_run(source).iter_samples()
+    if (isinstance(source, list | tuple) and source
+            and all(isinstance(p, os.PathLike) for p in source)):
+        from .._runs.merge import read_runs
+
+        return read_runs(list(source)).iter_samples()
+    return None
 
 
 def arm_cells(source: ArmInput, field: str = "a"
@@ -181,10 +200,8 @@ def arm_cells(source: ArmInput, field: str = "a"
                               "samples, a collector or the run file")
         cells[None] = Counter({o.text: o.count for o in source.top_outputs})
         return cells, with_logprobs
-    if isinstance(source, str | os.PathLike):
-        from .._runs.runfile import read_run  # files are read only when one is given
-
-        items = read_run(source).iter_samples()
+    if (files := run_files(source)) is not None:
+        items = files
     elif hasattr(source, "iter_samples"):
         items = source.iter_samples()
     elif hasattr(source, "samples") and not isinstance(source, Sequence):
@@ -237,7 +254,8 @@ def compare(a: ArmInput, b: ArmInput, *, reference: str | None = None, alpha: fl
     """Are the outputs of ``b`` more variable than those of ``a``?
 
     ``a`` and ``b``: texts, ``Sample``s (failures are left out), ``VarianceCollector``s, a
-    ``SampleSet``, run files (a path, or ``lv.read_run(path)``) or complete
+    ``SampleSet``, run files (a path, ``lv.read_run(path)``, or a list of paths: a
+    study's shards, merged as ``lv.read_runs`` merges them) or complete
     ``VarianceReport``s. ``reference`` is the output deviations are counted from (default:
     the most common output of ``a``, which the result says). Permutation and bootstrap use
     ``resamples`` draws seeded by ``seed``; ``level`` is the intervals' coverage.

@@ -16,7 +16,6 @@ prompt and over the suite:
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -26,7 +25,7 @@ from .._errors import ConfigError
 from .._sample import Sample
 from . import estimates as est
 from . import stats
-from .compare import arm_cells, counts_of, p_text
+from .compare import arm_cells, counts_of, p_text, run_files
 from .display import Displayed, fmt
 from .report import ConfidenceInterval, Row
 from .stats import HypothesisTestResult
@@ -129,10 +128,8 @@ def _runs(source: Any, field: str) -> dict[str, Any]:
     if entries is not None:
         return {e.id: (e.samples if e.samples else e.report) for e in entries}
     items: Iterable[Sample]
-    if isinstance(source, str | os.PathLike):
-        from .._runs.runfile import read_run  # files are read only when one is given
-
-        items = read_run(source).iter_samples()
+    if (files := run_files(source)) is not None:  # a path, or a list of shards' paths
+        items = files
     elif hasattr(source, "iter_samples"):
         items = source.iter_samples()
     else:
@@ -146,7 +143,8 @@ def _runs(source: Any, field: str) -> dict[str, Any]:
 
 def compare_suites(a: Any, b: Any, *, alpha: float = 0.05) -> SuiteComparison:
     """Compare two runs of a suite: ``a`` and ``b`` are mappings of prompt id to outputs
-    (texts, Samples, collectors, complete reports), ``SuiteResult``s or suite run files."""
+    (texts, Samples, collectors, complete reports), ``SuiteResult``s or suite run files
+    (a path, or a list of paths: a study's shards, merged as ``lv.read_runs`` merges them)."""
     if not 0.0 < alpha < 1.0:
         raise ConfigError("alpha", f"must be between 0 and 1, got {alpha!r}")
     runs_a, runs_b = _runs(a, "a"), _runs(b, "b")

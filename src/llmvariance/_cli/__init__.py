@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from .._errors import EngineError
 from .._loop import run as run_loop
 from .._version import __version__
-from . import batch_effect, check, compare, demo, matrix, report, sample, serve, suite
+from . import batch_effect, check, compare, demo, matrix, merge, report, sample, serve, suite
 from ._common import EXIT_CODES_HELP, ExitCode, describe, exit_code_for
 from ._console import Console
 
@@ -26,7 +26,7 @@ __all__ = ["main"]
 
 COMMANDS = {"sample": sample, "suite": suite, "batch-effect": batch_effect, "matrix": matrix,
             "report": report, "demo": demo, "serve": serve, "compare": compare,
-            "check": check}
+            "check": check, "merge": merge}
 
 
 def _no_default(value: object) -> bool:

@@ -19,11 +19,12 @@ from .._request import (
     Request,
     ResponsesRequest,
 )
+from .._runs.shard import Shard, shard_of
 
 __all__ = ["EXIT_CODES_HELP", "CouldNotMeasure", "ExitCode", "add_api_flags",
-           "add_endpoint_flags", "add_request_flags", "add_sampling_flags", "api", "describe",
-           "endpoint", "exit_code_for", "rate_limit", "request", "retry",
-           "with_sampling_flags"]
+           "add_endpoint_flags", "add_request_flags", "add_sampling_flags", "add_shard_flags",
+           "api", "describe", "endpoint", "exit_code_for", "rate_limit", "request", "retry",
+           "shard", "with_sampling_flags"]
 
 
 class ExitCode(enum.IntEnum):
@@ -43,8 +44,9 @@ class ExitCode(enum.IntEnum):
     """Ctrl-C (128 + SIGINT, as shells report it)."""
 
 
-EXIT_CODES_HELP = ("exit status: 0 measured; 1 an expectation failed (check); 2 usage "
-                   "(bad flags or files, nothing sent); 3 could not measure (every sample "
+EXIT_CODES_HELP = ("exit status: 0 measured; 1 an expectation failed (check; compare: a "
+                   "change); 2 usage (bad flags or files, nothing sent); 3 could not measure "
+                   "(every sample "
                    "failed, the preflight failed or an engine died; the reason on one "
                    "line); 130 interrupted")
 
@@ -142,6 +144,28 @@ def request(args: argparse.Namespace, model: str | None = None) -> Request:
         return ResponsesRequest(input=args.prompt, max_output_tokens=args.max_tokens, **common)
     return ChatRequest(messages=[{"role": "user", "content": args.prompt}],
                        max_tokens=args.max_tokens, **common)
+
+
+def add_shard_flags(parser: argparse.ArgumentParser, what: str = "(request, index) pairs"
+                    ) -> None:
+    """``--shard k/K`` and ``--limits-per-shard``."""
+    parser.add_argument("--shard", metavar="k/K",
+                        help=f"send only shard k of K (0-based) of the {what}; each shard "
+                             "writes its own --out, and `llmvariance merge` joins them")
+    parser.add_argument("--limits-per-shard", action="store_true",
+                        help="--rpm/--tpm apply to this shard alone (default: divided among "
+                             "the K shards)")
+
+
+def shard(args: argparse.Namespace) -> Shard | None:
+    """The shard of ``--shard`` (None: the whole study)."""
+    found = shard_of(args.shard, "--shard")
+    if found is not None and not getattr(args, "out", None):
+        raise ConfigError("--shard", "needs --out: each shard writes its own run file, "
+                          "which `llmvariance merge` joins")
+    if found is not None and args.limits_per_shard:
+        found = found.model_copy(update={"limits": "per_shard"})
+    return found
 
 
 def describe(exc: ValidationError) -> str:

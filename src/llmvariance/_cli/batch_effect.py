@@ -54,13 +54,16 @@ def add_parser(commands: Any) -> None:
                         help="the condition the others are tested against (default "
                              "sequential; e.g. cold, to test warm conditions against cold "
                              "caches)")
+    parser.add_argument("--out", metavar="FILE",
+                        help="JSONL run file: each cell's samples are appended as it "
+                             "finishes; running the same command again resumes it a block "
+                             "at a time")
+    _common.add_shard_flags(parser, "blocks (each whole, every condition)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument("--html", metavar="FILE.html",
                         help="also write the result as a self-contained HTML page")
-    parser.add_argument("--out", metavar="DIR",
-                        help="keep the samples: one run file per condition (CONDITION.jsonl, "
-                             "and calibration.jsonl) in DIR, for `llmvariance report`")
-    add_out_dir_flag(parser, "the run files (as --out)")
+    add_out_dir_flag(parser, "one run file per condition (CONDITION.jsonl, and "
+                             "calibration.jsonl, for `llmvariance report`)")
     add_cost_flags(parser)
 
 
@@ -81,12 +84,13 @@ async def run(args: argparse.Namespace) -> int:
     resolve_conditions(conditions, sweep, args.n)  # an unknown one is named before anything
     limits, policy = _common.rate_limit(args), _common.retry(args)
     endpoint = _common.endpoint(args)
-    folder = args.out or args.out_dir
+    folder = args.out_dir
     if folder is not None:
         taken = _run_files(folder)
         if taken:
-            raise ConfigError("--out", f"{folder} already holds run files ({', '.join(taken)}"
-                              "); batch-effect does not resume: choose another folder")
+            raise ConfigError("--out-dir", f"{folder} already holds run files ("
+                              f"{', '.join(taken)}); only --out FILE resumes: choose another "
+                              "folder")
     if args.dry_run:
         parts = [("calibration", request, 1), *((c, request, args.n) for c in conditions)]
         extra = (f" (+ {args.background} background requests kept in flight during each "
@@ -117,7 +121,7 @@ async def run(args: argparse.Namespace) -> int:
         request, args.n, endpoint=endpoint, sweep=sweep,
         conditions=conditions, background_concurrency=args.background,
         blocks=args.blocks, alpha=args.alpha, control=args.control, rate_limit=limits,
-        retry=policy, on_trial=cell)
+        retry=policy, on_trial=cell, output=args.out, shard=_common.shard(args))
     for arm in result.samples.values():
         tally.add(arm)
     if result.calibration is not None:
@@ -146,8 +150,8 @@ async def run(args: argparse.Namespace) -> int:
             "provenance": provenance(request, endpoint, files=_run_files(args.out_dir)),
             "result": result.model_dump(mode="json", exclude={"samples"})},
             lambda path: html_report(result, path))
-    elif args.out:
-        console.note(f"wrote the run files to {args.out}/")
+    if args.out:
+        console.note(f"wrote the run file {args.out}")
     return ExitCode.MEASURED
 
 

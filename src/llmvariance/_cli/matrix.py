@@ -10,6 +10,7 @@ from typing import Any
 
 from .._errors import ConfigError
 from .._matrix import MatrixRow, parse_config, server_matrix
+from .._runs.shard import Shard, shard_of
 from ..engines import LlamaCppServer, resolve_model
 from . import _common
 from ._common import CouldNotMeasure, ExitCode
@@ -55,6 +56,9 @@ def add_parser(commands: Any) -> None:
                              "configuration (default 1,8; empty: none)")
     parser.add_argument("--out", metavar="FILE.json",
                         help="written after each configuration; a rerun skips those done")
+    parser.add_argument("--shard", metavar="k/K",
+                        help="run only configurations j with j mod K == k (0-based); each "
+                             "shard writes its own --out, and `llmvariance merge` joins them")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument("-q", "--quiet", action="store_true",
                         help="no progress on stderr (errors still print)")
@@ -89,7 +93,7 @@ async def run(args: argparse.Namespace) -> int:
     result = await server_matrix(request, args.n, args.config, server=starting,
                                  conditions=split(args.conditions), blocks=args.blocks,
                                  alpha=args.alpha, control=args.control, speed=speed,
-                                 output=args.out, on_row=announce)
+                                 output=args.out, on_row=announce, shard=_shard(args))
     if result.rows and all(r.verdict_kind == "could_not_measure" for r in result.rows):
         raise CouldNotMeasure("no configuration could be measured: "
                               + "; ".join(f"{r.config}: {r.verdict}" for r in result.rows))
@@ -100,6 +104,14 @@ async def run(args: argparse.Namespace) -> int:
               f"temperature {args.temperature}, {args.max_tokens} tokens")
         print(result.to_text())
     return ExitCode.MEASURED
+
+
+def _shard(args: argparse.Namespace) -> Shard | None:
+    found = shard_of(args.shard, "--shard")
+    if found is not None and not args.out:
+        raise ConfigError("--shard", "needs --out: each shard writes its own matrix file, "
+                          "which `llmvariance merge` joins")
+    return found
 
 
 def _server(model: Path, args: argparse.Namespace, **settings: Any) -> LlamaCppServer:

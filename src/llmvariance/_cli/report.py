@@ -15,6 +15,7 @@ from .._analysis.collect import VarianceCollector
 from .._analysis.suitereport import SuiteReport
 from .._analysis.tree import DEFAULT_MAX_LEAVES
 from .._errors import ConfigError
+from .._runs.merge import MergedRun, merge_runs
 from .._runs.runfile import RunContents, read_run
 from .._suite import suite_report_from_runs
 from .._version import __version__
@@ -22,6 +23,7 @@ from ._common import CouldNotMeasure, ExitCode
 from ._console import Console
 from ._expected import add_expected_flags, expected
 from ._flow import failed_line
+from .merge import add_merge_flags
 
 
 def add_parser(commands: Any) -> None:
@@ -65,6 +67,9 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--out-dir", metavar="DIR",
                         help="write report.json (with provenance) and report.html into DIR")
     add_expected_flags(suite)
+    shards = parser.add_argument_group("shards (--shard k/K): merged as `llmvariance merge` "
+                                       "merges them")
+    add_merge_flags(shards)
 
 
 def _figures_or_hint() -> None:
@@ -83,7 +88,7 @@ async def run(args: argparse.Namespace) -> int:
     if args.plot:
         _figures_or_hint()  # before reading files that may be large
     console = Console("report")
-    runs = [read_run(path) for path in args.files]
+    runs, merged = _read(args)
     labels = _request_labels(runs)
     group_by = [args.group_by] if args.group_by else []
     if labels is not None:
@@ -152,6 +157,7 @@ async def run(args: argparse.Namespace) -> int:
     sys.stdout.flush()  # the report first, then what was written
     for note in wrote:
         print(note, file=sys.stderr)
+    del merged  # shards' merged file: kept until now, removed with it
     failed = failed_line(report)
     if failed is not None:
         raise CouldNotMeasure(failed)
@@ -211,6 +217,18 @@ def _provenance(runs: list[RunContents]) -> dict[str, Any]:
         })
     return {"library_version": __version__,
             "reported_at": datetime.now(UTC).isoformat(timespec="seconds"), "files": files}
+
+
+def _read(args: argparse.Namespace) -> tuple[list[RunContents], MergedRun | None]:
+    """The files; shards of a study (run with --shard) as the one run they make together
+    (its temporary file lives as long as the ``MergedRun``)."""
+    runs = [read_run(path) for path in args.files]
+    if not any(contents.shard is not None for contents in runs):
+        return runs, None
+    merged = merge_runs(args.files, allow_missing=args.allow_missing,
+                        allow_endpoint_change=args.allow_endpoint_change)
+    print(merged.describe(), file=sys.stderr)
+    return [merged.run], merged
 
 
 def _suite_report(args: argparse.Namespace, runs: list[RunContents]) -> SuiteReport | None:

@@ -52,6 +52,7 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--server-info", action="store_true",
                         help="ask the server for its configuration first (llama.cpp's /props "
                              "and /slots; SGLang, vLLM) and record it in the run file")
+    _common.add_shard_flags(parser, "indices")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--bootstrap", type=int, default=0, metavar="N",
                         help="add bootstrap intervals from N resamples (seeded)")
@@ -91,7 +92,8 @@ async def run(args: argparse.Namespace) -> int:
             request, args.n, endpoint=endpoint,
             concurrency=args.concurrency, rate_limit=limits,
             retry=policy, output=args.run_file, progress=bar, on_sample=tally,
-            allow_endpoint_change=args.allow_endpoint_change, server_info=args.server_info)
+            allow_endpoint_change=args.allow_endpoint_change, server_info=args.server_info,
+            shard=_common.shard(args))
     totals(console, args, tally)
     raise_if_failed(result.report, result.stopped_early)
     report = result.report

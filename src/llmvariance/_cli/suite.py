@@ -60,6 +60,7 @@ def add_parser(commands: Any) -> None:
     add_expected_flags(parser, " (default: the \"expected\" fields of FILE's own lines)")
     parser.add_argument("--keep-samples", action="store_true",
                         help="hold every sample in memory (not needed for the report)")
+    _common.add_shard_flags(parser)
     parser.add_argument("--json", action="store_true", help="print the suite report as JSON")
     _common.add_sampling_flags(parser)
     add_out_dir_flag(parser)
@@ -95,7 +96,7 @@ async def run(args: argparse.Namespace) -> int:
             retry=policy, output=args.run_file, progress=bar, on_sample=tally,
             allow_endpoint_change=args.allow_endpoint_change, answer=answer,
             normalize=args.normalize, keep_samples=args.keep_samples,
-            expected=grading)
+            expected=grading, shard=_common.shard(args))
     totals(console, args, tally)
     if result.stopped_early is not None:
         raise CouldNotMeasure(printable(result.stopped_early))

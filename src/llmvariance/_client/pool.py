@@ -35,7 +35,7 @@ from .endpoint import Endpoint
 from .hints import ServerHints, has_limit_state, parse_hints
 from .http1 import Http1Transport
 from .providers import ProviderAdapter, adapter_for, iter_sse, preview, stream_timing
-from .ratelimit import RateLimit, RateLimiter, estimate_tokens
+from .ratelimit import LIMITER_FACTORY, RateLimit, RateLimiter, estimate_tokens
 from .redact import Redactor
 from .retry import RetryPolicy, is_retryable_status
 from .transport import (
@@ -148,8 +148,10 @@ class ClientPool:
         self._slots = asyncio.Semaphore(concurrency)
         self._sent_at: dict[int, float] = {}
         """Start time of each attempt in flight, oldest first (dicts keep order)."""
-        self._limiter = RateLimiter(rate_limit, concurrency=concurrency, clock=clock,
-                                    sleep=sleep)
+        factory = LIMITER_FACTORY.get()
+        self._limiter = (RateLimiter(rate_limit, concurrency=concurrency, clock=clock,
+                                     sleep=sleep) if factory is None
+                         else factory(rate_limit, concurrency))
         self._retry = retry or RetryPolicy()
         self._owns_transport = transport is None
         self._headers = endpoint.request_headers()

@@ -22,13 +22,14 @@ import asyncio
 import math
 import time
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .._request import ChatRequest, CompletionRequest, MessagesRequest, Request, TextBlock
 
-__all__ = ["RateLimit", "RateLimiter", "estimate_tokens"]
+__all__ = ["LIMITER_FACTORY", "LimiterFactory", "RateLimit", "RateLimiter", "estimate_tokens"]
 
 DEFAULT_COMPLETION_ALLOWANCE = 256
 """Tokens assumed for the completion when a request sets no ``max_tokens``."""
@@ -212,3 +213,14 @@ class RateLimiter:
         paused = max(0.0, self._paused_until - now)
         return (f"<RateLimiter limit={self._limit!r} paused_for={paused:.3f}s "
                 f"gap={self._gap:.3f}s pauses={self.pauses}>")
+
+
+LimiterFactory = Callable[[RateLimit | None, int], RateLimiter]
+"""Makes a pool's limiter from its ``RateLimit`` and concurrency."""
+
+LIMITER_FACTORY: ContextVar[LimiterFactory | None] = ContextVar("llmvariance_limiter_factory",
+                                                                default=None)
+"""What makes the limiter of a pool opened in this context (None: ``RateLimiter``). An
+executor that runs a study's shards sets it (``llmvariance.distributed``), so that every
+pool the shards open — ``sample_suite``'s, ``batch_effect``'s — also keeps a limit shared
+across processes and hears the others' pauses; the pool itself never learns how."""

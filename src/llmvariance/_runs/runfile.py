@@ -30,6 +30,16 @@ tolerate its absence.
 Files of format ``llmvariance.run/1`` (a suite's requests were a list in the header) are
 still read and resumed. A header is a JSON object: a later version adds keys to it and
 raises the format's number only when an older reader would misread the file.
+
+Keys added since: ``study`` (``{"id": "sha256:...", "kind": "sample" | "suite" |
+"batch_effect"}``, and a designed experiment's ``design``: see ``shard.study_id``), which
+names what was asked so that shards of one study are recognised when merged (written in a
+designed experiment's and a shard's file; a plain run's study is worked out from its
+request or suite digest, as for files written before it existed); ``shard``
+(``{"index": k, "count": K, "partition": ...}``) in a shard's file; ``merged`` (the shards a
+merged file was made from). A designed experiment's samples are keyed by (condition,
+index), as a suite's by (request id, index): its ``design`` lists the conditions, the
+calibration first.
 """
 
 from __future__ import annotations
@@ -52,6 +62,7 @@ from .._client.endpoint import Endpoint
 from .._errors import ConfigError
 from .._request import ChatRequest, CompletionRequest, MessagesRequest, Request, ResponsesRequest
 from .._sample import Sample
+from .shard import Shard, study_id
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -63,7 +74,16 @@ try:
 except ImportError:  # pragma: no cover - Windows: no advisory lock
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["FORMAT", "FORMATS", "SUITE_FORMAT", "RunContents", "RunFile", "Suite", "read_run"]
+__all__ = [
+    "FORMAT",
+    "FORMATS",
+    "SUITE_FORMAT",
+    "RunContents",
+    "RunFile",
+    "Suite",
+    "read_run",
+    "request_digest",
+]
 
 FORMAT = "llmvariance.run/1"
 """What a one-request run file is written as."""
@@ -118,6 +138,27 @@ def _suite_digest(suite: Suite) -> str:
     return f"sha256:{digest.hexdigest()}"
 
 
+def request_digest(request: Request | Suite) -> str:
+    """SHA-256 of a request's header record (sorted keys), or a suite's digest."""
+    if isinstance(request, Sequence):
+        return _suite_digest(request)
+    body = orjson.dumps(_request_record(request), option=orjson.OPT_SORT_KEYS)
+    return f"sha256:{hashlib.sha256(body).hexdigest()}"
+
+
+def _stored_request_digest(header: dict[str, Any]) -> str | None:
+    """The digest ``request_digest`` gives for what a header names (None: not known)."""
+    suite = header.get("suite")
+    if isinstance(suite, dict):
+        digest = suite.get("digest")
+        return digest if isinstance(digest, str) else None
+    request = header.get("request")
+    if isinstance(request, dict):
+        body = orjson.dumps(request, option=orjson.OPT_SORT_KEYS)
+        return f"sha256:{hashlib.sha256(body).hexdigest()}"
+    return None
+
+
 class RunContents:
     """What a run file holds: its header and where the latest record of each index is.
 
@@ -125,16 +166,22 @@ class RunContents:
     streams the samples from the file one at a time; ``samples`` loads them all.
     """
 
-    __slots__ = ("_last", "_requests_at", "cut_line", "good_bytes", "header", "max_n", "path",
-                 "suite_ids")
+    __slots__ = ("__weakref__", "_last", "_requests_at", "arms", "cut_line", "good_bytes",
+                 "header", "last_started", "max_n", "path", "suite_ids")
 
     def __init__(self, path: Path, header: dict[str, Any], last: _LastRecords,
                  good_bytes: int, cut_line: bool, max_n: int,
-                 suite_ids: list[str] | None = None, requests_at: int | None = None) -> None:
+                 suite_ids: list[str] | None = None, requests_at: int | None = None,
+                 arms: list[str] | None = None, last_started: str = "") -> None:
         self.path = path
         self.header = header
         self.suite_ids = suite_ids
         """A suite's request ids in order; None for a run of one request."""
+        self.arms = arms
+        """A designed experiment's conditions (the calibration first), which its samples
+        are keyed by with their index; None otherwise."""
+        self.last_started = last_started
+        """When the run last started: the header's ``started_at`` or the last ``resume``."""
         self._requests_at = requests_at
         """Where a format 2 suite's request records start (None: they are in the header)."""
         self._last = last
@@ -180,6 +227,50 @@ class RunContents:
                 yield handle.readline()
 
     @property
+    def shard(self) -> Shard | None:
+        """The shard this file holds (None: the whole study)."""
+        record = self.header.get("shard")
+        if not isinstance(record, dict):
+            return None
+        try:
+            return Shard(index=record["index"], count=record["count"])
+        except (KeyError, ValidationError):
+            raise ConfigError("files", f"{self.path}: the header's shard is damaged: "
+                              f"{record!r}") from None
+
+    @property
+    def partition(self) -> str | None:
+        """The partition a shard's file was cut by (None: not a shard)."""
+        record = self.header.get("shard")
+        return record.get("partition", "diagonal") if isinstance(record, dict) else None
+
+    @property
+    def study(self) -> dict[str, Any]:
+        """What was asked (``kind``, ``id``, a designed experiment's ``design``); worked out
+        from the header for files written before it named its study."""
+        stored = self.header.get("study")
+        if isinstance(stored, dict):
+            return stored
+        kind = "suite" if self.suite_ids is not None else "sample"
+        digest = _stored_request_digest(self.header) or ""
+        return {"kind": kind, "id": study_id(kind, digest)}
+
+    @property
+    def requests_digest(self) -> str | None:
+        """SHA-256 of the request (or the suite's digest) as the header names it."""
+        return _stored_request_digest(self.header)
+
+    def keyed(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
+        """Every pair with a record: its key (``index * K + position``, K the number of
+        requests or arms), the byte offset of its latest record and whether that is ok."""
+        return self._last.entries()
+
+    @property
+    def width(self) -> int:
+        """K in ``keyed``: the suite's requests, the experiment's arms, or 1."""
+        return len(self.suite_ids or self.arms or [""])
+
+    @property
     def n(self) -> int | None:
         """The n the run was started with (resumes may have asked for more)."""
         value = self.header.get("n")
@@ -207,8 +298,9 @@ class RunContents:
         return self._last.ok_indices()
 
     def ok_pairs(self) -> set[tuple[str, int]]:
-        """(request id, index) pairs whose latest sample is ok (a one-request run: id "")."""
-        ids = self.suite_ids or [""]
+        """(request id, index) pairs whose latest sample is ok (a one-request run: id "";
+        a designed experiment's: (condition, index))."""
+        ids = self.suite_ids or self.arms or [""]
         k = len(ids)
         return {(ids[key % k], key // k) for key in self._last.ok_indices()}
 
@@ -283,6 +375,12 @@ class _LastRecords:
         codes = self._codes[self._codes >= 0]
         return np.sort(codes // 2)
 
+    def entries(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64],
+                               npt.NDArray[np.bool_]]:
+        keys = np.flatnonzero(self._codes >= 0).astype(np.int64)
+        codes = self._codes[keys]
+        return keys, codes // 2, codes % 2 == 1
+
 
 _SAMPLE_FIELDS = re.compile(rb'^\{"record":"sample",?')
 """The record tag a sample line starts with; what follows are the Sample's fields."""
@@ -324,18 +422,26 @@ def read_run(path: str | os.PathLike[str]) -> RunContents:
         requests_at = None
         suite_ids: list[str] | None
         positions: dict[Any, int] | None
+        arms = _arms(header, path)
+        key_field = "request_id"
         if isinstance(header.get("suite"), dict):
             requests_at = offset
             suite_ids, positions, offset = _suite_records(header, handle, offset, path)
+        elif arms is not None:
+            suite_ids, key_field = None, "condition"
+            positions = {arm: position for position, arm in enumerate(arms)}
         else:
             suite_ids, positions = _suite_positions(header, path)
-        k = len(suite_ids) if suite_ids is not None else 1
+        k = len(positions) if positions is not None else 1
         last = _LastRecords()
         first_n = header.get("n")
         max_n = first_n if isinstance(first_n, int) else 0
+        started = header.get("started_at")
+        last_started = started if isinstance(started, str) else ""
 
         def contents(good: int, cut: bool) -> RunContents:
-            return RunContents(path, header, last, good, cut, max_n, suite_ids, requests_at)
+            return RunContents(path, header, last, good, cut, max_n, suite_ids, requests_at,
+                               arms, last_started)
 
         start = 2 + (len(suite_ids) if requests_at is not None and suite_ids else 0)
         for number, line in enumerate(handle, start):
@@ -358,13 +464,16 @@ def read_run(path: str | os.PathLike[str]) -> RunContents:
                                       f"(the run asked for {max_n})")
                 position = 0
                 if positions is not None:
-                    position = positions.get(record.get("request_id"), -1)
+                    position = positions.get(record.get(key_field), -1)
                     if position < 0:
-                        raise ConfigError("output", f"{path}:{number}: request_id "
-                                          f"{record.get('request_id')!r} is not in the suite")
+                        where = "suite" if arms is None else "experiment's design"
+                        raise ConfigError("output", f"{path}:{number}: {key_field} "
+                                          f"{record.get(key_field)!r} is not in the {where}")
                 last.record(index * k + position, offset, record.get("error") is None)
             elif kind == "resume" and isinstance(record.get("n"), int):
                 max_n = max(max_n, record["n"])
+                if isinstance(record.get("at"), str):
+                    last_started = max(last_started, record["at"])
             offset += len(line)
     return contents(offset, False)
 
@@ -405,6 +514,19 @@ def _suite_records(header: dict[str, Any], handle: IO[bytes], offset: int, path:
     return ids, positions, offset
 
 
+def _arms(header: dict[str, Any], path: Path) -> list[str] | None:
+    """A designed experiment's arms (what its samples are keyed by), or None."""
+    study = header.get("study")
+    design = study.get("design") if isinstance(study, dict) else None
+    if not isinstance(design, dict) or "arms" not in design:
+        return None
+    arms = design["arms"]
+    if (not isinstance(arms, list) or not arms or not all(isinstance(a, str) for a in arms)
+            or len(set(arms)) != len(arms)):
+        raise ConfigError("output", f"{path}: the header's design is damaged")
+    return arms
+
+
 def _suite_positions(header: dict[str, Any], path: Path
                      ) -> tuple[list[str], dict[Any, int]] | tuple[None, None]:
     """A suite header's ids in order and each id's position (None, None: one request)."""
@@ -439,13 +561,16 @@ class RunFile:
              version: str, *, allow_endpoint_change: bool = False,
              server: dict[str, Any] | None = None,
              header: Mapping[str, Any] | None = None,
+             shard: Shard | None = None, design: dict[str, Any] | None = None,
+             partition: str = "diagonal",
              ) -> tuple[RunFile, RunContents | None]:
         """Open ``path`` for ``request`` (or a suite's requests): create it, or resume it.
 
         Returns the file and, when resuming, what it already holds. Only an empty or
         missing file is written from the start; anything else must be a run file of this
-        request sent to this endpoint's URL (unless ``allow_endpoint_change``), or it is
-        refused with ``ConfigError`` and left untouched. A cut last line is truncated
+        request sent to this endpoint's URL (unless ``allow_endpoint_change``), of the same
+        shard (``shard``, cut by ``partition``) and design (a designed experiment's), or it
+        is refused with ``ConfigError`` and left untouched. A cut last line is truncated
         away first. The file is locked before it is read or changed, so two processes
         never interleave (the second is refused). ``server`` (``ServerInfo.model_dump``)
         goes in a new file's header as ``server``, and ``header`` adds more keys to it (a
@@ -468,6 +593,12 @@ class RunFile:
                                                       "digest": _suite_digest(suite)}}
             else:
                 requests = _header_requests(request)
+            kind = "suite" if suite is not None else "batch_effect" if design else "sample"
+            study: dict[str, Any] = {"id": study_id(kind, request_digest(request), design),
+                                     "kind": kind}
+            if design:
+                study["design"] = design
+            shard_record = None if shard is None else shard.record(partition)
             if contents is None:
                 run = cls(path, handle)
                 run._write({
@@ -477,6 +608,10 @@ class RunFile:
                                  "header_names": sorted(endpoint.headers)},
                     **({"server": server} if server is not None else {}),
                     **(header or {}),
+                    # a plain run's study is its request (or suite digest): named only
+                    # where it says more, in a design's or a shard's file
+                    **({"study": study} if design or shard_record else {}),
+                    **({"shard": shard_record} if shard_record else {}),
                 }, flush=suite is None)
                 if suite is not None:
                     run._handle.writelines(_suite_lines(suite))
@@ -486,6 +621,7 @@ class RunFile:
                 _check_same_suite(path, contents, request, requests["suite"])
             else:
                 _check_same_request(path, contents, request)
+            _check_same_part(path, contents, study, shard_record)
             if contents.endpoint_url != endpoint.base_url and not allow_endpoint_change:
                 raise ConfigError("output", f"{path} holds samples from "
                                   f"{contents.endpoint_url}, not {endpoint.base_url}; mixing "
@@ -567,6 +703,26 @@ def _difference(position: int, old: tuple[str, bytes] | None,
     if old[0] != new[0]:
         return f"{where} is {old[0]!r} in the file and {new[0]!r} here"
     return f"{where} ({old[0]!r}) differs"
+
+
+def _check_same_part(path: Path, contents: RunContents, study: dict[str, Any],
+                     shard: dict[str, Any] | None) -> None:
+    """Refuse to resume a file of another design or another shard (files that name no
+    study are of a plain run: the request check covered them)."""
+    stored = contents.header.get("study")
+    if isinstance(stored, dict) and stored.get("id") != study.get("id"):
+        raise ConfigError("output", f"{path} was written for a different "
+                          f"{stored.get('kind', 'study')} design; resume with the same "
+                          "arguments or choose another output file")
+    held = contents.header.get("shard")
+    if held != shard:
+        def name(record: Any) -> str:
+            return ("the whole study" if not isinstance(record, dict) else
+                    f"shard {record.get('index')}/{record.get('count')} "
+                    f"({record.get('partition')})")
+        raise ConfigError("output", f"{path} holds {name(held)}, not {name(shard)}; resume "
+                          "it with the same shard= (or choose another output file; "
+                          "`llmvariance merge` joins shards)")
 
 
 def _check_same_request(path: Path, contents: RunContents, request: Request) -> None:
