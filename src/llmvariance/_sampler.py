@@ -471,6 +471,8 @@ def sample_many_sync(
     on_sample: Callable[[Sample], Any] | None = None,
     condition: str | None = None,
     keep_samples: bool = True,
+    server_info: bool = False,
+    shard: ShardSpec | None = None,
 ) -> SampleSet:
     """``sample_many`` without ``await``, the same arguments (spelled out, so a type
     checker catches ``concurency=8`` or ``n="30"``): for scripts, and for notebooks and
@@ -482,7 +484,8 @@ def sample_many_sync(
         rate_limit=rate_limit, retry=retry, timeouts=timeouts, transport=transport,
         max_response_bytes=max_response_bytes, output=output,
         allow_endpoint_change=allow_endpoint_change, progress=progress,
-        on_sample=on_sample, condition=condition, keep_samples=keep_samples)
+        on_sample=on_sample, condition=condition, keep_samples=keep_samples,
+        server_info=server_info, shard=shard)
     return result
 
 

@@ -30,6 +30,7 @@ from ._client.transport import DEFAULT_MAX_RESPONSE_BYTES, Timeouts, Transport
 from ._errors import ConfigError
 from ._progress import Progress
 from ._request import Request
+from ._runs.shard import ShardSpec
 from ._sample import Sample
 from ._sampler import _SINK, SampleSet, sample_many
 
@@ -122,6 +123,8 @@ def stream_samples(
     allow_endpoint_change: bool = False,
     progress: Callable[[Progress], Any] | None = None,
     condition: str | None = None,
+    server_info: bool = False,
+    shard: ShardSpec | None = None,
 ) -> SampleStream:
     """The samples of ``sample_many(request, n, ...)`` as they complete; see the module
     docstring. Takes every argument of ``sample_many`` but ``keep_samples`` and
@@ -131,4 +134,4 @@ def stream_samples(
         "rate_limit": rate_limit, "retry": retry, "timeouts": timeouts,
         "transport": transport, "max_response_bytes": max_response_bytes, "output": output,
         "allow_endpoint_change": allow_endpoint_change, "progress": progress,
-        "condition": condition})
+        "condition": condition, "server_info": server_info, "shard": shard})

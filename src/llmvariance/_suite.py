@@ -394,6 +394,8 @@ def sample_suite_sync(
     keep_samples: bool = True,
     answer: AnswerSpec | None = None,
     normalize: bool = False,
+    expected: ExpectedAnswers | None = None,
+    shard: ShardSpec | None = None,
 ) -> SuiteResult:
     """``sample_suite`` without ``await``, the same arguments: in scripts, and inside a
     running event loop (a notebook) in a thread of its own (see ``sample_many_sync``)."""
@@ -402,5 +404,6 @@ def sample_suite_sync(
         rate_limit=rate_limit, retry=retry, timeouts=timeouts, transport=transport,
         max_response_bytes=max_response_bytes, output=output,
         allow_endpoint_change=allow_endpoint_change, progress=progress,
-        on_sample=on_sample, keep_samples=keep_samples, answer=answer, normalize=normalize)
+        on_sample=on_sample, keep_samples=keep_samples, answer=answer, normalize=normalize,
+        expected=expected, shard=shard)
     return result
