@@ -187,13 +187,14 @@ def test_batch_effect_from_the_command_line(served_url: str) -> None:
 def test_batch_effect_says_it_could_not_measure_when_every_sample_fails(
         served_url: str) -> None:
     out = run("batch-effect", "--base-url", served_url, "--model", "no-such-model",
-              "--prompt", "p", "-n", "4", "--conditions", "sequential,burst",
+              "--prompt", "p", "-n", "2", "--conditions", "sequential,burst",
               "--max-attempts", "1", "--no-preflight", "--quiet")
     assert out.returncode == 3, out.stderr  # could not measure
     assert out.stdout == ""
-    # one line, in the server's words, counting the calibration request too
-    assert out.stderr == ("llmvariance batch-effect: error: every one of the 9 samples "
-                          "failed: x9 HTTP 404: The model `no-such-model` does not exist.\n")
+    # one line, in the server's words, counting the calibration request too (4 samples are
+    # too few for the early stop, which test_first_hour covers)
+    assert out.stderr == ("llmvariance batch-effect: error: every one of the 5 samples "
+                          "failed: x5 HTTP 404: The model `no-such-model` does not exist.\n")
 
 
 def test_batch_effect_names_an_unknown_condition(served_url: str) -> None:

@@ -12,9 +12,10 @@ rendered) changes that:
 - ``<!-- readme-test: skip (REASON) -->``: the block must not run here (a hosted API that
   needs a key, this test suite itself). The reason is required; keep these few.
 
-Blocks run in README order in one temporary folder holding a copy of ``examples/`` and a
-``.venv`` link to this interpreter's environment, so a block may read what an earlier one
-wrote (``run.jsonl``), as a reader following along would. Python blocks each run in a fresh
+Blocks run in README order in one temporary folder holding a copy of ``examples/``, a
+``.venv`` link to this interpreter's environment and a ``dev.py`` link to this checkout's,
+so a block may read what an earlier one wrote (``run.jsonl``), as a reader following along
+would. Python blocks each run in a fresh
 interpreter (so each must have its imports and names); shell blocks run under
 ``bash -e -o pipefail`` with ``llmvariance`` on PATH. Output blocks (a fence with no
 language) are not run. ``test_the_python_blocks_type_check`` runs ``mypy --strict`` over the
@@ -113,6 +114,7 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dic
     where = tmp_path_factory.mktemp("readme")
     shutil.copytree(ROOT / "examples", where / "examples")
     (where / ".venv").symlink_to(Path(sys.prefix))
+    (where / "dev.py").symlink_to(ROOT / "dev.py")  # a clone has it; it resolves to this one
     bin_dir = Path(sys.executable).parent
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
            "MPLBACKEND": "Agg", "NO_COLOR": "1"}

@@ -55,8 +55,12 @@ def test_tree_branch_points_add_up_to_n_at_every_level(moe_file: Path) -> None:
     lines = text.stdout.splitlines()
     start = lines.index(f"divergence tree: 60 samples, {tree['unique_count']} distinct "
                         "outputs; positions are 0-based provider tokens")
+    # the tree names the character where the outputs first differ, as the report does (the
+    # root's end_char is the token boundary before it)
+    assert root["end_char"] <= summary["common_prefix_chars"]
     assert lines[start + 1].startswith("60  '") and (
-        f"splits at token {root['end_token']} (char {root['end_char']})" in lines[start + 1])
+        f"splits at token {root['end_token']} (char {summary['common_prefix_chars']})"
+        in lines[start + 1])
     # one line per node after the root (and one per group of pruned alternatives)
     pruned = sum(1 for n in tree["nodes"] if n["pruned_branches"])
     drawn = [line for line in lines[start + 2:] if line.lstrip("│ ").startswith(("├─", "└─"))]
