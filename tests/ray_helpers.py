@@ -83,3 +83,41 @@ def kill_once(marker: str, node_id: str, after: int, sample: lv.Sample) -> None:
     except FileExistsError:
         return
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def listening_addresses(pids: list[int]) -> set[str]:
+    """The local addresses (IPv4 or IPv6, without the port) that ``pids`` listen on (TCP),
+    read from /proc (no tool needed)."""
+    inodes: set[str] = set()
+    for pid in pids:
+        try:
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+        except OSError:  # gone, or not ours to read
+            continue
+    found = set()
+    for table, width in (("tcp", 8), ("tcp6", 32)):
+        try:
+            lines = Path(f"/proc/net/{table}").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                found.add(_address(fields[1].split(":")[0], width))
+    return found
+
+
+def _address(hex_address: str, width: int) -> str:
+    """/proc/net/tcp's little-endian hex address as text (IPv4-mapped IPv6 as IPv4)."""
+    import ipaddress
+
+    raw = bytes.fromhex(hex_address)
+    # each 32-bit word is in host (little-endian) order
+    data = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+    address = ipaddress.ip_address(data) if width == 8 else ipaddress.IPv6Address(data)
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(address)

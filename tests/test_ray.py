@@ -20,7 +20,14 @@ import pytest
 import llmvariance as lv
 from llmvariance.engines import LlamaCppServer
 from llmvariance.engines._setup import llama_server_path, model_path
-from ray_helpers import INSTALL, cluster_env, fail_at_index, wait_until_gone
+from ray_helpers import (
+    INSTALL,
+    cluster_env,
+    fail_at_index,
+    listening_addresses,
+    processes_with,
+    wait_until_gone,
+)
 from shard_helpers import frame_rows, suite, without_timing
 
 ray = pytest.importorskip("ray", reason=INSTALL)
@@ -74,6 +81,8 @@ def test_a_40_by_50_suite_in_four_ray_tasks_merges_to_the_one_process_result(
                         output=tmp_path / "run.jsonl",
                         on_shard=lambda k, path: arrived.append(k))
     assert sorted(arrived) == [0, 1, 2, 3]
+    # the cluster (its workers have run) listens on loopback only
+    assert listening_addresses(processes_with(cluster)) == {"127.0.0.1"}
     assert run.files == [tmp_path / "run.shards" / f"shard-{k}-of-4.jsonl" for k in range(4)]
     assert run.merged is not None and run.merged.complete and run.merged.findings == []
     one = lv.sample_suite_sync(suite(40), 50, endpoint=endpoint, concurrency=16,

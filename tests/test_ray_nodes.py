@@ -1,23 +1,24 @@
-"""Two Ray nodes on this machine (a head and a second node, one CPU each, dashboard off, on
-loopback, started and stopped by this test by process id): a suite sharded over both
-against the simulator, one node's worker killed mid-run, merged to exactly the one-process
-result, and no Ray process left behind.
+"""Two Ray nodes on this machine (a head and a second node, one CPU each, dashboard off, both
+at 127.0.0.1, started and stopped by this test): a suite sharded over both against the
+simulator, one node's worker killed mid-run, merged to exactly the one-process result, and
+no Ray process left behind.
 
-The nodes' address is 127.0.0.2: for a cluster of several nodes, Ray replaces 127.0.0.1
-(and "localhost") by the machine's outside address so that other machines could reach it;
-127.0.0.2 is loopback too and is kept as given, so every connection stays on this machine.
+The nodes are started with Ray's own ``ray.cluster_utils.Cluster`` (what Ray tests its
+multi-node behaviour with), not ``ray start``: for a second node, ``ray start`` rewrites
+127.0.0.1 into the machine's outside address, and Ray's servers listen on every interface
+unless the node's address is 127.0.0.1. Here every process of both nodes listens on
+127.0.0.1 alone (checked), and every one carries the test's marker, so none can outlive it.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,84 +26,57 @@ import orjson
 import pytest
 
 import llmvariance as lv
-from ray_helpers import INSTALL, cluster_env, kill_once, processes_with, wait_until_gone
+from ray_helpers import (
+    INSTALL,
+    cluster_env,
+    kill_once,
+    listening_addresses,
+    processes_with,
+    wait_until_gone,
+)
 from shard_helpers import suite, without_timing
 
 ray = pytest.importorskip("ray", reason=INSTALL)
 
-RAY = Path(sys.executable).with_name("ray")
-HOST = "127.0.0.2"
-
-
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
-def _node(env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
-    """``ray start --block``: the node's processes live while this one does; SIGTERM stops
-    them all."""
-    [agent] = _free_ports(1)
-    return subprocess.Popen(
-        [str(RAY), "start", "--block", f"--node-ip-address={HOST}", "--num-cpus=1",
-         "--disable-usage-stats", f"--dashboard-agent-listen-port={agent}", *args],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def _listening(port: int, deadline: float) -> None:
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex((HOST, port)) == 0:
-                return
-        time.sleep(0.1)
-    raise AssertionError(f"the head node never listened on {port}")
-
 
 @pytest.fixture
-def two_nodes() -> Iterator[tuple[str, str]]:
-    """(address, id of the second node) of a two-node cluster; stopped after the test."""
-    # several nodes: `ray start` refuses them unless this is 1 (the tests' default is 0)
-    env = {**os.environ, **cluster_env(), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1"}
+def two_nodes() -> Iterator[str]:
+    """The id of the second node of a two-node cluster on 127.0.0.1 that the driver is
+    connected to; stopped after the test, and no process of it left."""
+    from ray.cluster_utils import Cluster
+
+    env = cluster_env()
     marker = env["LLMVARIANCE_RAY_CLUSTER"]
-    directory = tempfile.mkdtemp(prefix="lvray")
-    [port] = _free_ports(1)
-    nodes = [_node(env, "--head", f"--port={port}", "--include-dashboard=false",
-                   f"--temp-dir={directory}")]
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)  # the nodes' processes inherit the marker
+    directory = tempfile.mkdtemp(prefix="lvray")  # short: Ray's socket paths must fit
+    cluster = None
     try:
-        deadline = time.monotonic() + 60
-        _listening(port, deadline)
-        nodes.append(_node(env, f"--address={HOST}:{port}"))
-        ray.init(address=f"{HOST}:{port}", _node_ip_address=HOST, configure_logging=False,
-                 log_to_driver=False)
-        while len([n for n in ray.nodes() if n["Alive"]]) < 2:
-            assert time.monotonic() < deadline, "the second node never joined"
-            time.sleep(0.1)
-        second = next(n["NodeID"] for n in ray.nodes()
-                      if n["Alive"] and "node:__internal_head__" not in n["Resources"])
-        assert {n["NodeManagerAddress"] for n in ray.nodes()} == {HOST}
-        yield f"{HOST}:{port}", second
+        cluster = Cluster(initialize_head=True, head_node_args={
+            "num_cpus": 1, "node_ip_address": "127.0.0.1", "include_dashboard": False,
+            "temp_dir": directory})
+        second = cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1")
+        ray.init(address=cluster.address, configure_logging=False, log_to_driver=False)
+        alive = [n for n in ray.nodes() if n["Alive"]]
+        assert len(alive) == 2
+        assert {n["NodeManagerAddress"] for n in alive} == {"127.0.0.1"}
+        yield second.node_id
+        # both nodes (their workers have run) listened on 127.0.0.1 only
+        assert listening_addresses(processes_with(marker)) == {"127.0.0.1"}
     finally:
         ray.shutdown()
-        for node in reversed(nodes):
-            node.send_signal(signal.SIGTERM)
-        for node in nodes:
-            try:
-                node.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                node.kill()
-                node.wait(timeout=10)
+        if cluster is not None:
+            cluster.shutdown()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
         left = wait_until_gone(marker)
         for pid in left:  # fail, but leave nothing running
             os.kill(pid, signal.SIGKILL)
-        subprocess.run(["/bin/rm", "-rf", directory], check=False)
+        shutil.rmtree(directory, ignore_errors=True)
         assert left == [], f"Ray processes outlived the test: {left}"
-        assert processes_with(marker) == []
 
 
 @pytest.fixture
@@ -118,8 +92,8 @@ def served_url() -> Iterator[str]:
 
 
 def test_a_suite_sharded_over_two_nodes_survives_a_killed_worker_exactly(
-        two_nodes: tuple[str, str], served_url: str, tmp_path: Path) -> None:
-    _, second = two_nodes
+        two_nodes: str, served_url: str, tmp_path: Path) -> None:
+    second = two_nodes
     endpoint = lv.Endpoint(base_url=served_url)
     marker = tmp_path / "killed"
     study = functools.partial(lv.sample_suite, suite(20), 20, endpoint=endpoint,
