@@ -21,6 +21,7 @@ from ._analysis.report import (
     Proportion,
     VarianceReport,
 )
+from ._analysis.sequential import EarlyStop, Look, SequentialTest
 from ._analysis.stats import HypothesisTestResult, samples_needed
 from ._analysis.suitecompare import PromptComparison, SuiteComparison, compare_suites
 from ._analysis.suitereport import (
@@ -119,6 +120,7 @@ __all__ = [
     "DivergenceStats",
     "DivergenceTree",
     "DivergenceTreeCollector",
+    "EarlyStop",
     "Endpoint",
     "EngineError",
     "FailureMessage",
@@ -133,6 +135,7 @@ __all__ = [
     "LLMVarianceError",
     "LatencyStats",
     "LogprobAgreement",
+    "Look",
     "MalformedResponseError",
     "MatrixResult",
     "MatrixRow",
@@ -158,6 +161,7 @@ __all__ = [
     "SampleError",
     "SampleSet",
     "SampleStream",
+    "SequentialTest",
     "StreamError",
     "SuiteComparison",
     "SuiteEntry",

@@ -39,6 +39,7 @@ from ._analysis.collect import VarianceCollector
 from ._analysis.compare import Comparison, compare_cells, counts_of, p_text
 from ._analysis.estimates import rate_interval
 from ._analysis.report import LogprobAgreement, VarianceReport
+from ._analysis.sequential import EarlyStop, SequentialTest, adjusted_pvalues, exact_pvalue
 from ._analysis.stats import holm
 from ._client.endpoint import Endpoint, endpoint_or_default
 from ._client.pool import ClientPool, PreparedCall
@@ -58,7 +59,7 @@ from ._request import (
 from ._sample import Sample
 
 __all__ = ["BatchEffectResult", "Condition", "Trial", "VerdictKind", "analyze_conditions",
-           "background_load", "batch_effect", "condition_named", "judge",
+           "background_load", "batch_effect", "condition_named", "interim_pvalues", "judge",
            "register_condition"]
 
 VerdictKind = Literal["batch_dependent", "varies_alone", "no_variation_observed",
@@ -217,6 +218,9 @@ class BatchEffectResult(BaseModel):
     logprobs: LogprobAgreement | None = None
     """The numbers under the text, over every sample of every condition."""
     design: str = ""
+    early_stop: EarlyStop | None = None
+    """With ``early_stop=True``: each look, its boundary, and the requests sent, planned and
+    saved; ``adjusted_pvalues`` are then Holm-adjusted repeated p-values."""
 
     @property
     def pvalue(self) -> float | None:
@@ -316,21 +320,44 @@ def analyze_conditions(
     request: Request, endpoint: str, samples: Mapping[str, Sequence[Sample]], *,
     calibration: Sample | None = None, control: str = _CONTROL, n: int = 0, blocks: int = 1,
     alpha: float = 0.05, seed: int = 0, resamples: int = 9999, design: str = "",
-    endpoint_is_local: bool = False,
+    endpoint_is_local: bool = False, early_stop: EarlyStop | None = None,
 ) -> BatchEffectResult:
     """The result of a batch-effect experiment from its samples: a pure function, so an
-    interim analysis after each block is the same call on the samples so far."""
+    interim analysis after each block is the same call on the samples so far.
+
+    With ``early_stop`` (a group-sequential run's record) the p-values are adjusted as
+    repeated p-values at its last look (``sequential.adjusted_pvalues``) before Holm, so
+    "significant" means "crossed the boundary"; the record becomes a finding."""
     fields = _evaluate(samples, calibration, control, alpha, seed, resamples,
-                       endpoint_is_local)
+                       endpoint_is_local, early_stop)
     return BatchEffectResult(
         request=request, endpoint=endpoint,
         samples={name: KeptSamples.of(arm) for name, arm in samples.items()}, n=n, blocks=blocks,
-        alpha=alpha, control=control, calibration=calibration, design=design, **fields)
+        alpha=alpha, control=control, calibration=calibration, design=design,
+        early_stop=early_stop, **fields)
+
+
+def interim_pvalues(samples: Mapping[str, Sequence[Sample]], calibration: Sample | None,
+                    control: str = _CONTROL) -> dict[str, float]:
+    """Each condition's exact one-sided p-value against the control, as the full analysis
+    computes it (same reference, same counts) but without the resampled tests: what an
+    interim look of a group-sequential run needs. Conditions (or a control) with fewer
+    than two successful samples get none."""
+    cells = {name: _cells(arm) for name, arm in samples.items()}
+    reference, _, _ = _reference(calibration, cells)
+    counted = {name: counts_of(c) for name, c in cells.items()}
+    usable = {name: c for name, c in counted.items() if c.total() >= 2}
+    if control not in usable or reference is None:
+        return {}
+    base = usable[control]
+    n_a = base.total()
+    return {name: exact_pvalue(n_a - base[reference], n_a, c.total() - c[reference], c.total())
+            for name, c in usable.items() if name != control}
 
 
 def _evaluate(samples: Mapping[str, Sequence[Sample]], calibration: Sample | None,
-              control: str, alpha: float, seed: int, resamples: int, local: bool
-              ) -> dict[str, Any]:
+              control: str, alpha: float, seed: int, resamples: int, local: bool,
+              early_stop: EarlyStop | None = None) -> dict[str, Any]:
     reports: dict[str, VarianceReport] = {}
     everything = VarianceCollector(grouped=False)
     for name, arm in samples.items():
@@ -353,6 +380,12 @@ def _evaluate(samples: Mapping[str, Sequence[Sample]], calibration: Sample | Non
                     alpha=alpha, seed=seed, resamples=resamples, names=(control, name))
     adjusted = dict(zip(comparisons, holm([c.pvalue for c in comparisons.values()]),
                         strict=True))
+    if early_stop is not None:
+        adjusted = adjusted_pvalues(
+            {name: c.pvalue for name, c in comparisons.items()},
+            early_stop.fractions[: max(1, len(early_stop.looks))],
+            spending=early_stop.spending, hypotheses=early_stop.hypotheses)
+        findings.append(early_stop.describe())
     failed = sum(r.n_failed for r in reports.values())
     if failed:
         kinds: Counter[str] = Counter()
@@ -507,6 +540,7 @@ async def batch_effect(
     seed: int = 0,
     resamples: int = 9999,
     on_block: Callable[[int, BatchEffectResult], Any] | None = None,
+    early_stop: bool = False,
     rate_limit: RateLimit | None = None,
     retry: RetryPolicy | None = None,
     timeouts: Timeouts | None = None,
@@ -525,6 +559,13 @@ async def batch_effect(
     ``on_block(block, interim_result)`` is called after each block with the analysis so
     far. Against a paid API this sends about ``n * len(conditions) + 1`` requests plus the
     background traffic of ``loaded``.
+
+    ``early_stop=True`` tests after every block and stops as soon as a condition crosses a
+    group-sequential boundary (O'Brien-Fleming-type alpha spending with Holm across the
+    conditions, ``_analysis/sequential.py``), so the false-positive rate over all the looks
+    stays at ``alpha``. A large batch effect is then decided after a block or two; "no
+    variation observed" (or any verdict but ``batch_dependent``) still takes all n.
+    ``result.early_stop`` records each look and the requests sent, planned and saved.
     """
     ConfigError.check_int("n", n, 2, " to compare outputs")
     if not isinstance(sweep, Sequence):
@@ -553,12 +594,25 @@ async def batch_effect(
               "change of backend during the run would look like a condition effect")
     samples: dict[str, list[Sample]] = {c.name: [] for c in chosen}
     calibration_sample: Sample | None = None
+    monitor = (SequentialTest([sum(sizes[: b + 1]) / n for b in range(blocks)],
+                              hypotheses=[c.name for c in chosen if c.name != control],
+                              alpha=alpha) if early_stop else None)
 
-    def analysis(upto: int) -> BatchEffectResult:
+    def sent() -> int:
+        """Requests sent so far: each is a sample (maybe a failure); background not counted."""
+        return (calibration_sample is not None) + sum(len(arm) for arm in samples.values())
+
+    def record(attempts: int | None = None) -> EarlyStop | None:
+        return None if monitor is None else monitor.summary(
+            planned_requests=n * len(chosen) + int(calibration), sent_requests=sent(),
+            attempts=attempts)
+
+    def analysis(upto: int, early: EarlyStop | None = None) -> BatchEffectResult:
         return analyze_conditions(
             request, endpoint.label, samples, calibration=calibration_sample, control=control,
             n=n, blocks=upto, alpha=alpha, seed=seed, resamples=resamples, design=design,
-            endpoint_is_local=endpoint.base_url.startswith(("http://127.", "http://localhost")))
+            endpoint_is_local=endpoint.base_url.startswith(("http://127.", "http://localhost")),
+            early_stop=early)
 
     async with ClientPool(endpoint, concurrency=n + background_concurrency,
                           rate_limit=rate_limit, retry=retry, timeouts=timeouts,
@@ -566,6 +620,7 @@ async def batch_effect(
         if calibration:
             calibration_sample = await pool.send(pool.prepare(request, "calibration"), 0)
         start = 0
+        done = 0
         for block, size in enumerate(sizes):
             indices = range(start, start + size)
             start += size
@@ -574,11 +629,17 @@ async def batch_effect(
                 trial = Trial(pool, request, condition.name, block, indices,
                               background_concurrency)
                 samples[condition.name].extend(await condition.run(trial))
+            done = block + 1
+            if monitor is not None and monitor.look(
+                    interim_pvalues(samples, calibration_sample, control),
+                    requests=sent()).stop:
+                break  # decided: the blocks left are never sent
             if on_block is not None and block < blocks - 1:
-                on_block(block, analysis(block + 1))
+                on_block(block, analysis(block + 1, record()))
+        attempts = pool.stats.attempts
     for arm in samples.values():
         arm.sort(key=lambda s: s.index)
-    return analysis(blocks)
+    return analysis(done, record(attempts))
 
 
 @contextlib.asynccontextmanager

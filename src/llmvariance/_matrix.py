@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ._analysis.compare import Comparison, p_text
 from ._analysis.report import LogprobAgreement, VarianceReport
+from ._analysis.sequential import EarlyStop
 from ._analysis.stats import holm
 from ._client.endpoint import Endpoint
 from ._client.retry import RetryPolicy
@@ -58,6 +59,9 @@ class MatrixRow(BaseModel):
     """``pvalue`` adjusted again by Holm across the matrix's configurations."""
     logprobs: LogprobAgreement | None = None
     """The numbers under the text over the row's samples, when logprobs were asked for."""
+    early_stop: EarlyStop | None = None
+    """With ``early_stop=True``: the row's looks and the requests it saved (its p-values are
+    then repeated p-values, valid for Holm across configurations as they are)."""
 
 
 class MatrixResult(BaseModel):
@@ -144,6 +148,7 @@ async def server_matrix(
     timeouts: Timeouts | None = None,
     output: str | os.PathLike[str] | None = None,
     on_row: Callable[[MatrixRow], Any] | None = None,
+    early_stop: bool = False,
 ) -> MatrixResult:
     """Run ``batch_effect(request, n, conditions=..., blocks=..., alpha=...)`` on each server
     configuration, then adjust the rows' p-values by Holm across configurations.
@@ -153,7 +158,9 @@ async def server_matrix(
     dicts or strings like ``"parallel=8,kv_unified"``. ``output`` (JSON) is rewritten
     after each configuration, so an interrupted matrix keeps what it finished, and a
     rerun with the same request, n and conditions skips the configurations it has.
-    ``on_row`` is called with each row as soon as it is done.
+    ``on_row`` is called with each row as soon as it is done. ``early_stop=True`` stops each
+    configuration's experiment as soon as its verdict is decided (``batch_effect``'s
+    ``early_stop``); rows a rerun finds in ``output`` are kept as they were run.
     """
     ConfigError.check_int("n", n, 2, " to compare outputs")
     if not configs:
@@ -177,13 +184,14 @@ async def server_matrix(
                     request, n, endpoint=Endpoint(base_url=base_url, api_key=None,
                                                   name=label),
                     conditions=list(conditions), background_concurrency=background_concurrency,
-                    blocks=blocks, alpha=alpha, seed=seed, retry=retry, timeouts=timeouts)
+                    blocks=blocks, alpha=alpha, seed=seed, retry=retry, timeouts=timeouts,
+                    early_stop=early_stop)
             row = MatrixRow(config=label, settings=settings, conditions=result.conditions,
                             verdict=result.verdict, verdict_kind=result.verdict_kind,
                             comparisons=result.comparisons,
                             adjusted_pvalues=result.adjusted_pvalues,
                             findings=result.findings, pvalue=result.pvalue,
-                            logprobs=result.logprobs)
+                            logprobs=result.logprobs, early_stop=result.early_stop)
         rows.append(row)
         result_so_far = MatrixResult(request=request, n=n, conditions=list(conditions),
                                      rows=rows)

@@ -35,6 +35,10 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--alpha", type=float, default=0.05,
                         help="significance level, Holm-corrected across conditions "
                              "(default 0.05)")
+    parser.add_argument("--early-stop", action="store_true",
+                        help="test after every block and stop once the verdict is decided "
+                             "(a group-sequential boundary keeps the false-positive rate at "
+                             "--alpha); 'no variation' still takes all n")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument("--html", metavar="FILE.html",
                         help="also write the result as a self-contained HTML page")
@@ -54,7 +58,7 @@ async def run(args: argparse.Namespace) -> int:
         _common.request(args), args.n, endpoint=_common.endpoint(args), sweep=sweep,
         conditions=split(args.conditions), background_concurrency=args.background,
         blocks=args.blocks, alpha=args.alpha, rate_limit=_common.rate_limit(args),
-        retry=_common.retry(args))
+        retry=_common.retry(args), early_stop=args.early_stop)
     if args.json:
         print(result.model_dump_json(indent=2, exclude={"samples"}))
     else:

@@ -45,6 +45,10 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--alpha", type=float, default=0.05,
                         help="significance level, Holm-corrected across conditions and "
                              "configurations (default 0.05)")
+    parser.add_argument("--early-stop", action="store_true",
+                        help="test after every block and stop once the verdict is decided "
+                             "(a group-sequential boundary keeps the false-positive rate at "
+                             "--alpha); 'no variation' still takes all n")
     parser.add_argument("--out", metavar="FILE.json",
                         help="written after each configuration; a rerun skips those done")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -63,7 +67,8 @@ async def run(args: argparse.Namespace) -> int:
 
     result = await server_matrix(request, args.n, args.config, server=server,
                                  conditions=split(args.conditions), blocks=args.blocks,
-                                 alpha=args.alpha, output=args.out, on_row=announce)
+                                 alpha=args.alpha, output=args.out, on_row=announce,
+                                 early_stop=args.early_stop)
     if args.json:
         print(result.model_dump_json(indent=2))
     else:
