@@ -184,6 +184,23 @@ def test_batch_effect_from_the_command_line(served_url: str) -> None:
     assert "at most 8.9% of requests differ" in dense.stdout  # 1 - 0.05^(1/32)
 
 
+def test_batch_effect_early_stop_says_what_it_saved(served_url: str) -> None:
+    out = run("batch-effect", "--base-url", served_url, "--prompt", "Tell me a story",
+              "--model", "moe", "-n", "30", "--max-tokens", "24",
+              "--conditions", "sequential,loaded", "--early-stop", "--json")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    stop = result["early_stop"]
+    assert result["verdict_kind"] == "batch_dependent"
+    assert stop["stopped"] is True and stop["planned_requests"] == 61
+    assert stop["saved_requests"] == 61 - stop["sent_requests"] >= 18  # 2 of 5 blocks unsent
+    text = run("batch-effect", "--base-url", served_url, "--prompt", "Tell me a story",
+               "--model", "dense", "-n", "10", "--max-tokens", "24", "--blocks", "2",
+               "--conditions", "sequential,burst", "--early-stop")
+    assert text.returncode == 0, text.stderr
+    assert "early stop: not decided early: all 2 looks ran" in " ".join(text.stdout.split())
+
+
 def test_batch_effect_says_it_could_not_measure_when_every_sample_fails(
         served_url: str) -> None:
     out = run("batch-effect", "--base-url", served_url, "--model", "no-such-model",

@@ -35,6 +35,7 @@ from ._analysis.runcompare import (
     compare_accuracy,
     compare_runs,
 )
+from ._analysis.sequential import EarlyStop, Look, SequentialTest
 from ._analysis.stats import HypothesisTestResult, samples_needed
 from ._analysis.suitecompare import PromptComparison, SuiteComparison, compare_suites
 from ._analysis.suitereport import (
@@ -150,6 +151,7 @@ __all__ = [
     "DivergenceStats",
     "DivergenceTree",
     "DivergenceTreeCollector",
+    "EarlyStop",
     "Endpoint",
     "EngineError",
     "Expected",
@@ -167,6 +169,7 @@ __all__ = [
     "LLMVarianceError",
     "LatencyStats",
     "LogprobAgreement",
+    "Look",
     "MalformedResponseError",
     "MatrixResult",
     "MatrixRow",
@@ -202,6 +205,7 @@ __all__ = [
     "SampleError",
     "SampleSet",
     "SampleStream",
+    "SequentialTest",
     "ServerInfo",
     "Shard",
     "StreamError",

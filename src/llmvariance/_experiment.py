@@ -41,6 +41,7 @@ from ._analysis.compare import Comparison, compare_cells, counts_of, p_text
 from ._analysis.display import Displayed, fmt
 from ._analysis.estimates import rate_interval
 from ._analysis.report import LogprobAgreement, VarianceReport
+from ._analysis.sequential import EarlyStop, SequentialTest, adjusted_pvalues, exact_pvalue
 from ._analysis.stats import holm
 from ._client.endpoint import Endpoint, endpoint_or_default
 from ._client.pool import ClientPool, PreparedCall
@@ -64,7 +65,7 @@ from ._version import __version__
 from .engines.info import ServerInfo
 
 __all__ = ["BatchEffectResult", "Condition", "Trial", "VerdictKind", "analyze_conditions",
-           "background_load", "batch_effect", "condition_named", "judge",
+           "background_load", "batch_effect", "condition_named", "interim_pvalues", "judge",
            "register_condition"]
 
 VerdictKind = Literal["batch_dependent", "varies_alone", "no_variation_observed",
@@ -236,6 +237,9 @@ class BatchEffectResult(Displayed, BaseModel):
     logprobs: LogprobAgreement | None = None
     """The numbers under the text, over every sample of every condition."""
     design: str = ""
+    early_stop: EarlyStop | None = None
+    """With ``early_stop=True``: each look, its boundary, and the requests sent, planned and
+    saved; ``adjusted_pvalues`` are then Holm-adjusted repeated p-values."""
 
     @property
     def pvalue(self) -> float | None:
@@ -341,21 +345,44 @@ def analyze_conditions(
     request: Request, endpoint: str, samples: Mapping[str, Sequence[Sample]], *,
     calibration: Sample | None = None, control: str = _CONTROL, n: int = 0, blocks: int = 1,
     alpha: float = 0.05, seed: int = 0, resamples: int = 9999, design: str = "",
-    endpoint_is_local: bool = False,
+    endpoint_is_local: bool = False, early_stop: EarlyStop | None = None,
 ) -> BatchEffectResult:
     """The result of a batch-effect experiment from its samples: a pure function, so an
-    interim analysis after each block is the same call on the samples so far."""
+    interim analysis after each block is the same call on the samples so far.
+
+    With ``early_stop`` (a group-sequential run's record) the p-values are adjusted as
+    repeated p-values at its last look (``sequential.adjusted_pvalues``) before Holm, so
+    "significant" means "crossed the boundary"; the record becomes a finding."""
     fields = _evaluate(samples, calibration, control, alpha, seed, resamples,
-                       endpoint_is_local)
+                       endpoint_is_local, early_stop)
     return BatchEffectResult(
         request=request, endpoint=endpoint,
         samples={name: KeptSamples.of(arm) for name, arm in samples.items()}, n=n, blocks=blocks,
-        alpha=alpha, control=control, calibration=calibration, design=design, **fields)
+        alpha=alpha, control=control, calibration=calibration, design=design,
+        early_stop=early_stop, **fields)
+
+
+def interim_pvalues(samples: Mapping[str, Sequence[Sample]], calibration: Sample | None,
+                    control: str = _CONTROL) -> dict[str, float]:
+    """Each condition's exact one-sided p-value against the control, as the full analysis
+    computes it (same reference, same counts) but without the resampled tests: what an
+    interim look of a group-sequential run needs. Conditions (or a control) with fewer
+    than two successful samples get none."""
+    cells = {name: _cells(arm) for name, arm in samples.items()}
+    reference, _, _ = _reference(calibration, cells)
+    counted = {name: counts_of(c) for name, c in cells.items()}
+    usable = {name: c for name, c in counted.items() if c.total() >= 2}
+    if control not in usable or reference is None:
+        return {}
+    base = usable[control]
+    n_a = base.total()
+    return {name: exact_pvalue(n_a - base[reference], n_a, c.total() - c[reference], c.total())
+            for name, c in usable.items() if name != control}
 
 
 def _evaluate(samples: Mapping[str, Sequence[Sample]], calibration: Sample | None,
-              control: str, alpha: float, seed: int, resamples: int, local: bool
-              ) -> dict[str, Any]:
+              control: str, alpha: float, seed: int, resamples: int, local: bool,
+              early_stop: EarlyStop | None = None) -> dict[str, Any]:
     reports: dict[str, VarianceReport] = {}
     everything = VarianceCollector(grouped=False)
     for name, arm in samples.items():
@@ -378,6 +405,12 @@ def _evaluate(samples: Mapping[str, Sequence[Sample]], calibration: Sample | Non
                     alpha=alpha, seed=seed, resamples=resamples, names=(control, name))
     adjusted = dict(zip(comparisons, holm([c.pvalue for c in comparisons.values()]),
                         strict=True))
+    if early_stop is not None:
+        adjusted = adjusted_pvalues(
+            {name: c.pvalue for name, c in comparisons.items()},
+            early_stop.fractions[: max(1, len(early_stop.looks))],
+            spending=early_stop.spending, hypotheses=early_stop.hypotheses)
+        findings.append(early_stop.describe())
     failed = sum(r.n_failed for r in reports.values())
     if failed:
         kinds: Counter[str] = Counter()
@@ -565,6 +598,7 @@ async def batch_effect(
     resamples: int = 9999,
     on_block: Callable[[int, BatchEffectResult], Any] | None = None,
     on_trial: Callable[[Trial, list[Sample]], Any] | None = None,
+    early_stop: bool = False,
     rate_limit: RateLimit | None = None,
     retry: RetryPolicy | None = None,
     timeouts: Timeouts | None = None,
@@ -604,6 +638,13 @@ async def batch_effect(
     with the merged file as ``output`` gives the one-process result without sending
     anything. Shards sent at the same time to one server share it, as other clients
     would: the control condition is "one at a time from this shard".
+
+    ``early_stop=True`` tests after every block and stops as soon as a condition crosses a
+    group-sequential boundary (O'Brien-Fleming-type alpha spending with Holm across the
+    conditions, ``_analysis/sequential.py``), so the false-positive rate over all the looks
+    stays at ``alpha``. A large batch effect is then decided after a block or two; "no
+    variation observed" (or any verdict but ``batch_dependent``) still takes all n.
+    ``result.early_stop`` records each look and the requests sent, planned and saved.
     """
     ConfigError.check_int("n", n, 2, " to compare outputs")
     if not isinstance(sweep, Sequence):
@@ -636,6 +677,9 @@ async def batch_effect(
     server: ServerInfo | None = None
     part = shard_of(shard)
     if part is not None:
+        if early_stop:
+            raise ConfigError("early_stop", "cannot be combined with shard: a shard sees only "
+                              "its own blocks, and a look needs every block so far")
         if part.count > blocks:
             raise ConfigError("shard", f"{part.count} shards of {blocks} blocks: a shard runs "
                               f"whole blocks, so use at most {blocks} shards, or more blocks")
@@ -656,14 +700,37 @@ async def batch_effect(
             except BaseException:
                 run_file.close()
                 raise
+    monitor = (SequentialTest([sum(sizes[: b + 1]) / n for b in range(blocks)],
+                              hypotheses=[c.name for c in chosen if c.name != control],
+                              alpha=alpha) if early_stop else None)
 
-    def analysis(upto: int) -> BatchEffectResult:
+    def sent() -> int:
+        """Requests sent so far: each is a sample (maybe a failure); background not counted."""
+        return (calibration_sample is not None) + sum(len(arm) for arm in samples.values())
+
+    def record(attempts: int | None = None) -> EarlyStop | None:
+        return None if monitor is None else monitor.summary(
+            planned_requests=n * len(chosen) + int(calibration), sent_requests=sent(),
+            attempts=attempts)
+
+    def decided(block: int) -> bool:
+        """The look after ``block``, on the blocks up to it (a resumed run's kept blocks are
+        looked at again, so it stops where the first run would have)."""
+        assert monitor is not None
+        upto = {name: [s for s in arm if s.block is None or s.block <= block]
+                for name, arm in samples.items()}
+        return monitor.look(interim_pvalues(upto, calibration_sample, control),
+                            requests=sent()).stop
+
+    def analysis(upto: int, early: EarlyStop | None = None) -> BatchEffectResult:
         result = analyze_conditions(
             request, endpoint.label, samples, calibration=calibration_sample, control=control,
             n=n, blocks=upto, alpha=alpha, seed=seed, resamples=resamples, design=design,
-            endpoint_is_local=local)
+            endpoint_is_local=local, early_stop=early)
         return result if server is None else result.model_copy(update={"server": server})
 
+    done = blocks
+    attempts: int | None = None
     try:
         async with ClientPool(endpoint, concurrency=n + background_concurrency,
                               rate_limit=rate_limit, retry=retry, timeouts=timeouts,
@@ -682,27 +749,32 @@ async def batch_effect(
             for block, size in enumerate(sizes):
                 indices = range(start, start + size)
                 start += size
-                if block not in owned or block in kept:
+                if block not in owned:
                     continue
-                order = chosen[block % len(chosen):] + chosen[: block % len(chosen)]
-                for condition in order:
-                    trial = Trial(pool, request, condition.name, block, indices,
-                                  background_concurrency)
-                    cell = await condition.run(trial)
-                    if run_file is not None:
-                        for sample in cell:
-                            run_file.write(sample)
-                    samples[condition.name].extend(cell)
-                    if on_trial is not None:
-                        on_trial(trial, cell)
-                if on_block is not None and block != owned[-1]:
-                    on_block(block, analysis(block + 1))
+                if block not in kept:
+                    order = chosen[block % len(chosen):] + chosen[: block % len(chosen)]
+                    for condition in order:
+                        trial = Trial(pool, request, condition.name, block, indices,
+                                      background_concurrency)
+                        cell = await condition.run(trial)
+                        if run_file is not None:
+                            for sample in cell:
+                                run_file.write(sample)
+                        samples[condition.name].extend(cell)
+                        if on_trial is not None:
+                            on_trial(trial, cell)
+                if monitor is not None and decided(block):
+                    done = block + 1
+                    break  # decided: the blocks left are never sent
+                if on_block is not None and block != owned[-1] and block not in kept:
+                    on_block(block, analysis(block + 1, record()))
+            attempts = pool.stats.attempts
     finally:
         if run_file is not None:
             run_file.close()
     for arm in samples.values():
         arm.sort(key=lambda s: s.index)
-    return analysis(blocks)
+    return analysis(done, record(attempts))
 
 
 def _resume_blocks(existing: RunContents, sizes: Sequence[int],

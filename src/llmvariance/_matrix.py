@@ -29,6 +29,7 @@ from ._analysis.compare import Comparison, p_text
 from ._analysis.display import Displayed
 from ._analysis.printable import printable
 from ._analysis.report import LogprobAgreement, VarianceReport
+from ._analysis.sequential import EarlyStop
 from ._analysis.stats import holm
 from ._client.endpoint import Endpoint
 from ._client.retry import RetryPolicy
@@ -68,6 +69,9 @@ class MatrixRow(BaseModel):
     """``pvalue`` adjusted again by Holm across the matrix's configurations."""
     logprobs: LogprobAgreement | None = None
     """The numbers under the text over the row's samples, when logprobs were asked for."""
+    early_stop: EarlyStop | None = None
+    """With ``early_stop=True``: the row's looks and the requests it saved (its p-values are
+    then repeated p-values, valid for Holm across configurations as they are)."""
     server: ServerInfo | None = None
     """What the server said it is (``/props`` and ``/slots`` on llama.cpp) and the command
     line that started it."""
@@ -220,6 +224,7 @@ async def server_matrix(
     output: str | os.PathLike[str] | None = None,
     on_row: Callable[[MatrixRow], Any] | None = None,
     shard: ShardSpec | None = None,
+    early_stop: bool = False,
 ) -> MatrixResult:
     """Run ``batch_effect(request, n, conditions=..., blocks=..., alpha=...)`` on each server
     configuration, then adjust the rows' p-values by Holm across configurations.
@@ -238,6 +243,10 @@ async def server_matrix(
     ``LlamaCppServer`` has) and, for each concurrency of ``speed``, the throughput and
     latency of ``speed_requests`` copies of the request (default twice the concurrency,
     at least 4; ``speed=()`` skips it): the price of each configuration.
+
+    ``early_stop=True`` stops each
+    configuration's experiment as soon as its verdict is decided (``batch_effect``'s
+    ``early_stop``); rows a rerun finds in ``output`` are kept as they were run.
     """
     ConfigError.check_int("n", n, 2, " to compare outputs")
     for level in speed:
@@ -273,7 +282,7 @@ async def server_matrix(
                     request, n, endpoint=endpoint, conditions=list(conditions),
                     background_concurrency=background_concurrency, blocks=blocks,
                     alpha=alpha, control=control, server_info=True, seed=seed, retry=retry,
-                    timeouts=timeouts)
+                    timeouts=timeouts, early_stop=early_stop)
                 speeds = [await measure_speed(request, endpoint=endpoint, concurrency=level,
                                               requests=speed_requests, retry=retry,
                                               timeouts=timeouts) for level in speed]
@@ -286,7 +295,8 @@ async def server_matrix(
                             comparisons=result.comparisons,
                             adjusted_pvalues=result.adjusted_pvalues,
                             findings=result.findings, pvalue=result.pvalue,
-                            logprobs=result.logprobs, server=info, speed=speeds)
+                            logprobs=result.logprobs, server=info, speed=speeds,
+                            early_stop=result.early_stop)
         rows.append(row)
         result_so_far = MatrixResult(**frame, rows=rows)
         if path is not None:

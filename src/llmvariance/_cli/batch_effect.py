@@ -59,6 +59,10 @@ def add_parser(commands: Any) -> None:
                              "finishes; running the same command again resumes it a block "
                              "at a time")
     _common.add_shard_flags(parser, "blocks (each whole, every condition)")
+    parser.add_argument("--early-stop", action="store_true",
+                        help="test after every block and stop once the verdict is decided "
+                             "(a group-sequential boundary keeps the false-positive rate at "
+                             "--alpha); 'no variation' still takes all n")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument("--html", metavar="FILE.html",
                         help="also write the result as a self-contained HTML page")
@@ -121,7 +125,8 @@ async def run(args: argparse.Namespace) -> int:
         request, args.n, endpoint=endpoint, sweep=sweep,
         conditions=conditions, background_concurrency=args.background,
         blocks=args.blocks, alpha=args.alpha, control=args.control, rate_limit=limits,
-        retry=policy, on_trial=cell, output=args.out, shard=_common.shard(args))
+        retry=policy, on_trial=cell, output=args.out, shard=_common.shard(args),
+        early_stop=args.early_stop)
     for arm in result.samples.values():
         tally.add(arm)
     if result.calibration is not None:

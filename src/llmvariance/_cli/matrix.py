@@ -54,6 +54,10 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--speed", default="1,8", metavar="CONCURRENCIES",
                         help="concurrencies to measure throughput and latency at, per "
                              "configuration (default 1,8; empty: none)")
+    parser.add_argument("--early-stop", action="store_true",
+                        help="test after every block and stop once the verdict is decided "
+                             "(a group-sequential boundary keeps the false-positive rate at "
+                             "--alpha); 'no variation' still takes all n")
     parser.add_argument("--out", metavar="FILE.json",
                         help="written after each configuration; a rerun skips those done")
     parser.add_argument("--shard", metavar="k/K",
@@ -93,7 +97,8 @@ async def run(args: argparse.Namespace) -> int:
     result = await server_matrix(request, args.n, args.config, server=starting,
                                  conditions=split(args.conditions), blocks=args.blocks,
                                  alpha=args.alpha, control=args.control, speed=speed,
-                                 output=args.out, on_row=announce, shard=_shard(args))
+                                 output=args.out, on_row=announce, shard=_shard(args),
+                                 early_stop=args.early_stop)
     if result.rows and all(r.verdict_kind == "could_not_measure" for r in result.rows):
         raise CouldNotMeasure("no configuration could be measured: "
                               + "; ".join(f"{r.config}: {r.verdict}" for r in result.rows))
