@@ -4,6 +4,7 @@ that read as suites. Each runs the console script as a real subprocess, as a use
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -378,12 +379,17 @@ def test_json_into_a_closed_pipe_ends_with_one_line(url: str, tmp_path: Path) ->
     path = tmp_path / "run.jsonl"
     assert run("sample", "--base-url", url, "--model", "moe", "--prompt", "hi", "-n", "40",
                "--max-tokens", "24", "--out", str(path)).returncode == 0
-    # `report --json --tree | head -c 10`: the reader leaves after ten bytes
+    # `report --json --tree | head -c 10`: the reader leaves after ten bytes. The pipe holds
+    # one page, less than the ~16 kB report, so the writer meets the closed end whatever the
+    # timing (a 64 kB pipe took it all, and the test passed or failed by scheduling)
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(read_end, fcntl.F_SETPIPE_SZ, 4096)
     with subprocess.Popen([*CLI, "report", str(path), "--json", "--tree"],
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
-        assert proc.stdout is not None and proc.stderr is not None
-        first = proc.stdout.read(10)
-        proc.stdout.close()
+                          stdout=write_end, stderr=subprocess.PIPE) as proc:
+        os.close(write_end)
+        assert proc.stderr is not None
+        with os.fdopen(read_end, "rb") as reader:
+            first = reader.read(10)
         stderr = proc.stderr.read().decode()
         code = proc.wait(timeout=60)
     assert first == b'{\n  "prove'[:10]
