@@ -12,8 +12,9 @@ from typing import Any
 import llmvariance as lv
 
 TIMING = frozenset({"latency", "ttft", "latency_s", "ttft_s", "itl_mean_s", "itl_max_s",
-                    "response_id"})
-"""Fields that differ between two runs of one study: durations and per-response ids."""
+                    "response_id", "fetched_at"})
+"""Fields that differ between two runs of one study: durations, per-response ids and when
+the server was asked what it is."""
 
 
 def without_timing(value: Any) -> Any:

@@ -339,11 +339,10 @@ def test_the_html_report_shows_the_reruns_and_the_flipping_prompts(tmp_path: Pat
     result = lv.sample_suite_sync(suite_of(list(answers)), 3, endpoint=EP,
                                   transport=scripted(answers), concurrency=1, answer=r"\d+",
                                   expected={"q<1>": "42", "q2": "7"})
-    page = lv.html_report(lv.analyze(["x"]), tmp_path / "r.html", suite=result.report,
-                          plots=False)
+    page = lv.html_report(result.report, tmp_path / "r.html", plots=False)
     section = page[page.index('id="accuracy"'):]
     assert section.count("<rect ") == 3  # one bar per rerun
     assert "<title>rerun 1: 0.500</title>" in section
     assert "best possible</th><td>1.000" in section and "worst possible</th><td>0.500" in section
     assert "q&lt;1&gt;" in section and "q<1>" not in section  # an id is escaped
-    assert 'id="suite"' in page and "TARr@3" in page
+    assert "TARr@3" in page

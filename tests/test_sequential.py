@@ -205,7 +205,7 @@ async def test_requests_saved_are_counted_against_what_the_server_saw() -> None:
     async with server as url:
         result = await lv.batch_effect(chat("moe"), 40, endpoint=lv.Endpoint(base_url=url),
                                        conditions=["sequential", "burst"], blocks=4,
-                                       early_stop=True)
+                                       early_stop=True, server_info=False)  # no probe GETs
     stop = result.early_stop
     assert stop is not None
     # no background load and no retries: every request the server saw is counted as sent
@@ -222,7 +222,8 @@ async def test_failures_are_kept_and_unsent_requests_are_not_failures() -> None:
     async with server as url:
         result = await lv.batch_effect(chat("moe"), 40, endpoint=lv.Endpoint(base_url=url),
                                        conditions=["sequential", "burst"], blocks=4,
-                                       early_stop=True, retry=lv.RetryPolicy(max_attempts=1))
+                                       early_stop=True, retry=lv.RetryPolicy(max_attempts=1),
+                                       server_info=False)
     stop = result.early_stop
     assert stop is not None
     failed = sum(1 for arm in result.samples.values() for s in arm if s.error is not None)

@@ -69,7 +69,9 @@ def test_four_processes_merge_to_the_one_process_report_tar_and_tree(runs: Path)
                         ("shards", shards)):
         out = run("report", *files, "--json", "--tree")
         assert out.returncode == 0, out.stderr
-        reports[name] = without_timing(json.loads(out.stdout))
+        # provenance names each side's own files and times; everything else must agree
+        reports[name] = without_timing({k: v for k, v in json.loads(out.stdout).items()
+                                        if k != "provenance"})
     assert reports["merged"] == reports["one"]
     assert reports["shards"] == reports["one"]
     suite_report = reports["one"]["suite"]
@@ -101,7 +103,7 @@ def test_report_writes_the_html_of_the_shards_together(runs: Path) -> None:
     out = run("report", *shards, "--html", runs / "report.html")
     assert out.returncode == 0, out.stderr
     page = (runs / "report.html").read_text()
-    assert f"{PROMPTS * N:,}" in page or str(PROMPTS * N) in page
+    assert f"{PROMPTS} prompts, {N} samples each" in page  # the suite's page, all shards
     assert "merged 4 files (shards of 4 (diagonal))" in out.stderr
 
 

@@ -123,7 +123,9 @@ async def run(args: argparse.Namespace) -> int:
         without = ("" if "<svg" in page or not report.n_ok
                    else " (without figures: pip install matplotlib)")
         wrote.append(f"wrote {html_path}{without}")
-    parts: dict[str, Any] = {"provenance": _provenance(runs),
+    # the files the user gave: the shards, not their merge's temporary file
+    given = runs if merged is None else [read_run(path) for path in args.files]
+    parts: dict[str, Any] = {"provenance": _provenance(given),
                              "report": report.model_dump(mode="json")}
     if args.tree and tree is not None:
         parts["tree"] = tree.model_dump(mode="json")
