@@ -19,7 +19,7 @@ from junitparser import Error, Failure, JUnitXml
 import llmvariance as lv
 from llmvariance._analysis.collect import VarianceCollector
 from llmvariance._analysis.stats import exact_upper_bound, samples_to_bound
-from llmvariance._check import ALL, _Limits, _row
+from llmvariance._check import ALL, _Limits, _row, least_disagreement
 from llmvariance.testing import DenseModel, SimServer, assert_reproducible
 
 CLI = [sys.executable, "-m", "llmvariance"]
@@ -258,3 +258,46 @@ def test_the_readme_ci_job_runs_against_the_built_in_server(served_url: str,
                              cwd=tmp_path, check=False)
         assert out.returncode == 0, (argv, out.stdout, out.stderr)
         assert "llmvariance check: passed" in out.stderr
+
+
+# -- early stop: curtailment -----------------------------------------------------------------
+
+def _chat(model: str) -> lv.ChatRequest:
+    return lv.ChatRequest(model=model, max_tokens=16,
+                          messages=[{"role": "user", "content": "Tell me a story."}])
+
+
+def test_least_disagreement_is_reached_when_the_rest_give_the_most_common_output() -> None:
+    # 8 a, 2 b now, 10 more to come: all a gives counts (18, 2), D = 2*18*2/(20*19)
+    assert least_disagreement([8, 2], 10) == pytest.approx(1 - (18 * 17 + 2) / (20 * 19))
+    assert least_disagreement([8, 2], 0) == pytest.approx(1 - (8 * 7 + 2) / (10 * 9))
+    assert least_disagreement([5], 5) == 0.0  # all agree so far: nothing is decided
+    assert least_disagreement([1, 1], 0) == 1.0
+
+
+@pytest.mark.anyio
+async def test_early_stop_ends_a_failing_check_at_once_and_a_passing_one_sends_everything(
+        ) -> None:
+    server = SimServer(step_time_s=0.001)
+    async with server as url:
+        ep = lv.Endpoint(base_url=url)
+        moe = await lv.check(_chat("moe"), 30, endpoint=ep, conditions=["sequential", "burst"],
+                             early_stop=True)
+        failing = server.stats.requests
+        dense = await lv.check(_chat("dense"), 30, endpoint=ep,
+                               conditions=["sequential", "burst"], early_stop=True)
+        passing = server.stats.requests - failing
+    assert moe.outcome == "failed" and moe.exit_code == 1
+    assert moe.stopped_early is not None
+    stopped = re.match(r"stopped after block (\d) of 5: burst varies beyond the bound",
+                       moe.stopped_early)
+    assert stopped is not None, moe.stopped_early
+    block = int(stopped.group(1))
+    sent = sum(r.n_ok + r.n_failed for r in moe.rows if r.name != ALL)
+    assert sent == 12 * block < 60  # 6 per condition in each block run, the rest never sent
+    assert f"{sent} of 60 requests sent, {60 - sent} saved" in moe.stopped_early
+    assert failing == 1 + sent  # the preflight request, then only the blocks run
+    # a pass is never curtailed: all n per condition, the same outcome as without early stop
+    assert dense.outcome == "passed" and dense.stopped_early is None
+    assert passing == 1 + 60
+    assert "early stop:" in moe.to_text() and "early stop:" not in dense.to_text()

@@ -40,7 +40,7 @@ import os
 import time
 import xml.etree.ElementTree as ET
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -159,6 +159,9 @@ class CheckResult(BaseModel):
     seconds: float
     started_at: str
     experiment: BatchEffectResult | None = Field(default=None, exclude=True, repr=False)
+    stopped_early: str | None = None
+    """With ``early_stop=True``, when the check stopped because it had already failed and
+    how many requests that saved; None when it sent all of them."""
     """The samples and tests behind the rows (left out of the JSON)."""
 
     @property
@@ -187,6 +190,8 @@ class CheckResult(BaseModel):
                         + ("…" if len(self.reference) > 60 else "")))
         lines.append(f"'at most': the exact one-sided {self.confidence:.0%} upper bound on the "
                      "share of requests that differ from the reference")
+        if self.stopped_early is not None:
+            lines.append(f"early stop: {self.stopped_early}")
         for row in self.rows:
             if row.status != "holds":
                 lines += ["", row.details()]
@@ -279,6 +284,37 @@ class _Limits(BaseModel):
     max_failure_rate: float
 
 
+def least_disagreement(counts: Sequence[int], remaining: int) -> float | None:
+    """The smallest D a condition with output ``counts`` can end with after ``remaining``
+    more requests: D is least when every one of them gives the most common output (or
+    fails), so try each number of them that does. None when it cannot reach two outputs."""
+    head, *rest = sorted(counts, reverse=True) or [0]
+    values = [d for extra in range(remaining + 1)
+              if (d := est.disagreement_rate([head + extra, *rest])) is not None]
+    return min(values, default=None)
+
+
+def _certain_violation(samples: Mapping[str, Sequence[Sample]], names: Sequence[str], n: int,
+                       limits: _Limits) -> str | None:
+    """Why the check has already failed whatever the remaining requests answer (a condition
+    whose D can no longer fall to ``max_disagreement``, and whose row is violated now),
+    else None."""
+    if limits.max_disagreement is None:
+        return None
+    for name in names:
+        arm = samples.get(name, ())
+        counts = Counter(s.text or "" for s in arm if s.error is None)
+        failed = len(arm) - counts.total()
+        if counts.total() < 2 or failed > limits.max_failure_rate * len(arm):
+            continue  # its row would not be measured now: no violation to report yet
+        least = least_disagreement(list(counts.values()), n - len(arm))
+        if least is not None and least > limits.max_disagreement:
+            return (f"{printable(name)} varies beyond the bound whatever the rest answer "
+                    f"(D = {est.disagreement_rate(list(counts.values())):.3g} now, at least "
+                    f"{least:.3g} at n = {n}, above {limits.max_disagreement:g})")
+    return None
+
+
 def _evidence(rows: Sequence[CheckRow], limits: _Limits, baseline: str | None
               ) -> tuple[CheckOutcome, str]:
     violated = [r for r in rows if r.status == "violated"]
@@ -358,7 +394,8 @@ async def check(
     baseline: Any = None,
     allow_different: bool = False,
     max_failure_rate: float = 0.1,
-    blocks: int = 1,
+    blocks: int | None = None,
+    early_stop: bool = False,
     background_concurrency: int = 8,
     output: str | os.PathLike[str] | None = None,
     seed: int = 0,
@@ -378,6 +415,14 @@ async def check(
     the same most common output. ``output`` writes every sample to a run file (replacing
     it) that a later check can use as its baseline. Everything is checked before anything
     is sent.
+
+    ``blocks`` interleaves the conditions (default 1: a burst is n wide). ``early_stop=True``
+    (default blocks: min(5, n)) stops after the first block at which the check has already
+    failed whatever the remaining requests answer: a condition whose D cannot fall to
+    ``max_disagreement`` any more, even were every remaining request to give its most common
+    output. This is curtailment, not a test: the outcome is the one all n would have given
+    (the violation it saw), so no error rate changes; a check that passes still sends all n.
+    ``CheckResult.stopped_early`` says when it stopped and how many requests it saved.
     """
     request = _check_request(request)
     ConfigError.check_int("n", n, 2, " to compare outputs")
@@ -426,10 +471,22 @@ async def check(
         return CheckResult(outcome="could_not_measure", evidence=why, rows=[],
                            reference=None, reference_source="", seconds=time.perf_counter()
                            - clock, **common)
+    if blocks is None:
+        blocks = min(5, n) if early_stop else 1
+    looks: list[str] = []
+
+    def decided(so_far: Mapping[str, Sequence[Sample]]) -> bool:
+        looks.append("")
+        why = _certain_violation(so_far, names, n, limits)
+        if why is not None:
+            looks[-1] = why
+        return why is not None
+
     result = await batch_effect(
         request, n, endpoint=endpoint, conditions=names, blocks=blocks, calibration=False,
         background_concurrency=background_concurrency, seed=seed, rate_limit=rate_limit,
-        retry=retry, timeouts=timeouts, transport=transport)
+        retry=retry, timeouts=timeouts, transport=transport, server_info=False,
+        stop_when=decided if early_stop else None)
     samples = {name: list(result.samples[name]) for name in names}
     pooled = [s for name in names for s in samples[name]]
     counts = Counter(s.text or "" for s in pooled if s.error is None)
@@ -450,11 +507,16 @@ async def check(
         rows.append(_row(ALL, pooled, everything.report(tree=False), n * len(names),
                          reference, baseline_mode, limits))
     outcome, evidence = _evidence(rows, limits, where)
+    stopped = None
+    if looks and looks[-1]:
+        sent = len(pooled)
+        stopped = (f"stopped after block {len(looks)} of {blocks}: {looks[-1]}; {sent} of "
+                   f"{n * len(names)} requests sent, {n * len(names) - sent} saved")
     if output is not None:
         _write(Path(output), request, endpoint, names, result, n)
     return CheckResult(outcome=outcome, evidence=evidence, rows=rows, reference=reference,
                        reference_source=source, seconds=time.perf_counter() - clock,
-                       experiment=result, **common)
+                       experiment=result, stopped_early=stopped, **common)
 
 
 @functools.wraps(check)

@@ -599,6 +599,7 @@ async def batch_effect(
     on_block: Callable[[int, BatchEffectResult], Any] | None = None,
     on_trial: Callable[[Trial, list[Sample]], Any] | None = None,
     early_stop: bool = False,
+    stop_when: Callable[[Mapping[str, Sequence[Sample]]], bool] | None = None,
     rate_limit: RateLimit | None = None,
     retry: RetryPolicy | None = None,
     timeouts: Timeouts | None = None,
@@ -645,6 +646,9 @@ async def batch_effect(
     stays at ``alpha``. A large batch effect is then decided after a block or two; "no
     variation observed" (or any verdict but ``batch_dependent``) still takes all n.
     ``result.early_stop`` records each look and the requests sent, planned and saved.
+    ``stop_when(samples)`` is a caller's own rule, asked after each block with every
+    condition's samples so far: True ends the run there (``check`` stops this way once
+    its verdict can no longer change).
     """
     ConfigError.check_int("n", n, 2, " to compare outputs")
     if not isinstance(sweep, Sequence):
@@ -763,7 +767,8 @@ async def batch_effect(
                         samples[condition.name].extend(cell)
                         if on_trial is not None:
                             on_trial(trial, cell)
-                if monitor is not None and decided(block):
+                if (monitor is not None and decided(block)) or (
+                        stop_when is not None and stop_when(samples)):
                     done = block + 1
                     break  # decided: the blocks left are never sent
                 if on_block is not None and block != owned[-1] and block not in kept:

@@ -55,9 +55,12 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--max-failure-rate", type=float, default=0.1,
                         help="above this share of failed requests in a condition the check "
                              "could not measure (exit 3; default 0.1)")
-    parser.add_argument("--blocks", type=int, default=1,
+    parser.add_argument("--blocks", type=int,
                         help="interleave the conditions in this many blocks (default 1: a "
-                             "burst is n wide)")
+                             "burst is n wide; 5 with --early-stop)")
+    parser.add_argument("--early-stop", action="store_true",
+                        help="stop after the first block at which the check has already "
+                             "failed whatever the rest answer (a pass still sends all n)")
     parser.add_argument("--background", type=int, default=8,
                         help="background requests of the loaded condition (default 8)")
     parser.add_argument("--junit", metavar="REPORT.xml",
@@ -87,7 +90,8 @@ async def run(args: argparse.Namespace) -> int:
         max_disagreement=args.max_disagreement, max_rate_bound=args.max_rate_bound,
         confidence=args.confidence, baseline=args.baseline,
         allow_different=args.allow_different, max_failure_rate=args.max_failure_rate,
-        blocks=args.blocks, background_concurrency=args.background, output=args.out,
+        blocks=args.blocks, early_stop=args.early_stop,
+        background_concurrency=args.background, output=args.out,
         rate_limit=_common.rate_limit(args), retry=_common.retry(args))
     if args.junit:
         result.to_junit(args.junit)
