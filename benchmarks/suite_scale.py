@@ -23,7 +23,6 @@ import os
 import re
 import subprocess
 import sys
-import tarfile
 import tempfile
 import timeit
 from pathlib import Path
@@ -32,7 +31,7 @@ from typing import Any
 import orjson
 import regex
 
-from _common import median, table, write_json
+from _common import baseline_src, median, table, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -75,21 +74,6 @@ def write_suite(path: Path, prompts: int) -> None:
                 "custom_id": f"p{i:06d}", "method": "POST", "url": "/v1/chat/completions",
                 "body": {"model": "m", "max_tokens": 8,
                          "messages": [{"role": "user", "content": f"prompt {i}"}]}}) + b"\n")
-
-
-def baseline_src(revision: str, into: Path) -> Path | None:
-    """``src/`` of the library at ``revision``; None when git does not know it."""
-    archive = into / "baseline.tar"
-    with archive.open("wb") as handle:
-        done = subprocess.run(["git", "archive", revision, "src"],  # noqa: S603, S607
-                              cwd=ROOT, stdout=handle, stderr=subprocess.PIPE, check=False)
-    if done.returncode != 0:
-        print(f"baseline {revision}: {done.stderr.decode().strip()}; measuring only the "
-              "current version", flush=True)
-        return None
-    with tarfile.open(archive) as tar:
-        tar.extractall(into / "baseline", filter="data")
-    return into / "baseline" / "src"
 
 
 def one_run(src: Path, suite_file: Path, n: int, scratch: Path) -> dict[str, Any]:
