@@ -132,3 +132,14 @@ def test_requests_sharing_a_fields_set_still_say_which_fields_were_given() -> No
     assert "seed" in d.model_fields_set and "seed" not in b.model_fields_set
     assert a.model_dump(exclude_unset=True) == {
         "model": "m", "max_tokens": 8, "messages": [{"role": "user", "content": "one"}]}
+
+
+def test_collectors_share_no_failures_until_they_count_their_own() -> None:
+    """Collectors start with one shared, empty failure count (a suite has one per
+    prompt): a failure counted by one is never seen by another."""
+    failed, clean = VarianceCollector(), VarianceCollector()
+    failed.add(lv.Sample(index=0, error=lv.SampleError(kind="timeout", message="slow")))
+    clean.add(lv.Sample(index=0, text="ok"))
+    assert failed.report().failures == {"timeout": 1} and clean.report().failures == {}
+    assert VarianceCollector().report().failure_messages == []
+    assert thaw(freeze(clean)).report().failures == {}

@@ -164,6 +164,11 @@ def _as_floats(values: Sequence[float | None]) -> FloatArray:
         return np.asarray([math.nan if v is None else v for v in values], dtype=np.float64)
 
 
+_NO_FAILURES: Counter[str] = Counter()
+"""Every collector's failures until its first: never changed (``_add`` replaces it)."""
+_NO_MESSAGES = FailureMessages()
+
+
 class VarianceCollector:
     """Accumulates what a ``VarianceReport`` needs, one sample at a time.
 
@@ -178,8 +183,10 @@ class VarianceCollector:
     def __init__(self, *, grouped: bool = True) -> None:
         self._outputs: dict[str, _Output] = {}
         self._provider_tokens = True
-        self._failures: Counter[str] = Counter()
-        self._messages = FailureMessages()
+        # shared and empty until the first failure (``_add`` makes its own): a suite holds
+        # a collector per prompt, and most never see a failure
+        self._failures: Counter[str] = _NO_FAILURES
+        self._messages = _NO_MESSAGES
         self._finish: Counter[str] = Counter()
         self._fingerprints: Counter[str] = Counter()
         self._prefix: list[str] | None = None
@@ -246,6 +253,8 @@ class VarianceCollector:
 
     def _add(self, sample: Sample) -> None:
         if sample.error is not None:
+            if self._failures is _NO_FAILURES:
+                self._failures, self._messages = Counter(), FailureMessages()
             self._failures[sample.error.kind] += 1
             self._messages.add(sample.error)
             return
