@@ -143,8 +143,10 @@ def main() -> None:
     if "before" in medians:
         rows.append(["after/before", *(medians["after"][k] / medians["before"][k]
                                        for k in keys)])
+    load = os.getloadavg()
     print(f"\n{args.prompts:,} prompts x {args.n} on the mock transport, keep_samples=False "
-          f"(medians of {args.runs} runs)")
+          f"(medians of {args.runs} runs; load average {load[0]:.2f} {load[1]:.2f} "
+          f"{load[2]:.2f} on {os.cpu_count()} cores)")
     print(table(["version", "read_suite s", "sample_suite s", "peak RSS MB",
                  "header bytes", "file bytes"], rows))
     costs = extraction_costs()
@@ -153,6 +155,7 @@ def main() -> None:
                 [[c["pattern"], c["re_us"], c["regex_timeout_us"]] for c in costs]))
     path = write_json("suite_scale", {"prompts": args.prompts, "n": args.n, "runs": runs,
                                       "medians": medians, "baseline": args.baseline,
+                                      "load_average": load,
                                       "extraction_us": costs}, args.json_out)
     print(f"wrote {path}")
 
