@@ -8,28 +8,37 @@ runs. Two baselines are measured in the same run on the same inputs: ``Counter``
 floor: only counting the distinct outputs, no metric) and a naive implementation that
 computes the same core metrics the obvious way (tokenize every sample, loop over samples
 per metric; once, and not on the 1M case, where it would take minutes). Its results must
-agree with ``analyze``'s. Peak memory is traced (tracemalloc) in a separate run and
-excludes the input itself. The machine's load average is printed with the table.
+agree with ``analyze``'s. With ``--baseline REV``, ``analyze`` as it was at that git
+revision (its ``src/`` from ``git archive``) is timed too, in a fresh process per run on
+the same inputs, alternating with the current version's runs (not on the 1M case). Peak
+memory is traced (tracemalloc) in a separate run and excludes the input itself. The
+machine's load average is printed with the table.
 
-    python benchmarks/metrics_scale.py [--runs 5]
+    python benchmarks/metrics_scale.py [--runs 5] [--baseline 4907b14]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
+import pickle
 import random
+import subprocess
+import sys
+import tempfile
 import time
 import tracemalloc
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import llmvariance as lv
 from llmvariance._analysis.metrics import word_tokens
 
-from _common import median, table, write_json
+from _common import baseline_src, median, table, write_json
 
 WORDS = ("the a river forest quietly storm lantern captain secret ancient whispered found "
          "between golden under tower garden bridge morning clock mirror letter dragon fox "
@@ -117,10 +126,34 @@ def counted(texts: list[str]) -> dict[str, Any]:
     return {"unique": len(Counter(texts))}
 
 
+BASELINE_RUN = """
+import json, pickle, sys, time
+sys.path.insert(0, sys.argv[2])
+from metrics_scale import fresh_copies, library
+with open(sys.argv[1], "rb") as f:
+    fresh = fresh_copies(pickle.load(f))
+start, start_cpu = time.perf_counter(), time.process_time()
+library(fresh)
+print(json.dumps([time.perf_counter() - start, time.process_time() - start_cpu]))
+"""
+
+
+def baseline_run(src: Path, inputs: Path) -> tuple[float, float]:
+    """Wall and CPU seconds of one ``library`` call with the library at ``src``."""
+    done = subprocess.run(  # noqa: S603 - this interpreter, our own script
+        [sys.executable, "-c", BASELINE_RUN, str(inputs), str(Path(__file__).parent)],
+        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(src)},
+        check=True, timeout=600)
+    wall, cpu = json.loads(done.stdout)
+    return float(wall), float(cpu)
+
+
 def timed(fn: Callable[[list[str]], dict[str, Any]], texts: list[str], runs: int,
-          trace: bool = True) -> tuple[float, float, float, dict[str, Any]]:
+          trace: bool = True, between: Callable[[], None] | None = None
+          ) -> tuple[float, float, float, dict[str, Any]]:
     """Median wall seconds, median CPU seconds of this process (all its threads: on a
-    shared machine the fairer measure), traced peak MiB, and the result."""
+    shared machine the fairer measure), traced peak MiB, and the result; ``between`` is
+    called after each run (the baseline's run, alternating)."""
     seconds, cpu = [], []
     result: dict[str, Any] = {}
     for _ in range(runs):
@@ -129,6 +162,9 @@ def timed(fn: Callable[[list[str]], dict[str, Any]], texts: list[str], runs: int
         result = fn(fresh)
         seconds.append(time.perf_counter() - start)
         cpu.append(time.process_time() - start_cpu)
+        del fresh
+        if between is not None:
+            between()
     peak = math.nan
     if trace:
         fresh = fresh_copies(texts)
@@ -163,15 +199,47 @@ CASES: list[tuple[str, float | None, bool, Callable[[random.Random], list[str]]]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--baseline", help="git revision to time analyze at, too")
     args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        scratch = Path(tmp)
+        old = baseline_src(args.baseline, scratch) if args.baseline else None
+        rows, records = measure(args.runs, old, scratch)
+    load = os.getloadavg()
+    print(f"medians of {args.runs} runs (naive: one run); peak = traced allocations beyond "
+          f"the input; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on "
+          f"{os.cpu_count()} cores; baseline: {args.baseline if old else 'none'}")
+    print(table(["case", "sample size", "distinct", "analyze s", "analyze CPU s", "Counter s",
+                 "analyze / Counter", "baseline s", "baseline CPU s", "analyze / baseline",
+                 "naive s", "analyze MiB", "same results", "target"], rows))
+    path = write_json("metrics_scale", {"runs": args.runs, "load_average": load,
+                                        "baseline": args.baseline if old else None,
+                                        "cases": records})
+    print(f"wrote {path}")
+
+
+def measure(runs: int, old: Path | None, scratch: Path
+            ) -> tuple[list[list[Any]], list[dict[str, Any]]]:
     rng = random.Random(2025)
     rows, records = [], []
     for name, target, with_naive, make in CASES:
         texts = make(rng)
         mean_bytes = sum(len(t) for t in texts) / len(texts)
-        lib_s, lib_cpu, lib_mb, lib_result = timed(library, texts, args.runs)
-        floor_s, floor_cpu, _, floor_result = timed(counted, texts, args.runs, trace=False)
+        base: list[tuple[float, float]] = []
+        between = None
+        if old is not None and with_naive:
+            inputs = scratch / "inputs.pickle"
+            inputs.write_bytes(pickle.dumps(texts))
+
+            def between(src: Path = old, path: Path = inputs,
+                        into: list[tuple[float, float]] = base) -> None:
+                into.append(baseline_run(src, path))
+
+        lib_s, lib_cpu, lib_mb, lib_result = timed(library, texts, runs, between=between)
+        floor_s, floor_cpu, _, floor_result = timed(counted, texts, runs, trace=False)
         assert floor_result["unique"] == lib_result["unique"]
+        base_s = median([b[0] for b in base]) if base else math.nan
+        base_cpu = median([b[1] for b in base]) if base else math.nan
         naive_s = math.nan
         same = "(not run)"
         if with_naive:
@@ -179,27 +247,23 @@ def main() -> None:
             same = "yes" if agree(lib_result, naive_result) else "NO"
         met = "" if target is None else ("yes" if lib_s < target else "NO")
         rows.append([name, f"{mean_bytes / 1000:.2f} kB", lib_result["unique"], lib_s,
-                     lib_cpu, floor_s, lib_s / floor_s, naive_s, lib_mb, same,
-                     "" if target is None else f"< {target:g} s: {met}"])
+                     lib_cpu, floor_s, lib_s / floor_s, base_s, base_cpu, lib_s / base_s,
+                     naive_s, lib_mb, same, "" if target is None else f"< {target:g} s: {met}"])
         records.append({"case": name, "samples": len(texts), "mean_bytes": mean_bytes,
                         "distinct": lib_result["unique"], "analyze_s": lib_s,
                         "analyze_cpu_s": lib_cpu, "counter_s": floor_s,
                         "counter_cpu_s": floor_cpu, "analyze_vs_counter": lib_s / floor_s,
+                        "baseline_s": base_s if base else None,
+                        "baseline_cpu_s": base_cpu if base else None,
+                        "analyze_vs_baseline": lib_s / base_s if base else None,
                         "naive_s": None if math.isnan(naive_s) else naive_s,
                         "analyze_peak_mib": lib_mb, "results_agree": same,
                         "target_s": target, "target_met": met or None})
         print(f"  {name}: analyze {lib_s:.3f} s ({lib_cpu:.3f} s CPU), Counter {floor_s:.3f} s"
-              f" ({floor_cpu:.3f} s CPU); load {os.getloadavg()[0]:.2f}", flush=True)
-    load = os.getloadavg()
-    print(f"medians of {args.runs} runs (naive: one run); peak = traced allocations beyond "
-          f"the input; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on "
-          f"{os.cpu_count()} cores")
-    print(table(["case", "sample size", "distinct", "analyze s", "analyze CPU s", "Counter s",
-                 "analyze / Counter", "naive s", "analyze MiB", "same results", "target"],
-                rows))
-    path = write_json("metrics_scale", {"runs": args.runs, "load_average": load,
-                                        "cases": records})
-    print(f"wrote {path}")
+              f" ({floor_cpu:.3f} s CPU)"
+              + (f", baseline {base_s:.3f} s ({base_cpu:.3f} s CPU)" if base else "")
+              + f"; load {os.getloadavg()[0]:.2f}", flush=True)
+    return rows, records
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ import os
 import re
 import subprocess
 import sys
-import tarfile
 import tempfile
 import timeit
 from pathlib import Path
@@ -32,7 +31,7 @@ from typing import Any
 import orjson
 import regex
 
-from _common import median, table, write_json
+from _common import baseline_src, median, table, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -75,21 +74,6 @@ def write_suite(path: Path, prompts: int) -> None:
                 "custom_id": f"p{i:06d}", "method": "POST", "url": "/v1/chat/completions",
                 "body": {"model": "m", "max_tokens": 8,
                          "messages": [{"role": "user", "content": f"prompt {i}"}]}}) + b"\n")
-
-
-def baseline_src(revision: str, into: Path) -> Path | None:
-    """``src/`` of the library at ``revision``; None when git does not know it."""
-    archive = into / "baseline.tar"
-    with archive.open("wb") as handle:
-        done = subprocess.run(["git", "archive", revision, "src"],  # noqa: S603, S607
-                              cwd=ROOT, stdout=handle, stderr=subprocess.PIPE, check=False)
-    if done.returncode != 0:
-        print(f"baseline {revision}: {done.stderr.decode().strip()}; measuring only the "
-              "current version", flush=True)
-        return None
-    with tarfile.open(archive) as tar:
-        tar.extractall(into / "baseline", filter="data")
-    return into / "baseline" / "src"
 
 
 def one_run(src: Path, suite_file: Path, n: int, scratch: Path) -> dict[str, Any]:
@@ -159,8 +143,10 @@ def main() -> None:
     if "before" in medians:
         rows.append(["after/before", *(medians["after"][k] / medians["before"][k]
                                        for k in keys)])
+    load = os.getloadavg()
     print(f"\n{args.prompts:,} prompts x {args.n} on the mock transport, keep_samples=False "
-          f"(medians of {args.runs} runs)")
+          f"(medians of {args.runs} runs; load average {load[0]:.2f} {load[1]:.2f} "
+          f"{load[2]:.2f} on {os.cpu_count()} cores)")
     print(table(["version", "read_suite s", "sample_suite s", "peak RSS MB",
                  "header bytes", "file bytes"], rows))
     costs = extraction_costs()
@@ -169,6 +155,7 @@ def main() -> None:
                 [[c["pattern"], c["re_us"], c["regex_timeout_us"]] for c in costs]))
     path = write_json("suite_scale", {"prompts": args.prompts, "n": args.n, "runs": runs,
                                       "medians": medians, "baseline": args.baseline,
+                                      "load_average": load,
                                       "extraction_us": costs}, args.json_out)
     print(f"wrote {path}")
 

@@ -77,6 +77,7 @@ def test_no_private_module_is_left_at_the_top_that_belongs_to_a_wing() -> None:
                    "_kept", "_loop", "_matrix",
                    "_progress", "_request", "_sample", "_sampler", "_stream", "_suite",
                    "_version",
+                   "_entries",
                    "_conditions", "_speed"}  # experiments over the pool, like _experiment
 
 

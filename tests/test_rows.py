@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 from unittest import mock
 
@@ -93,3 +94,37 @@ def test_provider_rows_key_tokens_exactly() -> None:
     assert rows.per_position_entropy() == per_position_entropy(
         id_rows([["a", "b"], ["a", "c"], ["a", "b", "d"]]), [2, 1, 1])
     assert rows.order(["ab", "ac", "abd"]) == [0, 2, 1]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.text(alphabet="ab é中", max_size=90), min_size=1, max_size=12, unique=True),
+       st.sampled_from([1, 40, 1 << 20]))
+def test_neighbours_common_prefixes_come_with_the_tokens(tails: list[str], chunk: int
+                                                         ) -> None:
+    """Found with the tokens (chunk by chunk, and across chunks), in characters, also for
+    neighbours agreeing past the first characters compared as arrays."""
+    shared = "x" * 70
+    texts = sorted({*tails, *(shared + t for t in tails)})
+    with vectorized, mock.patch.object(rows_module, "_CHUNK_CHARS", chunk):
+        rows = TokenRows.from_words(texts, [1] * len(texts))
+    assert rows.adjacent_chars is not None
+    assert rows.adjacent_chars.tolist() == [
+        prefix(list(a), list(b)) for a, b in itertools.pairwise(texts)]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.lists(st.integers(1, 5), max_size=30), min_size=1, max_size=20),
+       st.lists(st.integers(1, 3), min_size=20, max_size=20))
+def test_every_position_counted_at_once_equals_one_position_at_a_time(
+        sequences: list[list[int]], weights: list[int]) -> None:
+    lengths = [len(s) for s in sequences]
+    keys = np.array([k for s in sequences for k in s], dtype=np.uint64)
+    starts = np.concatenate(([0], np.cumsum(lengths))).astype(np.int64)
+    for w in (np.asarray(weights[:len(sequences)], dtype=np.float64),
+              np.full(len(sequences), 2.0)):
+        at_once = rows_module._column_counts(keys, starts, w)
+        one_by_one = rows_module._column_counts_ragged(keys, starts, w)
+        assert len(at_once) == len(one_by_one) == max(lengths)
+        for (k1, c1), (k2, c2) in zip(at_once, one_by_one, strict=True):
+            assert k1.tolist() == k2.tolist()
+            assert c1.tolist() == c2.tolist()

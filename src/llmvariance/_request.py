@@ -58,6 +58,23 @@ MaxTokens = Annotated[int, Field(ge=1)]
 LogitBias = dict[str, Annotated[float, Field(ge=-100.0, le=100.0)]]
 
 
+_FIELDS_SETS: dict[frozenset[str], set[str]] = {}
+
+
+class _Shared(BaseModel):
+    """A frozen model made once per request of a suite (100,000 of them from one
+    ``read_suite``): instances with the same fields set share one ``model_fields_set``.
+    Pydantic gives each instance a set of its own (~0.2 KB, a request and each of its
+    messages); frozen, the set is never changed, and ``model_copy`` copies it first."""
+
+    model_config = _FROZEN
+
+    def model_post_init(self, context: Any, /) -> None:
+        given = self.__pydantic_fields_set__
+        shared = _FIELDS_SETS.setdefault(frozenset(given), given)
+        object.__setattr__(self, "__pydantic_fields_set__", shared)
+
+
 def _check_extra(request: BaseModel, extra: dict[str, Any]) -> None:
     try:
         orjson.dumps(extra)
@@ -68,7 +85,7 @@ def _check_extra(request: BaseModel, extra: dict[str, Any]) -> None:
         raise ValueError(f"extra: {', '.join(clash)} must be set through its own field, not extra")
 
 
-class ChatMessage(BaseModel):
+class ChatMessage(_Shared):
     """One chat message; plain dicts with the same keys are accepted wherever these are."""
 
     model_config = _FROZEN
@@ -77,7 +94,7 @@ class ChatMessage(BaseModel):
     content: str
 
 
-class _Common(BaseModel):
+class _Common(_Shared):
     model_config = _FROZEN
 
     model: Annotated[str, Field(min_length=1)]
@@ -136,7 +153,7 @@ class CompletionRequest(_Common):
     logprobs: Annotated[int, Field(ge=0, le=5)] | None = None
 
 
-class TextBlock(BaseModel):
+class TextBlock(_Shared):
     """An Anthropic text content block."""
 
     model_config = _FROZEN
@@ -145,7 +162,7 @@ class TextBlock(BaseModel):
     text: str
 
 
-class Message(BaseModel):
+class Message(_Shared):
     """One Anthropic message: text, or text content blocks."""
 
     model_config = _FROZEN
@@ -154,7 +171,7 @@ class Message(BaseModel):
     content: str | Annotated[list[TextBlock], Field(min_length=1)]
 
 
-class MessagesRequest(BaseModel):
+class MessagesRequest(_Shared):
     """An Anthropic ``/v1/messages`` request; ``max_tokens`` is required by the API."""
 
     model_config = _FROZEN
@@ -185,7 +202,7 @@ class MessagesRequest(BaseModel):
         return self
 
 
-class InputMessage(BaseModel):
+class InputMessage(_Shared):
     """One message of a Responses ``input`` list."""
 
     model_config = _FROZEN
@@ -194,7 +211,7 @@ class InputMessage(BaseModel):
     content: str
 
 
-class ResponsesRequest(BaseModel):
+class ResponsesRequest(_Shared):
     """An OpenAI ``/v1/responses`` request.
 
     ``top_logprobs`` (0-20) asks for the chosen token's log-probability and that many

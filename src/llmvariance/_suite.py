@@ -33,6 +33,7 @@ from ._client.pool import ClientPool, PreparedCall
 from ._client.ratelimit import RateLimit
 from ._client.retry import RetryPolicy
 from ._client.transport import DEFAULT_MAX_RESPONSE_BYTES, Timeouts, Transport
+from ._entries import SuiteEntries
 from ._errors import ConfigError
 from ._kept import KeptSamples
 from ._progress import Progress
@@ -69,7 +70,8 @@ class SuiteEntry(BaseModel):
     ``report`` is made from the prompt's collector when it is first read (and kept from
     then on): a 100,000-prompt suite holds 100,000 small collectors, not 100,000 reports
     of ~7 KB each. It is part of the JSON like a field, and ``SuiteEntry(...,
-    report=...)`` takes one as given.
+    report=...)`` takes one as given. ``SuiteResult.entries`` holds its entries in
+    columns (``SuiteEntries``) and makes each when read.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -106,11 +108,22 @@ class SuiteEntry(BaseModel):
             raise ValueError(f"suite entry {self.id!r} has no report")
         return made
 
+    def __eq__(self, other: object) -> bool:
+        # by value, the report included: the entries of a result are made when read, so
+        # each read is a new object with a collector of its own
+        if not isinstance(other, SuiteEntry):
+            return NotImplemented
+        return ((self.id, self.request, self.samples) == (other.id, other.request,
+                                                          other.samples)
+                and self.report == other.report)
+
+    __hash__ = BaseModel.__hash__
+
     @classmethod
     def _of(cls, rid: str, request: Request, samples: KeptSamples,
-            collector: VarianceCollector) -> SuiteEntry:
+            report: VarianceCollector | VarianceReport | None) -> SuiteEntry:
         entry = cls(id=rid, request=request, samples=samples)
-        entry._report = collector
+        entry._report = report
         return entry
 
 
@@ -122,25 +135,20 @@ class SuiteResult(Displayed, BaseModel):
 
     endpoint: str
     n: int
-    entries: list[SuiteEntry]
+    entries: SuiteEntries
+    """Reads as a list of ``SuiteEntry`` (held in columns, each made when read)."""
     report: SuiteReport
     kept_samples: bool = True
     shard: Shard | None = None
     """The shard this run sent (``sample_suite(..., shard=(k, K))``): each entry then holds
     that shard's pairs only; ``lv.merge_runs`` joins the shards' files."""
-    _index: dict[str, SuiteEntry] | None = PrivateAttr(default=None)
     _grades: RerunGrid | None = PrivateAttr(default=None)
     stopped_early: str | None = None
     """As ``SampleSet.stopped_early``: the first requests all failed with one error waiting
     cannot fix, so the rest were not sent (the run file resumes them)."""
 
     def __getitem__(self, request_id: str) -> SuiteEntry:
-        if self._index is None:  # built once: a lookup per id stays linear over a suite
-            self._index = {e.id: e for e in self.entries}
-        try:
-            return self._index[request_id]
-        except KeyError:
-            raise KeyError(request_id) from None
+        return self.entries.find(request_id)
 
     def to_text(self) -> str:
         return self.report.to_text()
@@ -252,10 +260,10 @@ class _Tracks:
     def __init__(self, comparison: Comparison, keep: int = 0) -> None:
         self.collector = VarianceCollector()
         self.tally: OutputTally = comparison.tally()
-        self.samples = KeptSamples(keep)
+        self.samples = KeptSamples(keep) if keep else None  # 0.7 KB even when empty
 
     def add(self, sample: Sample, keep: bool, grades: _Grading | None = None) -> None:
-        if keep:
+        if keep and self.samples is not None:
             self.samples.put(sample.index, sample)
         self.collector.add(sample)
         answer = None if sample.error is not None else self.tally.add(sample.text or "")
@@ -319,21 +327,25 @@ async def _run_suite(pool: ClientPool, suite: Sequence[tuple[str, Request]], n: 
     stopped = await drive(pool, todo(), total, len(skip), workers, options, run_file, consume)
     calls.clear()
     skip.clear()
-    entries = []
-    for rid, request in suite:
-        track = tracks[rid]
-        # an early stop leaves pairs unsent: the samples are those that were (a shard's:
-        # its pairs only)
-        assert track.samples.complete or stopped is not None or shard is not None, \
-            "every pair ends as a sample"
-        samples = track.samples if track.samples.complete else track.samples.filled()
-        entries.append(SuiteEntry._of(rid, request, samples, track.collector))
-    # each prompt's report is made for its row (without a tree) and dropped; the entry
-    # makes it again, tree included, when read, from the collector it keeps (see SuiteEntry)
+    entries = SuiteEntries()
     grades = None if grading is None else grading.grid
-    report = suite_report(((rid, tracks[rid].collector.report(tree=False), tracks[rid].tally)
-                           for rid, _ in suite), n=n, grades=grades)
-    tracks.clear()  # the tallies; the entries keep the collectors
+
+    def prompts() -> Iterator[tuple[str, VarianceReport, OutputTally]]:
+        # each prompt's report is made for its row (without a tree) and dropped; the entry
+        # makes it again, tree included, when read, from its collector, kept frozen (see
+        # SuiteEntries); the prompt's track goes as soon as its row is made
+        for rid, request in suite:
+            track = tracks.pop(rid)
+            yield rid, track.collector.report(tree=False), track.tally
+            samples = track.samples
+            if samples is not None and not samples.complete:
+                # an early stop leaves pairs unsent: the samples are those that were (a
+                # shard's: its pairs only)
+                assert stopped is not None or shard is not None, "every pair ends as a sample"
+                samples = samples.filled()
+            entries.add(rid, request, samples, track.collector)
+
+    report = suite_report(prompts(), n=n, grades=grades)
     result = SuiteResult(endpoint=pool.endpoint.label, n=n, entries=entries, report=report,
                          kept_samples=options.keep_samples, stopped_early=stopped, shard=shard)
     result._grades = grades

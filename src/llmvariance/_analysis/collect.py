@@ -164,6 +164,11 @@ def _as_floats(values: Sequence[float | None]) -> FloatArray:
         return np.asarray([math.nan if v is None else v for v in values], dtype=np.float64)
 
 
+_NO_FAILURES: Counter[str] = Counter()
+"""Every collector's failures until its first: never changed (``_add`` replaces it)."""
+_NO_MESSAGES = FailureMessages()
+
+
 class VarianceCollector:
     """Accumulates what a ``VarianceReport`` needs, one sample at a time.
 
@@ -178,8 +183,10 @@ class VarianceCollector:
     def __init__(self, *, grouped: bool = True) -> None:
         self._outputs: dict[str, _Output] = {}
         self._provider_tokens = True
-        self._failures: Counter[str] = Counter()
-        self._messages = FailureMessages()
+        # shared and empty until the first failure (``_add`` makes its own): a suite holds
+        # a collector per prompt, and most never see a failure
+        self._failures: Counter[str] = _NO_FAILURES
+        self._messages = _NO_MESSAGES
         self._finish: Counter[str] = Counter()
         self._fingerprints: Counter[str] = Counter()
         self._prefix: list[str] | None = None
@@ -246,6 +253,8 @@ class VarianceCollector:
 
     def _add(self, sample: Sample) -> None:
         if sample.error is not None:
+            if self._failures is _NO_FAILURES:
+                self._failures, self._messages = Counter(), FailureMessages()
             self._failures[sample.error.kind] += 1
             self._messages.add(sample.error)
             return
@@ -547,9 +556,15 @@ class VarianceCollector:
         entries = [outputs[t] for t in texts]
         provider = self._provider_tokens and bool(entries) and all(
             e.tokens is not None for e in entries)
-        distinct = DistinctOutputs(texts, [e.count for e in entries], provider,
-                                   [e.tokens for e in entries], [e.margins for e in entries],
-                                   [e.identity for e in entries])
+        if provider:
+            distinct = DistinctOutputs(texts, [e.count for e in entries], provider,
+                                       [e.tokens for e in entries],
+                                       [e.margins for e in entries],
+                                       [e.identity for e in entries])
+        else:  # words: tokens, margins and ids are not read (100,000 outputs: ~30 ms)
+            none: list[None] = [None] * len(entries)
+            distinct = DistinctOutputs(texts, [e.count for e in entries], provider, none,
+                                       none)
         distinct.latencies = [e.latency for e in entries if e.latency is not None]
         distinct.ttfts = [e.ttft for e in entries if e.ttft is not None]
         return distinct

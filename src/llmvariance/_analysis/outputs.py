@@ -94,7 +94,9 @@ class DistinctOutputs:
         div_chars = div_tokens = None
         margin = None
         if unique > 1 and mode_index is not None:
-            chars = _adjacent_char_prefixes(texts)  # texts are sorted: neighbours suffice
+            # texts are sorted: neighbours suffice (word rows found them with the tokens)
+            chars = (rows.adjacent_chars if rows.adjacent_chars is not None
+                     else _adjacent_char_prefixes(texts))
             prefix_chars = int(chars.min())
             prefix_tokens = self.sorted.common_prefix()
             others = np.flatnonzero(np.arange(unique) != mode_index)

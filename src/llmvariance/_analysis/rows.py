@@ -13,7 +13,13 @@ probability about 2**-63).
 For word tokens only the first ``PREFIX`` keys of each row are kept: per-position
 entropy is counted chunk by chunk as the texts are tokenized, and the rare rows that
 agree past ``PREFIX`` tokens are tokenized again when a comparison needs them. Memory
-is then ~130 bytes a distinct output, however long the outputs are.
+is then ~130 bytes a distinct output, however long the outputs are. The common prefix
+(in characters) of each pair of neighbouring texts is found from the same encoded chunk.
+
+Cost (100,000 all-distinct texts of 1.4 kB, ``benchmarks/metrics_scale.py``): about ten
+passes over the characters (join, encode, a ``bytes.translate`` to classes, two bitwise
+passes, ``nonzero`` on a bool array: numpy's nonzero is ~7x slower on uint8) and a few
+over the tokens; per-position counts sort every position of a chunk in one call.
 """
 
 from __future__ import annotations
@@ -22,12 +28,13 @@ import os
 import re
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from .metrics import word_tokens
+from .metrics import pair_prefix_length, word_tokens
 
 __all__ = ["PREFIX", "TokenRows"]
 
@@ -37,7 +44,7 @@ FloatArray = npt.NDArray[np.float64]
 
 PREFIX = 16
 """Keys kept per row for sorting and comparing; rows agreeing further are re-keyed."""
-_CHUNK_CHARS = 1 << 23
+_CHUNK_CHARS = 1 << 21
 """Texts are tokenized in groups of about this many characters, so temporaries stay small."""
 _SMALL_CHARS = 1 << 14
 """Up to this many characters in all, texts are tokenized one by one by the pattern."""
@@ -57,6 +64,20 @@ def _char_class(char: str) -> int:
 
 
 _LATIN1_CLASSES = np.array([_char_class(chr(c)) for c in range(256)], dtype=np.uint8)
+_LATIN1_TABLE = _LATIN1_CLASSES.tobytes()
+"""``bytes.translate`` table: each Latin-1 byte to its class."""
+_MASKS = np.array([(1 << 8 * min(k, 8)) - 1 for k in range(_LONG_TOKEN + 2)], dtype=np.uint64)
+"""The low ``min(k, 8)`` bytes of a block kept for a token (or a block's part) of k
+characters; k is clipped to the table, whose last entries keep all 8."""
+_WIDE_MASKS = np.array([(1 << 32 * min(k, 2)) - 1 for k in range(_LONG_TOKEN + 2)],
+                       dtype=np.uint64)
+"""The same for 4-byte characters: ``min(k, 2)`` of them."""
+_LENGTH_BITS = np.array([(k & 0xFF) << 56 for k in range(_LONG_TOKEN + 2)], dtype=np.uint64)
+"""A short token's length in its key's top byte."""
+_IS_LONG = {exact: np.array([exact < k <= _LONG_TOKEN for k in range(_LONG_TOKEN + 2)])
+            for exact in (1, 7)}
+"""Per token length: hashed in numpy (longer than ``exact`` characters, at most
+``_LONG_TOKEN``)? The last entry, for every clipped length, is False."""
 
 
 def _mix(x: KeyArray) -> KeyArray:
@@ -76,6 +97,48 @@ def _column_counts(keys: KeyArray, starts: IntArray, weights: FloatArray) -> lis
     lengths = np.diff(starts)
     if not lengths.size or not lengths.max():
         return []
+    width, rows = int(lengths.max()), lengths.size
+    if width * rows > 2 * keys.size + 4096:  # ragged rows: a padded matrix would be large
+        return _column_counts_ragged(keys, starts, weights)
+    # positions x rows, 0 past a row's end (keys are never 0): every column sorted at once
+    matrix = np.zeros((width, rows), dtype=np.uint64)
+    where = np.arange(keys.size, dtype=np.int64)
+    where -= np.repeat(starts[:-1], lengths)  # each key's position in its row
+    where *= rows
+    where += np.repeat(np.arange(rows, dtype=np.int64), lengths)
+    flat = matrix.reshape(-1)
+    flat[where] = keys
+    del where
+    uniform = bool((weights == weights[0]).all())
+    order = None
+    if uniform:
+        matrix.sort(axis=1)
+    else:
+        order = np.argsort(matrix, axis=1)
+        matrix = np.take_along_axis(matrix, order, axis=1)
+        flat = matrix.reshape(-1)
+    first = np.empty(flat.size, dtype=bool)
+    first[0] = True
+    np.not_equal(flat[1:], flat[:-1], out=first[1:])
+    first[::rows] = True  # a run never continues into the next position
+    at = np.flatnonzero(first)
+    del first
+    if uniform:
+        counts = np.diff(at, append=flat.size).astype(np.float64) * weights[0]
+    else:
+        assert order is not None
+        counts = np.add.reduceat(weights[order].reshape(-1), at)
+    found = flat[at]
+    real = found != 0  # the padding's runs
+    at, found, counts = at[real], found[real], counts[real]
+    bounds = np.searchsorted(at, np.arange(width + 1, dtype=np.int64) * rows).tolist()
+    return [(found[i:j], counts[i:j]) for i, j in pairwise(bounds)]
+
+
+def _column_counts_ragged(keys: KeyArray, starts: IntArray, weights: FloatArray
+                          ) -> list[Column]:
+    """``_column_counts`` one position at a time: for rows of very different lengths."""
+    lengths = np.diff(starts)
     by_length = np.argsort(-lengths, kind="stable")
     row_starts = starts[:-1][by_length]
     w = weights[by_length]
@@ -123,20 +186,26 @@ def _entropies(chunks: list[list[Column]]) -> list[float]:
 
 
 def _word_chunk(texts: Sequence[str], weights: FloatArray, wide: bool
-                ) -> tuple[IntArray, KeyArray, list[Column]]:
-    """One chunk of texts: tokens per text, the first keys, the column counts."""
-    keys, starts = _word_keys(texts, wide)
-    return np.diff(starts), _prefix(keys, starts), _column_counts(keys, starts, weights)
+                ) -> tuple[IntArray, KeyArray, list[Column], IntArray]:
+    """One chunk of texts: tokens per text, the first keys, the column counts, and the
+    common prefix (characters) of each pair of neighbouring texts."""
+    text = _Text(texts, wide)
+    keys, starts = _keys(text)
+    return (np.diff(starts), _prefix(keys, starts), _column_counts(keys, starts, weights),
+            _adjacent_chars(text))
 
 
 class TokenRows:
     """The token keys of the distinct outputs (rows), built with each row's weight."""
 
-    __slots__ = ("_entropy", "_full", "_texts", "_wide", "lengths", "prefix")
+    __slots__ = ("_entropy", "_full", "_texts", "_wide", "adjacent_chars", "lengths", "prefix")
 
     def __init__(self, lengths: IntArray, prefix: KeyArray, entropy: list[float],
                  full: tuple[KeyArray, IntArray] | None, texts: Sequence[str] | None,
-                 wide: bool) -> None:
+                 wide: bool, adjacent_chars: IntArray | None = None) -> None:
+        self.adjacent_chars = adjacent_chars
+        """Word rows: the common prefix (characters) of each pair of neighbouring texts,
+        found with the tokens; None for provider tokens."""
         self.lengths = lengths
         """Tokens per row."""
         self.prefix = prefix
@@ -171,11 +240,12 @@ class TokenRows:
     @classmethod
     def from_words(cls, texts: Sequence[str], weights: Sequence[int]) -> TokenRows:
         """``word_tokens`` of every text, keyed (see the module docstring)."""
-        if sum(map(len, texts)) <= _SMALL_CHARS:  # the regex: fewer steps than numpy's
+        lengths = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
+        if int(lengths.sum()) <= _SMALL_CHARS:  # the regex: fewer steps than numpy's
             return cls.from_tokens([word_tokens(t) for t in texts], weights)
         wide = not all(t.isascii() for t in texts)  # one width for all: keys must agree
         w = np.asarray(weights, dtype=np.float64)
-        chunks = _chunks(texts)
+        chunks = _chunks(lengths)
         jobs = [(texts[i:j], w[i:j], wide) for i, j in chunks]
         if len(jobs) > 2 and _WORKERS > 1:
             # numpy lets go of the GIL inside each array operation: chunks in parallel
@@ -186,9 +256,15 @@ class TokenRows:
         if not parts:
             return cls(np.zeros(0, dtype=np.int64), np.zeros((0, PREFIX), dtype=np.uint64),
                        [], None, texts, wide)
+        # neighbours in different chunks: one pair per chunk boundary
+        across = [np.array([pair_prefix_length(texts[i - 1], texts[i])], dtype=np.int64)
+                  for i, _ in chunks[1:]]
+        adjacent = [part for k, p in enumerate(parts) for part in (
+            (p[3], across[k]) if k < len(across) else (p[3],))]
         return cls(np.concatenate([p[0] for p in parts]),
                    np.concatenate([p[1] for p in parts]),
-                   _entropies([p[2] for p in parts]), None, texts, wide)
+                   _entropies([p[2] for p in parts]), None, texts, wide,
+                   np.concatenate(adjacent))
 
     def full(self, rows: IntArray) -> tuple[KeyArray, IntArray]:
         """The whole key rows of ``rows``: flat keys and their starts."""
@@ -232,39 +308,40 @@ class TokenRows:
         Sorts by the first ``PREFIX`` keys, then each run that still agrees by its next
         keys: the work follows how far rows agree, not how long they are.
         """
-        blob = self.prefix.byteswap().tobytes()  # big-endian: bytes order is key order
-        size = 8 * PREFIX
-        windows = [blob[i: i + size] for i in range(0, len(blob), size)]
-        rows = sorted(range(self.count), key=windows.__getitem__)
-        out: list[int] = []
+        windows = self.prefix.byteswap()  # big-endian: bytes order is key order
+        # fixed-size byte strings compare as their bytes (trailing zeros are padding on
+        # both sides), and numpy sorts them without a Python key per row
+        rows = np.argsort(windows.view(f"S{8 * PREFIX}").reshape(-1), kind="stable")
+        out: list[int] = rows.tolist()
+        ordered = windows[rows]
+        same = np.zeros(rows.size + 1, dtype=np.int8)  # same[p + 1]: rows p, p + 1 agree
+        same[1:-1] = (ordered[1:] == ordered[:-1]).all(axis=1)
+        edges = np.diff(same, append=np.int8(0))
         lengths = self.lengths
-        i = 0
-        while i < len(rows):
-            j = i + 1
-            while j < len(rows) and windows[rows[j]] == windows[rows[i]]:
-                j += 1
-            run = rows[i:j]
-            if len(run) > 1 and lengths[run[0]] >= PREFIX:  # equal so far, and they go on
+        for i, j in zip(np.flatnonzero(edges == 1).tolist(),
+                        (np.flatnonzero(edges == -1) + 1).tolist(), strict=True):
+            run = out[i:j]
+            if lengths[run[0]] >= PREFIX:  # equal so far, and they go on
                 keys, starts = self.full(np.asarray(run, dtype=np.int64))
                 local = _order(keys, starts, [tie[r] for r in run], PREFIX)
-                out.extend(run[k] for k in local)
-            else:  # one row, or rows whose whole sequences are equal
-                out.extend(sorted(run, key=tie.__getitem__))
-            i = j
+                out[i:j] = [run[k] for k in local]
+            else:  # rows whose whole sequences are equal
+                out[i:j] = sorted(run, key=tie.__getitem__)
         return out
 
 
-def _chunks(texts: Sequence[str]) -> list[tuple[int, int]]:
-    """``(i, j)`` ranges of texts of about ``_CHUNK_CHARS`` characters each."""
+def _chunks(lengths: IntArray) -> list[tuple[int, int]]:
+    """``(i, j)`` ranges of texts (of ``lengths`` characters) of about ``_CHUNK_CHARS``
+    characters each: each ends with the text that brings it to ``_CHUNK_CHARS``, or with
+    the last text."""
+    ends = np.cumsum(lengths)
+    count = int(lengths.size)
     out = []
-    i = 0
-    while i < len(texts):
-        j, size = i, 0
-        while j < len(texts) and (size < _CHUNK_CHARS or j == i):
-            size += len(texts[j])
-            j += 1
+    i, base = 0, 0
+    while i < count:
+        j = min(int(np.searchsorted(ends, base + _CHUNK_CHARS, side="left")) + 1, count)
         out.append((i, j))
-        i = j
+        i, base = j, int(ends[j - 1])
     return out
 
 
@@ -347,66 +424,113 @@ def _classes(codes: npt.NDArray[Any]) -> npt.NDArray[np.uint8]:
     return out
 
 
+class _Text:
+    """Texts joined and encoded once: one byte per character (all ASCII) or four."""
+
+    __slots__ = ("codes", "joined", "lengths", "raw", "size", "starts", "wide")
+
+    def __init__(self, texts: Sequence[str], wide: bool) -> None:
+        self.wide = wide
+        self.lengths = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
+        self.starts = np.cumsum(self.lengths) - self.lengths
+        """Where each text starts, in characters."""
+        self.size = int(self.lengths.sum())
+        self.joined = "".join([*texts, "\0" * 8])  # padded: 8-byte blocks read past the end
+        self.raw = self.joined.encode("utf-32-le" if wide else "latin-1")
+        self.codes: npt.NDArray[Any] = np.frombuffer(
+            self.raw, dtype=np.uint32 if wide else np.uint8)[:self.size]
+
+
 def _word_keys(texts: Sequence[str], wide: bool) -> tuple[KeyArray, IntArray]:
     """The keys of the word tokens of ``texts``, flat, and where each text's start."""
-    lengths = np.array(list(map(len, texts)), dtype=np.int64)
-    text_starts = np.cumsum(lengths) - lengths
-    size = int(lengths.sum())
+    return _keys(_Text(texts, wide))
+
+
+_HEAD = 64
+"""Characters of each pair of neighbours compared at once before comparing in Python."""
+
+
+def _adjacent_chars(text: _Text) -> IntArray:
+    """The common prefix (characters) of each pair of neighbouring texts: their first
+    ``_HEAD`` characters compared as arrays, only pairs agreeing on all of them in Python."""
+    lengths, starts = text.lengths, text.starts
+    if lengths.size < 2:
+        return np.zeros(0, dtype=np.int64)
+    where = starts[:, None] + np.arange(_HEAD, dtype=np.int64)
+    np.minimum(where, max(text.size - 1, 0), out=where)  # past a text's end: limited below
+    heads = text.codes[where] if text.size else np.zeros(where.shape, dtype=np.uint8)
+    differ = heads[:-1] != heads[1:]
+    first = np.where(differ.any(axis=1), differ.argmax(axis=1), _HEAD)
+    limit = np.minimum(lengths[:-1], lengths[1:])
+    out = np.minimum(first, limit)
+    joined = text.joined
+    for p in np.flatnonzero((first == _HEAD) & (limit > _HEAD)).tolist():
+        a, b = int(starts[p]), int(starts[p + 1])
+        out[p] = pair_prefix_length(joined[a: a + int(lengths[p])],
+                                    joined[b: b + int(lengths[p + 1])])
+    return out
+
+
+def _keys(text: _Text) -> tuple[KeyArray, IntArray]:
+    """``_word_keys`` of encoded texts."""
+    wide, lengths, text_starts, size = text.wide, text.lengths, text.starts, text.size
     if not size:
-        return np.zeros(0, dtype=np.uint64), np.zeros(len(texts) + 1, dtype=np.int64)
+        return np.zeros(0, dtype=np.uint64), np.zeros(lengths.size + 1, dtype=np.int64)
     unit = 4 if wide else 1
-    joined = "".join([*texts, "\0" * 8])  # padded: 8-byte blocks are read past the end
-    raw = joined.encode("utf-32-le" if wide else "latin-1")
-    codes: npt.NDArray[Any] = np.frombuffer(raw, dtype=np.uint32 if wide else np.uint8)[:size]
-    # a token starts where whitespace starts, or where a non-space run changes class
-    boundary = np.empty(codes.size, dtype=bool)
-    boundary[0] = True
+    joined, raw = text.joined, text.raw
     if wide:
-        kind = _classes(codes)
-        boundary[1:] = (kind[1:] != kind[:-1]) & ((kind[1:] == 0) | (kind[:-1] != 0))
-    else:  # ASCII: the classes by arithmetic (uint8 wraps: c - 9 <= 4 is 9..13)
-        space = ((codes == 32) | ((codes - np.uint8(9)) <= 4)
-                 | ((codes - np.uint8(28)) <= 3))
-        word = (((codes - np.uint8(48)) <= 9) | (((codes | np.uint8(32)) - np.uint8(97)) <= 25)
-                | (codes == 95))
-        other = ~space
-        boundary[1:] = ((space[1:] & other[:-1])
-                        | (other[1:] & other[:-1] & (word[1:] != word[:-1])))
-    boundary[text_starts[lengths > 0]] = True
-    token_starts = np.flatnonzero(boundary)
+        kind = _classes(text.codes)
+    else:  # ASCII: each byte's class by one table lookup in C
+        kind = np.frombuffer(raw.translate(_LATIN1_TABLE), dtype=np.uint8)[:size]
+    # A token starts where whitespace starts, or where a non-space run changes class:
+    # with classes 0 (space), 1 (word), 2 (other), exactly where prev & (prev ^ cur) != 0.
+    boundary = np.empty(size, dtype=np.uint8)
+    boundary[0] = 1
+    np.bitwise_xor(kind[1:], kind[:-1], out=boundary[1:])
+    np.bitwise_and(boundary[1:], kind[:-1], out=boundary[1:])
+    del kind
+    boundary[text_starts[lengths > 0]] = 1
+    token_starts = np.flatnonzero(boundary != 0)  # numpy's nonzero is 7x faster on bools
     del boundary
-    token_lengths = np.diff(token_starts, append=codes.size)
-    per_text = np.diff(np.searchsorted(token_starts, text_starts), append=token_starts.size)
+    count = token_starts.size
+    token_lengths = np.empty(count, dtype=np.int64)
+    np.subtract(token_starts[1:], token_starts[:-1], out=token_lengths[:-1])
+    token_lengths[-1] = size - token_starts[-1]
+    per_text = np.diff(np.searchsorted(token_starts, text_starts), append=count)
     # blocks of 8 bytes (8 characters, or 2 wide ones) read in place
     blocks = np.ndarray(shape=(len(raw) - 7,), dtype="<u8", buffer=raw, strides=(1,))
-    per_block = 8 // unit
-    exact_max = 7 if not wide else 1
+    byte_starts = token_starts * unit if wide else token_starts
+    masks, exact_max = (_WIDE_MASKS, 1) if wide else (_MASKS, 7)
     # a short token is its own characters (the block, cut to its length) and its length
-    width = np.uint64(8 * unit)
-    cut = np.uint64(64) - np.minimum(token_lengths, exact_max).astype(np.uint64) * width
-    keys = blocks[token_starts * unit]
-    keys <<= cut
-    keys >>= cut
-    keys |= token_lengths.astype(np.uint64) << np.uint64(56)
+    keys = blocks[byte_starts]
+    keys &= masks.take(token_lengths, mode="clip")
+    keys |= _LENGTH_BITS.take(token_lengths, mode="clip")
     # a longer one: its blocks, each cut to what is left of it, mixed into a hash
-    long_tokens = np.flatnonzero((token_lengths > exact_max) & (token_lengths <= _LONG_TOKEN))
+    long_tokens = np.flatnonzero(_IS_LONG[exact_max].take(token_lengths, mode="clip"))
     if long_tokens.size:
-        long_starts = token_starts[long_tokens]
+        long_starts = byte_starts[long_tokens]
         long_lengths = token_lengths[long_tokens]
+        per_block = 8 // unit
         # per block a multiply and an xorshift (each a bijection, and the shift carries
         # the high bits down into the next multiply), splitmix64's finalizer at the end
-        h = long_lengths.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
-        for done in range(0, int(long_lengths.max()), per_block):
-            going = np.flatnonzero(long_lengths > done) if done else slice(None)
-            take = np.minimum(long_lengths[going] - done, per_block).astype(np.uint64)
-            block = blocks[(long_starts[going] + done) * unit]
-            block_cut = np.uint64(64) - take * width
-            block <<= block_cut
-            block >>= block_cut
-            mixed = (h[going] ^ block) * np.uint64(0x9FB21C651E98DF25)
-            h[going] = mixed ^ (mixed >> np.uint64(29))
+        h = long_lengths.astype(np.uint64)
+        h += np.uint64(0x9E3779B97F4A7C15)
+        # the first block is whole: every long token has more than one block's characters
+        h ^= blocks[long_starts]
+        h *= np.uint64(0x9FB21C651E98DF25)
+        h ^= h >> np.uint64(29)
+        for done in range(per_block, int(long_lengths.max()), per_block):
+            going = np.flatnonzero(long_lengths > done)
+            block = blocks[long_starts[going] + done * unit]
+            block &= masks.take(long_lengths[going] - done, mode="clip")
+            mixed = h[going]
+            mixed ^= block
+            mixed *= np.uint64(0x9FB21C651E98DF25)
+            mixed ^= mixed >> np.uint64(29)
+            h[going] = mixed
         h = _mix(h)
-        keys[long_tokens] = h | _HASHED
+        h |= _HASHED
+        keys[long_tokens] = h
     for index in np.flatnonzero(token_lengths > _LONG_TOKEN).tolist():
         start = int(token_starts[index])
         token = joined[start:start + int(token_lengths[index])]
