@@ -1,8 +1,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
 import socket
-from collections.abc import AsyncIterator
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import uvicorn
@@ -15,6 +19,23 @@ from llmvariance.testing import SimServer
 # example can take longer than Hypothesis's 200 ms deadline, which it reports as a failure.
 settings.register_profile("shared-machine", deadline=None)
 settings.load_profile("shared-machine")
+
+
+@contextlib.contextmanager
+def served(*options: str) -> Iterator[str]:
+    """``llmvariance serve --port 0 OPTIONS`` in a process of its own: its base URL while
+    it runs; stopped with SIGTERM after, which it must answer by exiting cleanly."""
+    with subprocess.Popen([sys.executable, "-m", "llmvariance", "serve", "--port", "0",
+                           *options], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                          text=True) as proc:
+        try:
+            assert proc.stdout is not None
+            url = proc.stdout.readline().strip()
+            assert url.startswith("http://127.0.0.1:") and url.endswith("/v1"), url
+            yield url
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=10) == 0
 
 
 @pytest.fixture

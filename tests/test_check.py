@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 import shlex
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ import pytest
 from junitparser import Error, Failure, JUnitXml
 
 import llmvariance as lv
+from conftest import served
 from llmvariance._analysis.collect import VarianceCollector
 from llmvariance._analysis.stats import exact_upper_bound, samples_to_bound
 from llmvariance._check import ALL, _Limits, _row, least_disagreement
@@ -36,14 +36,8 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="module")
 def served_url() -> Iterator[str]:
     # decode steps take real time, so a burst's requests share batches
-    with subprocess.Popen([*CLI, "serve", "--port", "0", "--step-time", "0.002"],
-                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) as proc:
-        try:
-            assert proc.stdout is not None
-            yield proc.stdout.readline().strip()
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(timeout=10) == 0
+    with served("--step-time", "0.002") as url:
+        yield url
 
 
 def gate(url: str, model: str, *extra: str) -> list[str]:

@@ -14,6 +14,7 @@ import anyio
 import pytest
 
 import llmvariance as lv
+from conftest import served
 from llmvariance.testing import SimServer
 
 CLI = [sys.executable, "-m", "llmvariance"]
@@ -26,16 +27,8 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
 
 @pytest.fixture(scope="module")
 def served_url() -> Iterator[str]:
-    with subprocess.Popen([*CLI, "serve", "--port", "0"], stdout=subprocess.PIPE,
-                          stderr=subprocess.DEVNULL, text=True) as proc:
-        try:
-            assert proc.stdout is not None
-            first = proc.stdout.readline().strip()
-            assert first.startswith("http://127.0.0.1:") and first.endswith("/v1")
-            yield first
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(timeout=10) == 0
+    with served() as url:
+        yield url
 
 
 def test_sample_json_prints_the_report(served_url: str) -> None:

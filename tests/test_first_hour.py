@@ -24,6 +24,7 @@ import pytest
 from aiohttp import web
 
 import llmvariance as lv
+from conftest import served
 from llmvariance._cli._common import ExitCode
 from llmvariance._cli._console import Console
 from llmvariance._render.tree_plot import mode_path
@@ -42,14 +43,8 @@ def run(*args: str, env: dict[str, str] | None = None, timeout: float = 120,
 
 @pytest.fixture(scope="module")
 def url() -> Iterator[str]:
-    with subprocess.Popen([*CLI, "serve", "--port", "0"], stdout=subprocess.PIPE,
-                          stderr=subprocess.DEVNULL, text=True) as proc:
-        try:
-            assert proc.stdout is not None
-            yield proc.stdout.readline().strip()
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=10)
+    with served() as url:
+        yield url
 
 
 def one_line_error(out: subprocess.CompletedProcess[str], command: str) -> str:

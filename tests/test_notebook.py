@@ -4,14 +4,13 @@ a short HTML view, never as a dump of every sample."""
 
 from __future__ import annotations
 
-import signal
-import subprocess
 import sys
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from conftest import served
 from test_readme import BLOCKS
 
 nbformat = pytest.importorskip("nbformat")
@@ -23,14 +22,8 @@ CLI = [sys.executable, "-m", "llmvariance"]
 
 @pytest.fixture(scope="module")
 def url() -> Iterator[str]:
-    with subprocess.Popen([*CLI, "serve", "--port", "0"], stdout=subprocess.PIPE,
-                          stderr=subprocess.DEVNULL, text=True) as proc:
-        try:
-            assert proc.stdout is not None
-            yield proc.stdout.readline().strip()
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=10)
+    with served() as url:
+        yield url
 
 
 def _run(cells: list[str]) -> list[Any]:

@@ -7,7 +7,6 @@ import functools
 import itertools
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 
 import llmvariance as lv
+from conftest import served
 from llmvariance.engines import LlamaCppServer
 from llmvariance.engines._setup import llama_server_path, model_path
 from ray_helpers import (
@@ -60,14 +60,8 @@ def cluster() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def served_url() -> Iterator[str]:
-    with subprocess.Popen([sys.executable, "-m", "llmvariance", "serve", "--port", "0"],
-                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) as proc:
-        try:
-            assert proc.stdout is not None
-            yield proc.stdout.readline().strip()
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(timeout=10) == 0
+    with served() as url:
+        yield url
 
 
 def test_a_40_by_50_suite_in_four_ray_tasks_merges_to_the_one_process_result(

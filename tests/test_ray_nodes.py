@@ -16,8 +16,6 @@ import functools
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +24,7 @@ import orjson
 import pytest
 
 import llmvariance as lv
+from conftest import served
 from ray_helpers import (
     INSTALL,
     cluster_env,
@@ -81,14 +80,8 @@ def two_nodes() -> Iterator[str]:
 
 @pytest.fixture
 def served_url() -> Iterator[str]:
-    with subprocess.Popen([sys.executable, "-m", "llmvariance", "serve", "--port", "0"],
-                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) as proc:
-        try:
-            assert proc.stdout is not None
-            yield proc.stdout.readline().strip()
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(timeout=10) == 0
+    with served() as url:
+        yield url
 
 
 def test_a_suite_sharded_over_two_nodes_survives_a_killed_worker_exactly(

@@ -4,7 +4,6 @@ line, against the same suite run by one process."""
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import served
 from shard_helpers import suite, without_timing
 
 CLI = [sys.executable, "-m", "llmvariance"]
@@ -20,14 +20,8 @@ PROMPTS, N, K = 40, 50, 4
 
 @pytest.fixture(scope="module")
 def served_url() -> Iterator[str]:
-    with subprocess.Popen([*CLI, "serve", "--port", "0"], stdout=subprocess.PIPE,
-                          stderr=subprocess.DEVNULL, text=True) as proc:
-        try:
-            assert proc.stdout is not None
-            yield proc.stdout.readline().strip()
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(timeout=10) == 0
+    with served() as url:
+        yield url
 
 
 def run(*args: str | Path) -> subprocess.CompletedProcess[str]:
