@@ -186,7 +186,10 @@ def test_batch_effect_early_stop_says_what_it_saved(served_url: str) -> None:
     stop = result["early_stop"]
     assert result["verdict_kind"] == "batch_dependent"
     assert stop["stopped"] is True and stop["planned_requests"] == 61
-    assert stop["saved_requests"] == 61 - stop["sent_requests"] >= 18  # 2 of 5 blocks unsent
+    # decided before the last of 5 looks (how soon depends on how the machine's load lets
+    # the loaded condition's requests overlap), and every request is counted once
+    assert len(stop["looks"]) < 5
+    assert stop["saved_requests"] == 61 - stop["sent_requests"] >= 12  # a block or more
     text = run("batch-effect", "--base-url", served_url, "--prompt", "Tell me a story",
                "--model", "dense", "-n", "10", "--max-tokens", "24", "--blocks", "2",
                "--conditions", "sequential,burst", "--early-stop")

@@ -293,19 +293,19 @@ def bitwise_within_outputs(samples: list[lv.Sample]) -> bool:
 async def test_llama_server_with_shared_batches_is_batch_dependent_with_a_p_value() -> None:
     request = STORY.model_copy(update={"logprobs": True})
     async with LlamaCppServer(SMOLLM2, parallel=8, kv_unified=True, ctx_size=8192) as url:
-        # two blocks: each burst is 10 wide, so the 8 slots fill
+        # two blocks: each burst is 10 wide, so the 8 slots fill. The control is `cold`
+        # (the prompt cache off): on a shared KV cache even one-at-a-time requests answer
+        # by what the requests before them left in the cache (issue 23's study: sequential
+        # 3/10 distinct on these flags), so `sequential` is no clean control here
         result = await lv.batch_effect(request, 20, endpoint=lv.Endpoint(base_url=url),
-                                       conditions=["sequential", "burst"], blocks=2)
-    # Measured: the sequential requests of block 0 all agree; after the first burst the
-    # server's cache state has changed and block 1's sequential requests agree on another
-    # output. Blocks show it; one condition after the other would have hidden it.
-    first_block = {s.text for s in result.samples["sequential"] if s.block == 0}
-    assert len(first_block) == 1
-    assert result.conditions["burst"].unique_count > result.conditions[
-        "sequential"].unique_count
+                                       conditions=["cold", "sequential", "burst"],
+                                       control="cold", blocks=2)
+    assert result.conditions["cold"].unique_count == 1
+    assert result.conditions["burst"].unique_count > 1
     assert result.verdict_kind == "batch_dependent"
     assert result.adjusted_pvalues["burst"] < 0.05
-    assert result.verdict.startswith("outputs depend on how requests are batched: burst: D = ")
+    assert result.verdict.startswith("outputs depend on how requests are ")
+    assert "burst: D = " in result.verdict
     assert all(s.token_ids is not None for s in result.samples["burst"])  # llama.cpp's ids
     logprobs = result.logprobs
     assert logprobs is not None
