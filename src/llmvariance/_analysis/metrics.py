@@ -87,9 +87,17 @@ def agreement_rate(counts: Sequence[int]) -> float | None:
 def pair_prefix_length(a: Sequence[T], b: Sequence[T]) -> int:
     """Length of the common prefix of two sequences."""
     if isinstance(a, str) and isinstance(b, str):
-        # os.path.commonprefix-style bisection on slices: C-speed comparisons.
-        lo, hi = 0, min(len(a), len(b))
-        while lo < hi:
+        # C-speed slice comparisons: gallop while the prefixes agree (most pairs of outputs
+        # part early), then bisect between the last agreeing and the first differing length
+        limit = min(len(a), len(b))
+        k = 32
+        while k < limit and a[:k] == b[:k]:
+            k *= 2
+        lo, hi = k // 2 if k > 32 else 0, min(k, limit)
+        if a[:hi] == b[:hi]:
+            return hi
+        hi -= 1
+        while lo < hi:  # a[:lo] agrees; the answer is at most hi
             mid = (lo + hi + 1) // 2
             if a[:mid] == b[:mid]:
                 lo = mid

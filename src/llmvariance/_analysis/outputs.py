@@ -130,25 +130,6 @@ class DistinctOutputs:
             length_mean_tokens=length_mean, length_std_tokens=length_std)
 
 
-def _char_prefix(a: str, b: str) -> int:
-    """``pair_prefix_length`` for strings: galloping then bisecting slices."""
-    limit = min(len(a), len(b))
-    k = 32
-    while k < limit and a[:k] == b[:k]:
-        k *= 2
-    lo, hi = k // 2 if k > 32 else 0, min(k, limit)
-    if a[:hi] == b[:hi]:
-        return hi
-    hi -= 1
-    while lo < hi:  # a[:lo] agrees; the answer is at most hi
-        mid = (lo + hi + 1) // 2
-        if a[:mid] == b[:mid]:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
-
-
 _HEAD = 64
 """Characters of each text compared at once, in numpy, before any slicing in Python."""
 
@@ -164,7 +145,7 @@ def _adjacent_char_prefixes(texts: Sequence[str]) -> IntArray:
     first = np.where(differ.any(axis=1), differ.argmax(axis=1), _HEAD)
     out = np.minimum(first, limit)
     for p in np.flatnonzero((first == _HEAD) & (limit > _HEAD)).tolist():
-        out[p] = _char_prefix(texts[p], texts[p + 1])
+        out[p] = m.pair_prefix_length(texts[p], texts[p + 1])
     return out
 
 
